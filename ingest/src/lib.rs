@@ -1,0 +1,14 @@
+//! Change-event decoding: JSON Lines rows, Debezium change events (with or without the
+//! `{"schema","payload"}` envelope), CSV and Parquet files become [`lake_table::ChangeBatch`]es.
+//!
+//! Decoding is pure (no I/O): callers pass bytes and a source name, and every error names the
+//! source and the line (or offset) of the bad record. Nothing is silently dropped: only Debezium
+//! tombstones (`null` values) are skipped, as Kafka log compaction intends.
+
+mod debezium;
+mod error;
+mod rows;
+
+pub use debezium::{decode_debezium, source_position};
+pub use error::{DecodeError, Result};
+pub use rows::{Decoded, TableShape, decode_csv, decode_json_lines, decode_parquet, rows_to_batch};

@@ -1,0 +1,277 @@
+//! JSON objects, CSV and Parquet into Arrow record batches shaped by the table schema.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow_json::reader::{ReaderBuilder, infer_json_schema_from_iterator};
+use bytes::Bytes;
+use lake_table::ChangeBatch;
+use lake_table::config::SOURCE_POSITION_FIELD;
+use serde_json::{Map, Value};
+
+use crate::{DecodeError, Result};
+
+/// What the decoders need to know of the target table.
+#[derive(Clone, Debug, Default)]
+pub struct TableShape {
+    /// The table's data schema, if it has been written before (types of known columns).
+    pub schema: Option<SchemaRef>,
+    /// Columns every record must carry non-null (record key fields).
+    pub key_fields: Vec<String>,
+    /// The ordering field, if any.
+    pub ordering_field: Option<String>,
+}
+
+impl TableShape {
+    fn fills_source_position(&self) -> bool {
+        self.ordering_field.as_deref() == Some(SOURCE_POSITION_FIELD)
+    }
+}
+
+/// A decoded batch with the number of records skipped (tombstones).
+#[derive(Debug)]
+pub struct Decoded {
+    /// The changes.
+    pub batch: ChangeBatch,
+    /// Records skipped on purpose (Debezium tombstones).
+    pub skipped: usize,
+}
+
+fn merged_schema(shape: &TableShape, rows: &[&Value]) -> std::result::Result<SchemaRef, String> {
+    let inferred =
+        infer_json_schema_from_iterator(rows.iter().map(|v| Ok::<_, arrow::error::ArrowError>(*v)))
+            .map_err(|e| e.to_string())?;
+    let mut fields: Vec<Field> = shape
+        .schema
+        .as_ref()
+        .map(|s| {
+            s.fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect()
+        })
+        .unwrap_or_default();
+    for f in inferred.fields() {
+        if !fields.iter().any(|x| x.name() == f.name()) {
+            let dt = if f.data_type() == &DataType::Null {
+                DataType::Utf8
+            } else {
+                f.data_type().clone()
+            };
+            fields.push(Field::new(f.name(), dt, true));
+        }
+    }
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// Converts JSON objects (with their line numbers) into a batch in the table's types plus any new
+/// columns (types inferred). A value that does not fit its column names its line.
+pub fn rows_to_batch(
+    source: &str,
+    shape: &TableShape,
+    rows: &[(u64, Value)],
+) -> Result<RecordBatch> {
+    let first_line = rows.first().map_or(0, |(l, _)| *l);
+    let values: Vec<&Value> = rows.iter().map(|(_, v)| v).collect();
+    for (line, v) in rows {
+        for k in &shape.key_fields {
+            match v.get(k) {
+                None | Some(Value::Null) => {
+                    return Err(DecodeError::new(
+                        source,
+                        *line,
+                        format!("record key field {k:?} is missing or null"),
+                    ));
+                }
+                Some(Value::String(s)) if s.is_empty() => {
+                    return Err(DecodeError::new(
+                        source,
+                        *line,
+                        format!("record key field {k:?} is empty"),
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+    let schema =
+        merged_schema(shape, &values).map_err(|e| DecodeError::new(source, first_line, e))?;
+    let decode = |vals: &[&Value]| -> std::result::Result<Option<RecordBatch>, String> {
+        let mut d = ReaderBuilder::new(schema.clone())
+            .with_coerce_primitive(true)
+            .with_batch_size(vals.len().max(1))
+            .build_decoder()
+            .map_err(|e| e.to_string())?;
+        d.serialize(vals).map_err(|e| e.to_string())?;
+        d.flush().map_err(|e| e.to_string())
+    };
+    match decode(&values) {
+        Ok(Some(b)) => Ok(b),
+        Ok(None) => Ok(RecordBatch::new_empty(schema)),
+        Err(whole) => {
+            for (line, v) in rows {
+                if let Err(e) = decode(&[v]) {
+                    return Err(DecodeError::new(source, *line, e));
+                }
+            }
+            Err(DecodeError::new(source, first_line, whole))
+        }
+    }
+}
+
+/// Decodes JSON Lines of row objects. `deletes` marks every row as a delete (delete by key).
+pub fn decode_json_lines(
+    source: &str,
+    text: &str,
+    shape: &TableShape,
+    deletes: bool,
+) -> Result<Decoded> {
+    let mut rows = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line_no = i as u64 + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut v: Value = serde_json::from_str(line)
+            .map_err(|e| DecodeError::new(source, line_no, format!("malformed JSON: {e}")))?;
+        let Some(obj) = v.as_object_mut() else {
+            return Err(DecodeError::new(source, line_no, "expected a JSON object"));
+        };
+        if shape.fills_source_position() && !obj.contains_key(SOURCE_POSITION_FIELD) {
+            obj.insert(SOURCE_POSITION_FIELD.into(), Value::String(String::new()));
+        }
+        rows.push((line_no, v));
+    }
+    let batch = rows_to_batch(source, shape, &rows)?;
+    let n = batch.num_rows();
+    let change = if deletes {
+        ChangeBatch::new(batch, BooleanArray::from(vec![true; n]))
+    } else {
+        ChangeBatch::upserts(batch)
+    };
+    Ok(Decoded {
+        batch: change,
+        skipped: 0,
+    })
+}
+
+fn with_source_position(
+    batch: RecordBatch,
+    shape: &TableShape,
+) -> std::result::Result<RecordBatch, String> {
+    if !shape.fills_source_position()
+        || batch
+            .schema()
+            .field_with_name(SOURCE_POSITION_FIELD)
+            .is_ok()
+    {
+        return Ok(batch);
+    }
+    let mut fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(Field::new(SOURCE_POSITION_FIELD, DataType::Utf8, true));
+    let mut cols: Vec<ArrayRef> = batch.columns().to_vec();
+    cols.push(Arc::new(StringArray::from(vec![""; batch.num_rows()])));
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).map_err(|e| e.to_string())
+}
+
+/// Decodes a CSV file with a header line; known columns take the table's types.
+pub fn decode_csv(
+    source: &str,
+    bytes: Bytes,
+    shape: &TableShape,
+    deletes: bool,
+) -> Result<Decoded> {
+    use arrow::csv::reader::{Format, ReaderBuilder as CsvBuilder};
+    let err = |line: u64, e: String| DecodeError::new(source, line, e);
+    let format = Format::default().with_header(true);
+    let (inferred, _) = format
+        .infer_schema(Cursor::new(bytes.as_ref()), Some(1000))
+        .map_err(|e| err(1, format!("cannot read the CSV header: {e}")))?;
+    let fields: Vec<Field> = inferred
+        .fields()
+        .iter()
+        .map(|f| {
+            let known = shape
+                .schema
+                .as_ref()
+                .and_then(|s| s.field_with_name(f.name()).ok().cloned());
+            known
+                .unwrap_or_else(|| f.as_ref().clone())
+                .with_nullable(true)
+        })
+        .collect();
+    let schema = Arc::new(Schema::new(fields));
+    let reader = CsvBuilder::new(schema.clone())
+        .with_format(format)
+        .with_batch_size(64 * 1024)
+        .build(Cursor::new(bytes.as_ref()))
+        .map_err(|e| err(1, e.to_string()))?;
+    let batches = reader
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| err(0, e.to_string()))?;
+    let batch =
+        arrow::compute::concat_batches(&schema, &batches).map_err(|e| err(0, e.to_string()))?;
+    finish_file_batch(source, batch, shape, deletes)
+}
+
+/// Decodes a Parquet file.
+pub fn decode_parquet(
+    source: &str,
+    bytes: Bytes,
+    shape: &TableShape,
+    deletes: bool,
+) -> Result<Decoded> {
+    let (schema, batches) = lake_table::read_parquet(source, bytes)
+        .map_err(|e| DecodeError::new(source, 0, e.to_string()))?;
+    let batch = arrow::compute::concat_batches(&schema, &batches)
+        .map_err(|e| DecodeError::new(source, 0, e.to_string()))?;
+    finish_file_batch(source, batch, shape, deletes)
+}
+
+fn finish_file_batch(
+    source: &str,
+    batch: RecordBatch,
+    shape: &TableShape,
+    deletes: bool,
+) -> Result<Decoded> {
+    for k in &shape.key_fields {
+        let col = batch.column_by_name(k).ok_or_else(|| {
+            DecodeError::new(source, 1, format!("record key column {k:?} is missing"))
+        })?;
+        if let Some(row) = (0..col.len()).find(|i| col.is_null(*i)) {
+            return Err(DecodeError::new(
+                source,
+                row as u64 + 2,
+                format!("record key field {k:?} is null"),
+            ));
+        }
+    }
+    let batch = with_source_position(batch, shape).map_err(|e| DecodeError::new(source, 0, e))?;
+    let n = batch.num_rows();
+    let change = if deletes {
+        ChangeBatch::new(batch, BooleanArray::from(vec![true; n]))
+    } else {
+        ChangeBatch::upserts(batch)
+    };
+    Ok(Decoded {
+        batch: change,
+        skipped: 0,
+    })
+}
+
+/// Removes an object's key if present and returns the object (helper for decoders).
+pub(crate) fn take_object(v: Value) -> Option<Map<String, Value>> {
+    match v {
+        Value::Object(m) => Some(m),
+        _ => None,
+    }
+}
+
+use arrow::array::Array;

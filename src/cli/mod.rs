@@ -1,0 +1,49 @@
+//! Command-line parsing and dispatch; each subcommand lives in its own module.
+
+mod create;
+mod read;
+mod timeline;
+mod write;
+
+use clap::{Parser, Subcommand};
+
+/// lake: Hudi-compatible lakehouse tables from change events.
+#[derive(Debug, Parser)]
+#[command(name = "lake", version, about, long_about = None)]
+pub struct Cli {
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new table.
+    Create(create::Args),
+    /// Write files of rows or change events into a table as one commit.
+    Write(write::Args),
+    /// Show the instants of a table's timeline.
+    Timeline(timeline::Args),
+    /// Print the rows of a table (snapshot, or as of an instant).
+    Read(read::Args),
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Create(a) => create::run(a).await,
+        Command::Write(a) => write::run(a).await,
+        Command::Timeline(a) => timeline::run(a).await,
+        Command::Read(a) => read::run(a).await,
+    }
+}
+
+/// Splits a comma-separated field list.
+pub(crate) fn fields(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}

@@ -1,0 +1,53 @@
+//! `lake timeline`: the instants of a table and the write stats of each commit.
+
+use lake_table::Table;
+
+/// Arguments of `lake timeline`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Table URI.
+    pub table: String,
+}
+
+pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
+    let table = Table::open(&a.table).await?;
+    let timeline = table.timeline().await?;
+    println!(
+        "{:<17}  {:<13}  {:<9}  details",
+        "instant", "action", "state"
+    );
+    for inst in timeline.instants() {
+        let details = if inst.is_completed()
+            && inst.action.writes_data()
+            && timeline.layout() == lake_table::timeline::Layout::V1
+        {
+            let m = timeline.commit_metadata(inst).await?;
+            let stats: Vec<_> = m.write_stats().collect();
+            let sum = |f: fn(&lake_table::timeline::WriteStat) -> i64| {
+                stats.iter().map(|s| f(s)).sum::<i64>()
+            };
+            format!(
+                "{} partitions, {} files, {} inserts, {} updates, {} deletes, {} records, {} bytes{}",
+                m.partition_to_write_stats.len(),
+                stats.len(),
+                sum(|s| s.num_inserts),
+                sum(|s| s.num_update_writes),
+                sum(|s| s.num_deletes),
+                sum(|s| s.num_writes),
+                sum(|s| s.total_write_bytes),
+                m.operation_type
+                    .map(|o| format!(" ({o})"))
+                    .unwrap_or_default()
+            )
+        } else {
+            String::new()
+        };
+        println!(
+            "{:<17}  {:<13}  {:<9}  {details}",
+            inst.time.to_string(),
+            inst.action.name(),
+            inst.state.to_string()
+        );
+    }
+    Ok(())
+}

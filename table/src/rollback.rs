@@ -1,0 +1,187 @@
+//! Rollback of failed writes: the files an inflight instant wrote (found through its markers) are
+//! deleted and a completed rollback instant is recorded, in Hudi's Avro plan/metadata formats.
+//!
+//! Order: rollback REQUESTED (plan) → INFLIGHT → data files and markers deleted → rollback COMPLETED
+//! → the failed instant's own files removed from the timeline. A crash anywhere is repaired by the
+//! next writer: a pending rollback is resumed, a failed instant still on the timeline is rolled back.
+
+use std::collections::BTreeMap;
+use std::time::Instant as Clock;
+
+use bytes::Bytes;
+use lake_timeline::avro::{self, Datum};
+use lake_timeline::{Action, Instant, InstantTime, State, Storage, Timeline};
+
+use crate::layout::{MARKERS_DIR, file_of_marker};
+use crate::{Result, Table};
+
+/// Pending instants a writer must roll back before writing: failed commits and deltacommits.
+fn failed_writes(timeline: &Timeline) -> Vec<Instant> {
+    timeline
+        .pending()
+        .filter(|i| matches!(i.action, Action::Commit | Action::DeltaCommit))
+        .copied()
+        .collect()
+}
+
+/// Rolls back every failed write (and finishes interrupted rollbacks); returns the rolled-back times.
+pub(crate) async fn rollback_failed_writes(
+    table: &Table,
+    timeline: &Timeline,
+) -> Result<Vec<InstantTime>> {
+    let failed = failed_writes(timeline);
+    let pending_rollback = timeline
+        .pending()
+        .find(|i| i.action == Action::Rollback)
+        .copied();
+    if failed.is_empty() && pending_rollback.is_none() {
+        return Ok(Vec::new());
+    }
+    let time = match pending_rollback {
+        Some(r) => r.time,
+        None => InstantTime::next_after(timeline.latest_time()),
+    };
+    rollback(table, timeline, time, &failed).await?;
+    Ok(failed.iter().map(|i| i.time).collect())
+}
+
+/// Rolls back one pending write instant.
+pub(crate) async fn rollback_instant(
+    table: &Table,
+    timeline: &Timeline,
+    target: &Instant,
+) -> Result<InstantTime> {
+    let time = InstantTime::next_after(timeline.latest_time());
+    rollback(table, timeline, time, std::slice::from_ref(target)).await?;
+    Ok(time)
+}
+
+async fn marker_files(storage: &Storage, instant: InstantTime) -> Result<Vec<(String, String)>> {
+    let dir = format!("{MARKERS_DIR}/{instant}");
+    let markers = storage.list_recursive(&dir).await?;
+    let mut out = Vec::new();
+    for m in markers {
+        let rel = storage.relative(&m.location);
+        let inside = rel
+            .strip_prefix(&format!("{dir}/"))
+            .unwrap_or(&rel)
+            .to_owned();
+        if let Some(file) = file_of_marker(&inside) {
+            out.push((rel.clone(), file.to_owned()));
+        }
+    }
+    Ok(out)
+}
+
+async fn rollback(
+    table: &Table,
+    timeline: &Timeline,
+    time: InstantTime,
+    targets: &[Instant],
+) -> Result<()> {
+    let storage = table.storage();
+    let layout = table.config().layout();
+    let started = Clock::now();
+    let mut per_target = Vec::new();
+    for t in targets {
+        per_target.push((*t, marker_files(storage, t.time).await?));
+    }
+    let requested = Instant::new(time, Action::Rollback, State::Requested);
+    if timeline.find(time).is_none() {
+        let plan = rollback_plan(targets.first(), &per_target);
+        Timeline::publish(storage, layout, &requested, Bytes::from(plan)).await?;
+    }
+    let inflight = Instant::new(time, Action::Rollback, State::Inflight);
+    if !storage.exists(&timeline.instant_path(&inflight)).await? {
+        Timeline::publish(storage, layout, &inflight, Bytes::new()).await?;
+    }
+    let mut deleted: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (_, files) in &per_target {
+        for (marker, file) in files {
+            storage.delete(file).await?;
+            storage.delete(marker).await?;
+            let (part, _) = file.rsplit_once('/').unwrap_or(("", file));
+            deleted
+                .entry(part.to_owned())
+                .or_default()
+                .push(storage.display(file));
+        }
+    }
+    let total: usize = deleted.values().map(Vec::len).sum();
+    let meta = Datum::Record(vec![
+        Datum::str(time.to_string()),
+        Datum::Long(started.elapsed().as_millis() as i64),
+        Datum::Int(total as i32),
+        Datum::strings(targets.iter().map(|t| t.time.to_string())),
+        Datum::Map(
+            deleted
+                .iter()
+                .map(|(p, files)| {
+                    let rec = Datum::Record(vec![
+                        Datum::str(p.clone()),
+                        Datum::strings(files.clone()),
+                        Datum::Array(vec![]),
+                        Datum::Union(0, Box::new(Datum::Null)),
+                        Datum::Union(0, Box::new(Datum::Null)),
+                    ]);
+                    (p.clone(), rec)
+                })
+                .collect(),
+        ),
+        Datum::Union(0, Box::new(Datum::Int(1))),
+        Datum::Array(targets.iter().map(instant_info).collect()),
+    ]);
+    let bytes = avro::container_file(&avro::rollback_metadata_schema(), &meta);
+    Timeline::complete(storage, layout, &inflight, Bytes::from(bytes)).await?;
+    for t in targets {
+        for state in [State::Inflight, State::Requested] {
+            let f = Instant::new(t.time, t.action, state);
+            storage.delete(&timeline.instant_path(&f)).await?;
+        }
+    }
+    Ok(())
+}
+
+fn instant_info(i: &Instant) -> Datum {
+    Datum::Record(vec![
+        Datum::str(i.time.to_string()),
+        Datum::str(i.action.name()),
+    ])
+}
+
+fn rollback_plan(
+    target: Option<&Instant>,
+    per_target: &[(Instant, Vec<(String, String)>)],
+) -> Vec<u8> {
+    let mut by_partition: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (_, files) in per_target {
+        for (_, file) in files {
+            let (part, _) = file.rsplit_once('/').unwrap_or(("", file));
+            by_partition
+                .entry(part.to_owned())
+                .or_default()
+                .push(file.clone());
+        }
+    }
+    let requests = by_partition
+        .into_iter()
+        .map(|(p, files)| {
+            Datum::Record(vec![
+                Datum::str(p),
+                Datum::Union(0, Box::new(Datum::Null)),
+                Datum::Union(0, Box::new(Datum::Null)),
+                Datum::strings(files),
+                Datum::Union(0, Box::new(Datum::Null)),
+            ])
+        })
+        .collect();
+    let plan = Datum::Record(vec![
+        match target {
+            Some(t) => Datum::Union(1, Box::new(instant_info(t))),
+            None => Datum::Union(0, Box::new(Datum::Null)),
+        },
+        Datum::Union(1, Box::new(Datum::Array(requests))),
+        Datum::Union(0, Box::new(Datum::Int(1))),
+    ]);
+    avro::container_file(&avro::rollback_plan_schema(), &plan)
+}

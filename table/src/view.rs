@@ -1,0 +1,177 @@
+//! The file-system view: file groups and file slices as of a completed instant.
+//!
+//! Only files of committed instants are visible (see [`Timeline::is_committed`]); file groups replaced
+//! by a completed replacecommit are hidden. The view lists either the whole table or only some
+//! partitions (writers list just the partitions they touch).
+
+use std::collections::{BTreeMap, HashSet};
+
+use futures::{StreamExt, TryStreamExt};
+use lake_timeline::{Action, InstantTime, Storage, Timeline};
+
+use crate::Result;
+use crate::layout::{BaseFile, LogFile};
+
+/// One version of a file group: a base file and the log files appended to it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FileSlice {
+    /// Partition path.
+    pub partition: String,
+    /// File group id.
+    pub file_id: String,
+    /// The slice's base instant.
+    pub base_instant: InstantTime,
+    /// The base file, if the slice has one.
+    pub base_file: Option<BaseFile>,
+    /// Log files, by version.
+    pub log_files: Vec<LogFile>,
+}
+
+/// All file slices of the table (or of some partitions), as of one instant.
+#[derive(Clone, Debug, Default)]
+pub struct FileSystemView {
+    /// (partition, file id) → slices by base instant.
+    groups: BTreeMap<(String, String), BTreeMap<InstantTime, FileSlice>>,
+}
+
+impl FileSystemView {
+    /// Lists the table (or only `partitions`) and keeps what is visible as of `as_of` (latest
+    /// completed when `None`).
+    pub async fn load(
+        timeline: &Timeline,
+        partitions: Option<&[String]>,
+        as_of: Option<InstantTime>,
+    ) -> Result<Self> {
+        let storage = timeline.storage();
+        let files: Vec<(String, String, u64)> = match partitions {
+            None => storage
+                .list_recursive("")
+                .await?
+                .into_iter()
+                .filter_map(|m| {
+                    let rel = storage.relative(&m.location);
+                    if rel.starts_with(".hoodie/") || rel.split('/').any(|p| p == "__MACOSX") {
+                        return None;
+                    }
+                    let (part, name) = rel.rsplit_once('/').unwrap_or(("", rel.as_str()));
+                    Some((part.to_owned(), name.to_owned(), m.size))
+                })
+                .collect(),
+            Some(parts) => {
+                let listed: Vec<Vec<(String, String, u64)>> =
+                    futures::stream::iter(parts.iter().cloned())
+                        .map(|p| list_partition(storage, p))
+                        .buffer_unordered(16)
+                        .try_collect()
+                        .await?;
+                listed.into_iter().flatten().collect()
+            }
+        };
+        let replaced = replaced_file_groups(timeline, as_of).await?;
+        let mut view = FileSystemView::default();
+        for (part, name, size) in files {
+            if let Some(b) = BaseFile::parse(&part, &name, size) {
+                if !timeline.is_committed(b.instant, as_of)
+                    || replaced.contains(&(part.clone(), b.file_id.clone()))
+                {
+                    continue;
+                }
+                let slice = view.slice_mut(&part, &b.file_id, b.instant);
+                slice.base_file = Some(b);
+            } else if let Some(l) = LogFile::parse(&part, &name, size) {
+                if as_of.is_some_and(|a| l.instant > a)
+                    || replaced.contains(&(part.clone(), l.file_id.clone()))
+                {
+                    continue;
+                }
+                let slice = view.slice_mut(&part, &l.file_id, l.instant);
+                slice.log_files.push(l);
+                slice.log_files.sort_by_key(|l| l.version);
+            }
+        }
+        Ok(view)
+    }
+
+    fn slice_mut(
+        &mut self,
+        partition: &str,
+        file_id: &str,
+        base_instant: InstantTime,
+    ) -> &mut FileSlice {
+        self.groups
+            .entry((partition.to_owned(), file_id.to_owned()))
+            .or_default()
+            .entry(base_instant)
+            .or_insert_with(|| FileSlice {
+                partition: partition.to_owned(),
+                file_id: file_id.to_owned(),
+                base_instant,
+                base_file: None,
+                log_files: Vec::new(),
+            })
+    }
+
+    /// The latest slice of every file group, ordered by partition and file id.
+    pub fn latest_slices(&self) -> Vec<&FileSlice> {
+        self.groups
+            .values()
+            .filter_map(|slices| slices.values().next_back())
+            .collect()
+    }
+
+    /// The latest slice of one file group.
+    pub fn latest_slice(&self, partition: &str, file_id: &str) -> Option<&FileSlice> {
+        self.groups
+            .get(&(partition.to_owned(), file_id.to_owned()))
+            .and_then(|s| s.values().next_back())
+    }
+
+    /// The file ids of one partition.
+    pub fn file_ids<'a>(&'a self, partition: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.groups
+            .keys()
+            .filter(move |(p, _)| p == partition)
+            .map(|(_, f)| f.as_str())
+    }
+
+    /// Every slice of every file group (oldest first within a group).
+    pub fn all_slices(&self) -> impl Iterator<Item = &FileSlice> {
+        self.groups.values().flat_map(|s| s.values())
+    }
+}
+
+async fn list_partition(
+    storage: &Storage,
+    partition: String,
+) -> Result<Vec<(String, String, u64)>> {
+    let (files, _) = storage.list_dir(&partition).await?;
+    Ok(files
+        .into_iter()
+        .filter_map(|m| {
+            let name = m.location.filename()?.to_owned();
+            Some((partition.clone(), name, m.size))
+        })
+        .collect())
+}
+
+/// File groups hidden by completed replacecommits at or before `as_of`.
+async fn replaced_file_groups(
+    timeline: &Timeline,
+    as_of: Option<InstantTime>,
+) -> Result<HashSet<(String, String)>> {
+    let mut out = HashSet::new();
+    let replaces: Vec<_> = timeline
+        .completed_writes_until(as_of)
+        .filter(|i| i.action == Action::ReplaceCommit)
+        .copied()
+        .collect();
+    for inst in replaces {
+        let meta = timeline.commit_metadata(&inst).await?;
+        for (part, ids) in meta.partition_to_replace_file_ids {
+            for id in ids {
+                out.insert((part.clone(), id));
+            }
+        }
+    }
+    Ok(out)
+}

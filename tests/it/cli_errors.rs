@@ -1,0 +1,151 @@
+//! Bad input and bad places give clear errors naming the file and line, and commit nothing.
+
+use crate::kit::{lake_env, lake_ok};
+
+fn stderr_of(args: &[&str]) -> String {
+    let out = lake_env(args, &[]);
+    assert!(!out.status.success(), "lake {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn bad_input_names_file_and_line_and_commits_nothing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let uri = dir.path().join("t").display().to_string();
+    lake_ok(&["create", &uri, "--key", "id", "--ordering", "v"], &[]);
+    let good = dir.path().join("good.jsonl");
+    std::fs::write(&good, "{\"id\":1,\"v\":1,\"n\":5}\n").expect("write");
+    lake_ok(
+        &["write", &uri, "--input", good.to_str().expect("utf8")],
+        &[],
+    );
+    let before = lake_ok(&["timeline", &uri], &[]);
+    let cases = [
+        (
+            "malformed.jsonl",
+            "{\"id\":2,\"v\":1}\n{\"id\":3,\"v\":\n",
+            "malformed.jsonl:2: malformed JSON",
+        ),
+        (
+            "nokey.jsonl",
+            "{\"id\":2,\"v\":1}\n{\"v\":1}\n",
+            "nokey.jsonl:2: record key field \"id\" is missing",
+        ),
+        (
+            "type.jsonl",
+            "{\"id\":2,\"v\":1,\"n\":1}\n{\"id\":3,\"v\":1,\"n\":\"x\"}\n",
+            "type.jsonl:2:",
+        ),
+    ];
+    for (name, text, want) in cases {
+        let f = dir.path().join(name);
+        std::fs::write(&f, text).expect("write");
+        let err = stderr_of(&[
+            "write",
+            &uri,
+            "--input",
+            good.to_str().expect("utf8"),
+            f.to_str().expect("utf8"),
+        ]);
+        assert!(err.contains(want), "{name}: {err}");
+    }
+    let dbz = dir.path().join("op.jsonl");
+    std::fs::write(&dbz, "{\"op\":\"z\",\"after\":{\"id\":1,\"v\":1}}\n").expect("write");
+    let err = stderr_of(&[
+        "write",
+        &uri,
+        "--format",
+        "debezium",
+        "--input",
+        dbz.to_str().expect("utf8"),
+    ]);
+    assert!(
+        err.contains("op.jsonl:1: unknown Debezium op \"z\""),
+        "{err}"
+    );
+    assert_eq!(
+        lake_ok(&["timeline", &uri], &[]),
+        before,
+        "a failed batch committed something"
+    );
+}
+
+#[test]
+fn incompatible_schema_changes_are_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let uri = dir.path().join("t").display().to_string();
+    lake_ok(&["create", &uri, "--key", "id", "--ordering", "v"], &[]);
+    let csv1 = dir.path().join("a.csv");
+    std::fs::write(&csv1, "id,v,score\n1,1,2.5\n").expect("write");
+    lake_ok(
+        &[
+            "write",
+            &uri,
+            "--format",
+            "csv",
+            "--input",
+            csv1.to_str().expect("utf8"),
+        ],
+        &[],
+    );
+    // A Parquet file whose `score` is a string cannot go into a double column.
+    let pq = dir.path().join("b.parquet");
+    let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![
+        arrow::datatypes::Field::new("id", arrow::datatypes::DataType::Int64, false),
+        arrow::datatypes::Field::new("v", arrow::datatypes::DataType::Int64, false),
+        arrow::datatypes::Field::new("score", arrow::datatypes::DataType::Utf8, true),
+    ]));
+    let batch = arrow::array::RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            std::sync::Arc::new(arrow::array::Int64Array::from(vec![2])),
+            std::sync::Arc::new(arrow::array::Int64Array::from(vec![1])),
+            std::sync::Arc::new(arrow::array::StringArray::from(vec!["high"])),
+        ],
+    )
+    .expect("batch");
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&pq).expect("f"), schema, None)
+            .expect("w");
+    w.write(&batch).expect("write");
+    w.close().expect("close");
+    let err = stderr_of(&[
+        "write",
+        &uri,
+        "--format",
+        "parquet",
+        "--input",
+        pq.to_str().expect("utf8"),
+    ]);
+    assert!(
+        err.contains("schema change refused") && err.contains("\"score\""),
+        "{err}"
+    );
+    let timeline = lake_ok(&["timeline", &uri], &[]);
+    assert_eq!(
+        timeline.lines().filter(|l| l.contains("commit")).count(),
+        1,
+        "{timeline}"
+    );
+}
+
+#[test]
+fn unreachable_store_and_missing_table_are_clear_errors() {
+    let err = stderr_of(&["timeline", "/nonexistent/lake/table"]);
+    assert!(err.contains("hoodie.properties is missing"), "{err}");
+    let out = lake_env(
+        &["timeline", "s3://nobucket/t"],
+        &[
+            ("AWS_ENDPOINT_URL".into(), "http://127.0.0.1:9".into()),
+            ("AWS_ALLOW_HTTP".into(), "true".into()),
+            ("AWS_ACCESS_KEY_ID".into(), "x".into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), "x".into()),
+            ("AWS_REGION".into(), "us-east-1".into()),
+            ("AWS_RETRY_TIMEOUT".into(), "1s".into()),
+            ("AWS_MAX_RETRIES".into(), "0".into()),
+        ],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("s3://nobucket/t"), "{err}");
+}

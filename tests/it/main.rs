@@ -1,0 +1,8 @@
+//! End-to-end tests of the `lake` binary: local folders and a real S3 server (SeaweedFS on
+//! 127.0.0.1), every table checked against hudi-rs, the reference reader.
+
+mod cli_errors;
+mod cow;
+mod crash;
+mod fixtures;
+mod kit;

@@ -1,0 +1,286 @@
+//! Loading, filtering and publishing the timeline of one table.
+//!
+//! The timeline is read by listing `.hoodie/` (layout 1, table version 6) or `.hoodie/timeline/`
+//! (layout 2, versions 8 and 9). Each instant time appears once, in the furthest state whose file
+//! exists. Transitions are published with create-if-absent: the completed file is the commit point.
+
+use bytes::Bytes;
+
+use crate::metadata::CommitMetadata;
+use crate::{Action, Error, Instant, InstantTime, Result, State, Storage};
+
+/// The timeline layout version (`hoodie.timeline.layout.version`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// Layout 1: instants flat in `.hoodie/`, JSON commit metadata (table versions ≤ 7).
+    V1,
+    /// Layout 2: instants in `.hoodie/timeline/`, completion times in names, Avro metadata (8, 9).
+    V2,
+}
+
+impl Layout {
+    /// The root-relative folder holding the instant files.
+    pub fn dir(self) -> &'static str {
+        match self {
+            Layout::V1 => ".hoodie",
+            Layout::V2 => ".hoodie/timeline",
+        }
+    }
+}
+
+/// A loaded, immutable view of a table's timeline, sorted by instant time.
+#[derive(Clone, Debug)]
+pub struct Timeline {
+    storage: Storage,
+    layout: Layout,
+    instants: Vec<Instant>,
+}
+
+impl Timeline {
+    /// Lists and parses the instant files of the table.
+    pub async fn load(storage: &Storage, layout: Layout) -> Result<Self> {
+        let (files, _) = storage.list_dir(layout.dir()).await?;
+        let mut parsed: Vec<Instant> = files
+            .iter()
+            .filter_map(|m| m.location.filename())
+            .filter_map(Instant::parse_file_name)
+            .collect();
+        // Keep, per instant time, only the furthest state; a completed compaction keeps the action of
+        // its completed file (commit), as Hudi reports it.
+        parsed.sort_by_key(|i| (i.time, i.state));
+        let mut instants: Vec<Instant> = Vec::with_capacity(parsed.len());
+        for inst in parsed {
+            match instants.last_mut() {
+                Some(last) if last.time == inst.time => *last = inst,
+                _ => instants.push(inst),
+            }
+        }
+        Ok(Self {
+            storage: storage.clone(),
+            layout,
+            instants,
+        })
+    }
+
+    /// The storage of the table.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// The layout of this timeline.
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// Every instant, oldest first.
+    pub fn instants(&self) -> &[Instant] {
+        &self.instants
+    }
+
+    /// Completed instants, oldest first.
+    pub fn completed(&self) -> impl Iterator<Item = &Instant> {
+        self.instants.iter().filter(|i| i.is_completed())
+    }
+
+    /// Requested or inflight instants, oldest first.
+    pub fn pending(&self) -> impl Iterator<Item = &Instant> {
+        self.instants.iter().filter(|i| !i.is_completed())
+    }
+
+    /// Completed instants that make data visible (commit, deltacommit, replacecommit), oldest first.
+    pub fn completed_writes(&self) -> impl Iterator<Item = &Instant> {
+        self.completed().filter(|i| i.action.writes_data())
+    }
+
+    /// Completed data-writing instants at or before `until` (all when `None`).
+    pub fn completed_writes_until(
+        &self,
+        until: Option<InstantTime>,
+    ) -> impl Iterator<Item = &Instant> {
+        self.completed_writes()
+            .filter(move |i| until.is_none_or(|u| i.time <= u))
+    }
+
+    /// Instants of the given actions, in any state.
+    pub fn by_actions<'a>(&'a self, actions: &'a [Action]) -> impl Iterator<Item = &'a Instant> {
+        self.instants.iter().filter(|i| actions.contains(&i.action))
+    }
+
+    /// The instant with this time, if any.
+    pub fn find(&self, time: InstantTime) -> Option<&Instant> {
+        self.instants.iter().find(|i| i.time == time)
+    }
+
+    /// The latest completed data-writing instant.
+    pub fn last_completed_write(&self) -> Option<&Instant> {
+        self.completed_writes().last()
+    }
+
+    /// The latest instant time on the timeline, in any state.
+    pub fn latest_time(&self) -> Option<InstantTime> {
+        self.instants.last().map(|i| i.time)
+    }
+
+    /// The earliest instant time on the (active) timeline; files older than it count as committed.
+    pub fn first_time(&self) -> Option<InstantTime> {
+        self.instants.first().map(|i| i.time)
+    }
+
+    /// Whether files written at `time` are visible at `as_of` (all completed when `None`): the time is
+    /// a completed data-writing instant, or is older than the whole active timeline (archived).
+    pub fn is_committed(&self, time: InstantTime, as_of: Option<InstantTime>) -> bool {
+        if as_of.is_some_and(|a| time > a) {
+            return false;
+        }
+        match self.instants.binary_search_by(|i| i.time.cmp(&time)) {
+            Ok(idx) => {
+                let i = &self.instants[idx];
+                i.is_completed() && i.action.writes_data()
+            }
+            Err(_) => self.first_time().is_none_or(|first| time < first),
+        }
+    }
+
+    /// The root-relative path of an instant's file.
+    pub fn instant_path(&self, instant: &Instant) -> String {
+        format!("{}/{}", self.layout.dir(), instant.file_name())
+    }
+
+    /// Reads the JSON commit metadata of a completed commit, deltacommit or replacecommit.
+    pub async fn commit_metadata(&self, instant: &Instant) -> Result<CommitMetadata> {
+        let path = self.instant_path(instant);
+        if self.layout == Layout::V2 {
+            return Err(Error::Metadata {
+                path,
+                reason: "Avro commit metadata of timeline layout 2 is not read by this version"
+                    .into(),
+            });
+        }
+        let bytes = self.storage.get(&path).await?;
+        CommitMetadata::from_json_bytes(&bytes).map_err(|e| Error::Metadata {
+            path,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Publishes an instant state: creates its file only if absent. Losing the race to another writer
+    /// is [`Error::CommitConflict`].
+    pub async fn publish(
+        storage: &Storage,
+        layout: Layout,
+        instant: &Instant,
+        content: Bytes,
+    ) -> Result<()> {
+        let rel = format!("{}/{}", layout.dir(), instant.file_name());
+        if storage.put_if_absent(&rel, content).await? {
+            Ok(())
+        } else {
+            Err(Error::CommitConflict {
+                instant: instant.time.to_string(),
+                path: storage.display(&rel),
+            })
+        }
+    }
+
+    /// Starts a new instant: publishes its REQUESTED then INFLIGHT files.
+    pub async fn start(
+        storage: &Storage,
+        layout: Layout,
+        time: InstantTime,
+        action: Action,
+        plan: Bytes,
+    ) -> Result<Instant> {
+        let requested = Instant::new(time, action, State::Requested);
+        Self::publish(storage, layout, &requested, plan).await?;
+        let inflight = Instant::new(time, action, State::Inflight);
+        Self::publish(storage, layout, &inflight, Bytes::new()).await?;
+        Ok(inflight)
+    }
+
+    /// Completes an inflight instant with its metadata: the commit point.
+    pub async fn complete(
+        storage: &Storage,
+        layout: Layout,
+        inflight: &Instant,
+        metadata: Bytes,
+    ) -> Result<Instant> {
+        let done = Instant::new(inflight.time, inflight.action, State::Completed);
+        Self::publish(storage, layout, &done, metadata).await?;
+        Ok(done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> InstantTime {
+        s.parse().expect("valid")
+    }
+
+    #[tokio::test]
+    async fn load_collapses_states_and_orders_instants() {
+        let s = Storage::try_from_uri("memory://timeline_load").expect("store");
+        let t1 = t("20250101000000001");
+        let t2 = t("20250101000000002");
+        let t3 = t("20250101000000003");
+        Timeline::start(&s, Layout::V1, t1, Action::Commit, Bytes::new())
+            .await
+            .expect("start t1");
+        let i1 = Instant::new(t1, Action::Commit, State::Inflight);
+        Timeline::complete(&s, Layout::V1, &i1, Bytes::new())
+            .await
+            .expect("complete t1");
+        Timeline::start(&s, Layout::V1, t3, Action::Compaction, Bytes::new())
+            .await
+            .expect("t3");
+        let req = Instant::new(t2, Action::Clean, State::Requested);
+        Timeline::publish(&s, Layout::V1, &req, Bytes::new())
+            .await
+            .expect("t2");
+        s.put(".hoodie/hoodie.properties", Bytes::new())
+            .await
+            .expect("props");
+
+        let tl = Timeline::load(&s, Layout::V1).await.expect("load");
+        let got: Vec<String> = tl.instants().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            [
+                "20250101000000001 commit COMPLETED",
+                "20250101000000002 clean REQUESTED",
+                "20250101000000003 compaction INFLIGHT"
+            ]
+        );
+        assert!(tl.is_committed(t1, None));
+        assert!(!tl.is_committed(t1, Some(t("20250101000000000"))));
+        assert!(!tl.is_committed(t3, None));
+        assert!(
+            tl.is_committed(t("20240101000000000"), None),
+            "archived instants count as committed"
+        );
+        assert_eq!(tl.pending().count(), 2);
+    }
+
+    #[tokio::test]
+    async fn completing_twice_is_a_conflict() {
+        let s = Storage::try_from_uri("memory://timeline_conflict").expect("store");
+        let time = t("20250101000000001");
+        let inflight = Timeline::start(&s, Layout::V1, time, Action::Commit, Bytes::new())
+            .await
+            .expect("start");
+        let (a, b) = tokio::join!(
+            Timeline::complete(&s, Layout::V1, &inflight, Bytes::from_static(b"{}")),
+            Timeline::complete(&s, Layout::V1, &inflight, Bytes::from_static(b"{}"))
+        );
+        let loser = if a.is_ok() { b } else { a };
+        assert!(
+            matches!(loser, Err(Error::CommitConflict { .. })),
+            "{loser:?}"
+        );
+        assert!(matches!(
+            Timeline::start(&s, Layout::V1, time, Action::Commit, Bytes::new()).await,
+            Err(Error::CommitConflict { .. })
+        ));
+    }
+}
