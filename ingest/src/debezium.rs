@@ -16,7 +16,7 @@ use crate::{DecodeError, Result};
 /// The sortable position of an event in the source: `{binlog file number}.{pos}.{row}`, zero padded,
 /// or the Postgres LSN, or the event time, whichever the source block carries.
 pub fn source_position(payload: &Value) -> Option<String> {
-    let src = payload.get("source")?;
+    let src = payload.get("source").unwrap_or(&Value::Null);
     let num = |v: Option<&Value>| {
         v.and_then(|x| {
             x.as_u64()
@@ -172,7 +172,7 @@ mod tests {
     fn bad_events_name_the_line() {
         for (text, want) in [
             (
-                "{\"op\":\"c\",\"after\":{\"id\":1}}\n{not json",
+                "{\"op\":\"c\",\"after\":{\"id\":1},\"ts_ms\":1}\n{not json",
                 "f:2: malformed JSON",
             ),
             (
