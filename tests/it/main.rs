@@ -6,3 +6,4 @@ mod cow;
 mod crash;
 mod fixtures;
 mod kit;
+mod s3_conformance;
