@@ -145,16 +145,18 @@ pub fn decode_json_lines(
         rows.push((line_no, v));
     }
     let batch = rows_to_batch(source, shape, &rows)?;
+    Ok(all_or_no_deletes(batch, deletes))
+}
+
+/// A file's rows as a change batch: all deletes (`--op delete`) or all upserts.
+fn all_or_no_deletes(batch: RecordBatch, deletes: bool) -> Decoded {
     let n = batch.num_rows();
-    let change = if deletes {
+    let batch = if deletes {
         ChangeBatch::new(batch, BooleanArray::from(vec![true; n]))
     } else {
         ChangeBatch::upserts(batch)
     };
-    Ok(Decoded {
-        batch: change,
-        skipped: 0,
-    })
+    Decoded { batch, skipped: 0 }
 }
 
 fn with_source_position(
@@ -254,16 +256,7 @@ fn finish_file_batch(
         }
     }
     let batch = with_source_position(batch, shape).map_err(|e| DecodeError::new(source, 0, e))?;
-    let n = batch.num_rows();
-    let change = if deletes {
-        ChangeBatch::new(batch, BooleanArray::from(vec![true; n]))
-    } else {
-        ChangeBatch::upserts(batch)
-    };
-    Ok(Decoded {
-        batch: change,
-        skipped: 0,
-    })
+    Ok(all_or_no_deletes(batch, deletes))
 }
 
 /// Removes an object's key if present and returns the object (helper for decoders).

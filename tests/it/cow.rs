@@ -169,10 +169,6 @@ fn scenario(seed: u64, batches: usize, per_batch: usize) -> (Vec<String>, Vec<Va
     (out, rows)
 }
 
-fn strip_order(rows: Vec<Value>) -> Vec<Value> {
-    rows
-}
-
 fn run_scenario(uri: &str, env: &[(String, String)], dir: &Path) {
     lake_ok(
         &[
@@ -204,7 +200,7 @@ fn run_scenario(uri: &str, env: &[(String, String)], dir: &Path) {
         );
         assert!(out.contains("committed "), "{out}");
     }
-    let got = strip_order(hudi_read(uri, &["--sort", "order_id"], env));
+    let got = hudi_read(uri, &["--sort", "order_id"], env);
     let cols: Vec<&str> = [
         "order_id",
         "customer_id",
