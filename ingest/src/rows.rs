@@ -3,7 +3,7 @@
 use std::io::Cursor;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray, RecordBatch, StringArray};
+use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow_json::reader::{ReaderBuilder, infer_json_schema_from_iterator};
 use bytes::Bytes;
@@ -259,12 +259,10 @@ fn finish_file_batch(
     Ok(all_or_no_deletes(batch, deletes))
 }
 
-/// Removes an object's key if present and returns the object (helper for decoders).
+/// The map of a JSON object value, `None` for any other value.
 pub(crate) fn take_object(v: Value) -> Option<Map<String, Value>> {
     match v {
         Value::Object(m) => Some(m),
         _ => None,
     }
 }
-
-use arrow::array::Array;

@@ -611,12 +611,11 @@ fn merge_group(
     let stored_rows = stored_data.as_ref().map_or(0, |b| b.num_rows());
     let stored_keys: Option<&StringArray> = stored_meta.as_ref().map(|m| &m[2]);
 
-    let incoming_incl = incoming.clone();
     let stored_order_col: Vec<ArrayRef> = match (&stored_data, ordering) {
         (Some(s), Some(f)) => s.column_by_name(f).cloned().into_iter().collect(),
         _ => Vec::new(),
     };
-    let order = ordering_rows(&incoming_incl, ordering, &stored_order_col)?;
+    let order = ordering_rows(&incoming, ordering, &stored_order_col)?;
 
     let mut by_key: HashMap<&str, usize> = HashMap::with_capacity(keys.len());
     for (i, k) in keys.iter().enumerate() {
