@@ -68,7 +68,7 @@ async fn main() {
             vec!["id".into()],
             vec!["region".into()],
             Some("v".into()),
-            buckets,
+            Some(buckets),
         )
         .expect("config");
         let table = Table::create(&uri, cfg).await.expect("create");

@@ -1,7 +1,7 @@
 //! `lake create`: writes `hoodie.properties` for a new table.
 
 use anyhow::Context;
-use lake_table::config::SOURCE_POSITION_FIELD;
+use lake_table::config::{DEFAULT_TARGET_FILE_SIZE, SOURCE_POSITION_FIELD};
 use lake_table::{Table, TableConfig, TableType};
 
 /// Arguments of `lake create`.
@@ -25,10 +25,27 @@ pub struct Args {
     /// Table name (defaults to the last path segment of the URI).
     #[arg(long)]
     pub name: Option<String>,
+    /// Record index: `bucket` (hash of the key into a fixed number of file groups per partition; no
+    /// lookup cost) or `simple` (key lookup; file groups sized by --target-file-size).
+    #[arg(long, value_enum, default_value = "bucket")]
+    pub index: Index,
     /// Buckets of the bucket index per partition: each bucket is one file group, so choose about
-    /// (partition size / 120 MB).
+    /// (partition size / target file size).
     #[arg(long, default_value_t = 4)]
     pub buckets: u32,
+    /// Target base-file size in bytes for the simple index (new records top up files smaller than
+    /// 5/6 of it, then fill new file groups of this size).
+    #[arg(long, default_value_t = DEFAULT_TARGET_FILE_SIZE)]
+    pub target_file_size: u64,
+}
+
+/// Record index of a new table.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Index {
+    /// Hudi's bucket index.
+    Bucket,
+    /// Hudi's simple (key lookup) index.
+    Simple,
 }
 
 pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
@@ -52,27 +69,38 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     let ordering = a
         .ordering
         .unwrap_or_else(|| SOURCE_POSITION_FIELD.to_owned());
-    let config = TableConfig::new(
+    let mut config = TableConfig::new(
         &name,
         a.table_type,
         super::fields(&a.key),
         partitions,
         Some(ordering),
-        a.buckets,
+        match a.index {
+            Index::Bucket => Some(a.buckets),
+            Index::Simple => None,
+        },
     )?;
+    config.target_file_size = a.target_file_size;
+    config.small_file_limit = a.target_file_size / 6 * 5;
     let table = Table::create(&a.table, config)
         .await
         .with_context(|| format!("creating table {}", a.table))?;
     let c = table.config();
     println!(
-        "created {} table {:?} at {} (key {}, ordering {}, partitions [{}], {} buckets, table version {})",
+        "created {} table {:?} at {} (key {}, ordering {}, partitions [{}], {}, table version {})",
         c.table_type,
         c.name,
         a.table,
         c.record_key_fields.join(","),
         c.ordering_field.as_deref().unwrap_or("-"),
         c.partition_fields.join(","),
-        c.bucket_count.unwrap_or(0),
+        match c.bucket_count {
+            Some(n) => format!("bucket index with {n} buckets"),
+            None => format!(
+                "simple index, target file size {} bytes",
+                c.target_file_size
+            ),
+        },
         c.version
     );
     Ok(())

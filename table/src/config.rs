@@ -39,6 +39,13 @@ const CHECKSUM: &str = "hoodie.table.checksum";
 const INDEX_TYPE: &str = "hoodie.index.type";
 const BUCKETS: &str = "hoodie.bucket.index.num.buckets";
 const BUCKET_HASH_FIELD: &str = "hoodie.bucket.index.hash.field";
+const MAX_FILE_SIZE: &str = "hoodie.parquet.max.file.size";
+const SMALL_FILE_LIMIT: &str = "hoodie.parquet.small.file.limit";
+
+/// Hudi's default target base-file size (`hoodie.parquet.max.file.size`, 120 MiB).
+pub const DEFAULT_TARGET_FILE_SIZE: u64 = 125_829_120;
+/// Hudi's default small-file limit (`hoodie.parquet.small.file.limit`, 100 MiB).
+pub const DEFAULT_SMALL_FILE_LIMIT: u64 = 104_857_600;
 
 /// Copy-on-write or merge-on-read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,8 +157,13 @@ pub struct TableConfig {
     pub url_encode_partitions: bool,
     /// Whether the five `_hoodie_*` meta columns are stored.
     pub populate_meta_fields: bool,
-    /// Number of buckets of the bucket index (lake's default index), if bucketed.
+    /// Number of buckets of the bucket index (lake's default index); `None`: the simple
+    /// (key-lookup) index, with file groups sized by `target_file_size`.
     pub bucket_count: Option<u32>,
+    /// Target size of base files written with the simple index.
+    pub target_file_size: u64,
+    /// Base files smaller than this receive new records (simple index).
+    pub small_file_limit: u64,
     /// Fields hashed into buckets (defaults to the record key fields).
     pub bucket_hash_fields: Vec<String>,
     /// Every key as read or to be written, including those lake does not interpret.
@@ -166,7 +178,7 @@ impl TableConfig {
         record_key_fields: Vec<String>,
         partition_fields: Vec<String>,
         ordering_field: Option<String>,
-        bucket_count: u32,
+        bucket_count: Option<u32>,
     ) -> Result<Self> {
         let bad = |reason: String| Error::Config {
             path: PROPERTIES_PATH.into(),
@@ -180,7 +192,7 @@ impl TableConfig {
         if record_key_fields.is_empty() || record_key_fields.iter().any(String::is_empty) {
             return Err(bad("at least one record key field is required".into()));
         }
-        if bucket_count == 0 {
+        if bucket_count == Some(0) {
             return Err(bad("the bucket count must be at least 1".into()));
         }
         let key_generator = if partition_fields.is_empty() {
@@ -203,7 +215,9 @@ impl TableConfig {
             hive_style_partitioning: true,
             url_encode_partitions: false,
             populate_meta_fields: true,
-            bucket_count: Some(bucket_count),
+            bucket_count,
+            target_file_size: DEFAULT_TARGET_FILE_SIZE,
+            small_file_limit: DEFAULT_SMALL_FILE_LIMIT,
             raw: BTreeMap::new(),
         })
     }
@@ -280,6 +294,13 @@ impl TableConfig {
             }
             _ => None,
         };
+        let size = |k: &str, default: u64| -> Result<u64> {
+            get(k).map_or(Ok(default), |v| {
+                v.parse().map_err(|e| bad(format!("{k}: {e}")))
+            })
+        };
+        let target_file_size = size(MAX_FILE_SIZE, DEFAULT_TARGET_FILE_SIZE)?;
+        let small_file_limit = size(SMALL_FILE_LIMIT, DEFAULT_SMALL_FILE_LIMIT)?;
         let mut bucket_hash_fields = list(BUCKET_HASH_FIELD);
         if bucket_hash_fields.is_empty() {
             bucket_hash_fields = record_key_fields.clone();
@@ -297,6 +318,8 @@ impl TableConfig {
             url_encode_partitions: flag(URL_ENCODE, false),
             populate_meta_fields: flag(POPULATE_META, true),
             bucket_count,
+            target_file_size,
+            small_file_limit,
             bucket_hash_fields,
             raw,
         })
@@ -336,10 +359,17 @@ impl TableConfig {
             "hoodie.compaction.record.merger.strategy",
             "eeb8d96f-b1e4-49fd-bbf8-28ac514178e5".to_owned(),
         );
-        if let Some(n) = self.bucket_count {
-            set(INDEX_TYPE, "BUCKET".to_owned());
-            set(BUCKETS, n.to_string());
-            set(BUCKET_HASH_FIELD, self.bucket_hash_fields.join(","));
+        match self.bucket_count {
+            Some(n) => {
+                set(INDEX_TYPE, "BUCKET".to_owned());
+                set(BUCKETS, n.to_string());
+                set(BUCKET_HASH_FIELD, self.bucket_hash_fields.join(","));
+            }
+            None => {
+                set(INDEX_TYPE, "SIMPLE".to_owned());
+                set(MAX_FILE_SIZE, self.target_file_size.to_string());
+                set(SMALL_FILE_LIMIT, self.small_file_limit.to_string());
+            }
         }
         let db = self.database.as_deref().unwrap_or("");
         set(
@@ -367,7 +397,7 @@ mod tests {
             vec!["id".into()],
             vec![],
             None,
-            4,
+            Some(4),
         )
         .expect("config");
         c.database = Some("default".into());
@@ -382,7 +412,7 @@ mod tests {
             vec!["id".into(), "name".into()],
             vec!["a".into(), "b".into()],
             Some("ts".into()),
-            8,
+            Some(8),
         )
         .expect("config");
         let back = TableConfig::parse(&c.render()).expect("parse");
@@ -406,7 +436,7 @@ mod tests {
                 vec!["id".into()],
                 vec![],
                 None,
-                1
+                Some(1)
             )
             .is_err()
         );

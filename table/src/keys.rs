@@ -226,7 +226,7 @@ mod tests {
             vec!["id".into()],
             vec!["p".into()],
             None,
-            1,
+            Some(1),
         )
         .expect("cfg");
         assert_eq!(record_keys(&batch, &simple).expect("keys"), ["1", "2"]);
@@ -240,7 +240,7 @@ mod tests {
             vec!["id".into(), "name".into()],
             vec!["p".into(), "name".into()],
             None,
-            1,
+            Some(1),
         )
         .expect("cfg");
         assert_eq!(
@@ -257,7 +257,7 @@ mod tests {
             vec!["name".into()],
             vec![],
             None,
-            1,
+            Some(1),
         )
         .expect("cfg");
         let err = record_keys(&batch, &by_name).expect_err("null key");

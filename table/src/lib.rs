@@ -4,6 +4,7 @@
 
 pub mod config;
 mod error;
+mod index;
 pub mod keys;
 pub mod layout;
 mod parquet_io;

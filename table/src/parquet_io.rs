@@ -1,12 +1,25 @@
-//! Parquet base files: whole-file reads into record batches and encoding of new base files.
+//! Parquet base files: whole-file reads into record batches, ranged async reads (footers and
+//! projected columns) and encoding of new base files.
+
+use std::ops::Range;
+use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use lake_timeline::Storage;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ArrowReaderOptions;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::basic::Compression;
+use parquet::errors::ParquetError;
 use parquet::file::metadata::KeyValue;
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::properties::WriterProperties;
 
 use crate::{Error, Result};
@@ -49,4 +62,71 @@ pub fn encode_parquet(
     w.write(batch).map_err(perr)?;
     w.close().map_err(perr)?;
     Ok(Bytes::from(buf))
+}
+
+/// An async Parquet reader over one object of a [`Storage`]: ranged reads, footer decoded from the
+/// file's tail (one request for footers under 64 KiB).
+pub(crate) struct StoreReader {
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    size: u64,
+}
+
+impl StoreReader {
+    /// A reader of the root-relative file `rel` of `size` bytes.
+    pub(crate) fn new(storage: &Storage, rel: &str, size: u64) -> Self {
+        Self {
+            store: storage.object_store().clone(),
+            path: storage.path(rel),
+            size,
+        }
+    }
+
+    async fn range(&self, range: Range<u64>) -> parquet::errors::Result<Bytes> {
+        self.store
+            .get_range(&self.path, range)
+            .await
+            .map_err(|e| ParquetError::External(Box::new(e)))
+    }
+}
+
+impl AsyncFileReader for StoreReader {
+    fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        self.range(range).boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        _options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        async move {
+            if self.size < 12 {
+                return Err(ParquetError::General(format!(
+                    "{} is too small for Parquet",
+                    self.path
+                )));
+            }
+            let tail_len = self.size.min(64 * 1024);
+            let tail = self.range(self.size - tail_len..self.size).await?;
+            let n = tail.len();
+            if &tail[n - 4..] != b"PAR1" {
+                return Err(ParquetError::General(format!(
+                    "{} is not a Parquet file",
+                    self.path
+                )));
+            }
+            let meta_len =
+                u32::from_le_bytes([tail[n - 8], tail[n - 7], tail[n - 6], tail[n - 5]]) as u64;
+            let meta = if meta_len + 8 <= tail_len {
+                tail.slice(n - 8 - meta_len as usize..n - 8)
+            } else {
+                let start = self.size.checked_sub(meta_len + 8).ok_or_else(|| {
+                    ParquetError::General(format!("{}: footer longer than the file", self.path))
+                })?;
+                self.range(start..self.size - 8).await?
+            };
+            Ok(Arc::new(ParquetMetaDataReader::decode_metadata(&meta)?))
+        }
+        .boxed()
+    }
 }

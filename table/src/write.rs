@@ -20,9 +20,10 @@ use futures::{StreamExt, TryStreamExt};
 use lake_timeline::{Action, CommitMetadata, Instant, InstantTime, State, Timeline, WriteStat};
 
 use crate::config::TableType;
-use crate::keys::{bucket_id, partition_paths, record_keys};
+use crate::index::{self, DEFAULT_RECORD_SIZE};
+use crate::keys::{partition_paths, record_keys};
 use crate::layout::{
-    BaseFile, PARTITION_METADATA, WRITE_TOKEN, bucket_of_file_id, join, marker_path, new_file_id,
+    BaseFile, PARTITION_METADATA, WRITE_TOKEN, bucket_of_file_id, join, marker_path,
     partition_metadata,
 };
 use crate::parquet_io::{encode_parquet, read_parquet};
@@ -164,11 +165,12 @@ impl Table {
         if self.config().table_type != TableType::CopyOnWrite {
             return Err(Error::Unsupported("writes to merge-on-read tables".into()));
         }
-        let Some(buckets) = self.config().bucket_count else {
-            return Err(Error::Unsupported(
-                "writes to tables without a bucket index".into(),
-            ));
-        };
+        if self.config().version != 6 {
+            return Err(Error::Unsupported(format!(
+                "writes to table version {} (lake writes version 6)",
+                self.config().version
+            )));
+        }
         let mut timeline = self.timeline().await?;
         let mut summary = WriteSummary {
             rolled_back: rollback_failed_writes(self, &timeline).await?,
@@ -187,18 +189,9 @@ impl Table {
         let winners = self.dedupe(&prepared)?;
         summary.rows_deduped = winners.len();
 
-        let mut groups: BTreeMap<(String, u32), Vec<usize>> = BTreeMap::new();
-        let hash_fields = &self.config().bucket_hash_fields;
-        for &row in &winners {
-            let b = bucket_id(&prepared.keys[row], hash_fields, buckets);
-            groups
-                .entry((partitions[row].clone(), b))
-                .or_default()
-                .push(row);
-        }
-        let touched: Vec<String> = groups
-            .keys()
-            .map(|(p, _)| p.clone())
+        let touched: Vec<String> = winners
+            .iter()
+            .map(|r| partitions[*r].clone())
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
@@ -211,34 +204,32 @@ impl Table {
         let layout = self.config().layout();
         let inflight = Timeline::start(storage, layout, time, Action::Commit, Bytes::new()).await?;
 
-        let mut tasks = Vec::with_capacity(groups.len());
-        for (task_id, ((partition, bucket), rows)) in groups.into_iter().enumerate() {
-            let existing: Vec<&str> = view
-                .file_ids(&partition)
-                .filter(|f| bucket_of_file_id(f) == Some(bucket))
-                .collect();
-            if existing.len() > 1 {
-                return Err(Error::Unsupported(format!(
-                    "partition {partition:?} has {} file groups for bucket {bucket}",
-                    existing.len()
-                )));
+        let record_size = match self.config().bucket_count {
+            Some(_) => DEFAULT_RECORD_SIZE,
+            None => {
+                self.record_size_estimate(&timeline, &prepared, &partitions)
+                    .await?
             }
-            let (file_id, prev) = match existing.first() {
-                Some(id) => (
-                    (*id).to_owned(),
-                    view.latest_slice(&partition, id)
-                        .and_then(|s| s.base_file.clone()),
-                ),
-                None => (new_file_id(Some(bucket)), None),
-            };
-            tasks.push(GroupTask {
-                partition,
-                file_id,
-                prev,
-                rows,
+        };
+        let rows = index::Rows {
+            keys: &prepared.keys,
+            partitions: &partitions,
+            is_delete: &prepared.is_delete,
+            winners: &winners,
+            lookup: opts.operation != WriteOperation::Insert,
+        };
+        let assignments = index::assign(self.config(), storage, &view, &rows, record_size).await?;
+        let tasks: Vec<GroupTask> = assignments
+            .into_iter()
+            .enumerate()
+            .map(|(task_id, a)| GroupTask {
+                partition: a.partition,
+                file_id: a.file_id,
+                prev: a.prev,
+                rows: a.rows,
                 task_id,
-            });
-        }
+            })
+            .collect();
         for p in &touched {
             if view.file_ids(p).next().is_none() {
                 let rel = join(p, PARTITION_METADATA);
@@ -348,6 +339,52 @@ impl Table {
             keys,
             is_delete,
         })
+    }
+
+    /// Bytes per record of a base file: from the last commit's write stats (as Hudi estimates), or for
+    /// a table's first write, from encoding a sample of the batch.
+    async fn record_size_estimate(
+        &self,
+        timeline: &Timeline,
+        p: &Prepared,
+        partitions: &[String],
+    ) -> Result<u64> {
+        if let Some(last) = timeline.last_completed_write() {
+            let m = timeline.commit_metadata(last).await?;
+            let (bytes, records) = m.write_stats().fold((0i64, 0i64), |(b, r), s| {
+                (b + s.total_write_bytes, r + s.num_writes)
+            });
+            if records > 0 {
+                return Ok((bytes / records).max(1) as u64);
+            }
+        }
+        let n = p.rows.num_rows().min(2000);
+        if n == 0 {
+            return Ok(DEFAULT_RECORD_SIZE);
+        }
+        // The sample carries meta columns shaped like the real ones.
+        let time = InstantTime::now().to_string();
+        let file = BaseFile::name_for(
+            &crate::layout::new_file_id(None),
+            WRITE_TOKEN,
+            InstantTime::now(),
+        );
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(vec![time.as_str(); n])),
+            Arc::new(StringArray::from_iter_values(
+                (0..n).map(|i| format!("{time}_0_{i}")),
+            )),
+            Arc::new(StringArray::from_iter_values(p.keys[..n].iter())),
+            Arc::new(StringArray::from_iter_values(partitions[..n].iter())),
+            Arc::new(StringArray::from(vec![file.as_str(); n])),
+        ];
+        columns.extend(p.rows.slice(0, n).columns().iter().cloned());
+        let sample = RecordBatch::try_new(with_meta_columns(&p.rows.schema()), columns)?;
+        let bytes =
+            tokio::task::spawn_blocking(move || encode_parquet("sample", &sample, Vec::new()))
+                .await
+                .map_err(|e| Error::Task(e.to_string()))??;
+        Ok((bytes.len() as u64 / n as u64).max(1))
     }
 
     /// The row index of the winning version of every key, in first-seen order.

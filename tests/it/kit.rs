@@ -181,3 +181,29 @@ pub fn unique(prefix: &str) -> String {
         N.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// A [`lake_timeline::Storage`] on the test S3 server, rooted at `s3://test/<root>` (built without
+/// touching this process's environment).
+pub fn s3_storage(root: &str) -> lake_timeline::Storage {
+    let env = &s3().env;
+    let get = |k: &str| {
+        env.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(get("AWS_ENDPOINT_URL"))
+        .with_access_key_id(get("AWS_ACCESS_KEY_ID"))
+        .with_secret_access_key(get("AWS_SECRET_ACCESS_KEY"))
+        .with_region(get("AWS_REGION"))
+        .with_allow_http(true)
+        .with_bucket_name("test")
+        .build()
+        .expect("s3 store");
+    lake_timeline::Storage::new(
+        std::sync::Arc::new(store),
+        object_store::path::Path::from(root),
+        format!("s3://test/{root}"),
+    )
+}

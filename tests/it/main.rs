@@ -7,3 +7,4 @@ mod crash;
 mod fixtures;
 mod kit;
 mod s3_conformance;
+mod sizing;

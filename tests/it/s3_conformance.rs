@@ -1,42 +1,13 @@
 //! The S3 server honours the atomic-publish contract the timeline relies on.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
-use lake_timeline::{Action, Error, Instant, InstantTime, Layout, State, Storage, Timeline};
-use object_store::aws::AmazonS3Builder;
-use object_store::path::Path;
+use lake_timeline::{Action, Error, Instant, InstantTime, Layout, State, Timeline};
 
-use crate::kit::{s3, unique};
-
-fn storage() -> Storage {
-    let env = &s3().env;
-    let get = |k: &str| {
-        env.iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
-    let store = AmazonS3Builder::new()
-        .with_endpoint(get("AWS_ENDPOINT_URL"))
-        .with_access_key_id(get("AWS_ACCESS_KEY_ID"))
-        .with_secret_access_key(get("AWS_SECRET_ACCESS_KEY"))
-        .with_region(get("AWS_REGION"))
-        .with_allow_http(true)
-        .with_bucket_name("test")
-        .build()
-        .expect("s3 store");
-    let root = unique("conformance");
-    Storage::new(
-        Arc::new(store),
-        Path::from(root.as_str()),
-        format!("s3://test/{root}"),
-    )
-}
+use crate::kit::{s3_storage, unique};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_completions_of_one_instant_have_exactly_one_winner_on_s3() {
-    let s = storage();
+    let s = s3_storage(&unique("conformance"));
     let time: InstantTime = "20250101000000001".parse().expect("time");
     let inflight = Timeline::start(&s, Layout::V1, time, Action::Commit, Bytes::new())
         .await

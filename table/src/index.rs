@@ -1,0 +1,254 @@
+//! Tagging: which file group each record of a write goes to.
+//!
+//! Two indexes, as in Hudi:
+//! - **bucket** (lake's default): `bucket = hash(key) % N` per partition, one file group per bucket;
+//!   locating a key reads nothing.
+//! - **simple** (key lookup): the record keys of the touched partitions' latest base files are read
+//!   (only the `_hoodie_record_key` column, and only files whose footer key range can hold an
+//!   incoming key); updates and deletes go to the file group holding the key, and new records fill
+//!   file groups smaller than the small-file limit up to the target file size, then new file groups
+//!   of the target size, estimating bytes per record from the previous commit.
+
+use std::collections::{BTreeMap, HashMap};
+
+use arrow::array::{Array, StringArray};
+use futures::{StreamExt, TryStreamExt};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
+
+use crate::config::TableConfig;
+use crate::keys::bucket_id;
+use crate::layout::{BaseFile, bucket_of_file_id, new_file_id};
+use crate::parquet_io::StoreReader;
+use crate::schema::RECORD_KEY;
+use crate::view::FileSystemView;
+use crate::{Error, Result};
+use lake_timeline::Storage;
+
+/// The rows one file group receives in a write.
+#[derive(Debug)]
+pub(crate) struct Assignment {
+    /// Partition path.
+    pub partition: String,
+    /// The file group (existing or new).
+    pub file_id: String,
+    /// Its current base file, if it has one.
+    pub prev: Option<BaseFile>,
+    /// Row indexes of the prepared batch.
+    pub rows: Vec<usize>,
+}
+
+/// What tagging needs to know of the rows of a write.
+pub(crate) struct Rows<'a> {
+    /// Record key of every row.
+    pub keys: &'a [String],
+    /// Partition path of every row.
+    pub partitions: &'a [String],
+    /// Delete flag of every row.
+    pub is_delete: &'a [bool],
+    /// The rows to write (one per key, after deduplication).
+    pub winners: &'a [usize],
+    /// Whether stored keys are looked up (false for `insert`).
+    pub lookup: bool,
+}
+
+/// Bytes per record Hudi assumes when nothing has been written yet.
+pub(crate) const DEFAULT_RECORD_SIZE: u64 = 1024;
+
+/// Assigns every row to a file group with the table's index.
+pub(crate) async fn assign(
+    config: &TableConfig,
+    storage: &Storage,
+    view: &FileSystemView,
+    rows: &Rows<'_>,
+    record_size: u64,
+) -> Result<Vec<Assignment>> {
+    match config.bucket_count {
+        Some(n) => assign_buckets(config, view, rows, n),
+        None => assign_by_lookup(config, storage, view, rows, record_size.max(1)).await,
+    }
+}
+
+fn assign_buckets(
+    config: &TableConfig,
+    view: &FileSystemView,
+    rows: &Rows<'_>,
+    buckets: u32,
+) -> Result<Vec<Assignment>> {
+    let mut groups: BTreeMap<(String, u32), Vec<usize>> = BTreeMap::new();
+    for &row in rows.winners {
+        let b = bucket_id(&rows.keys[row], &config.bucket_hash_fields, buckets);
+        groups
+            .entry((rows.partitions[row].clone(), b))
+            .or_default()
+            .push(row);
+    }
+    let mut out = Vec::with_capacity(groups.len());
+    for ((partition, bucket), rows) in groups {
+        let existing: Vec<&str> = view
+            .file_ids(&partition)
+            .filter(|f| bucket_of_file_id(f) == Some(bucket))
+            .collect();
+        if existing.len() > 1 {
+            return Err(Error::Unsupported(format!(
+                "partition {partition:?} has {} file groups for bucket {bucket}",
+                existing.len()
+            )));
+        }
+        let (file_id, prev) = match existing.first() {
+            Some(id) => (
+                (*id).to_owned(),
+                view.latest_slice(&partition, id)
+                    .and_then(|s| s.base_file.clone()),
+            ),
+            None => (new_file_id(Some(bucket)), None),
+        };
+        out.push(Assignment {
+            partition,
+            file_id,
+            prev,
+            rows,
+        });
+    }
+    Ok(out)
+}
+
+/// The record keys stored in a base file, or `None` when its footer key range holds none of `wanted`
+/// (sorted).
+async fn stored_keys(
+    storage: &Storage,
+    file: &BaseFile,
+    wanted: &[&str],
+) -> Result<Option<(Vec<String>, u64)>> {
+    let perr = |source| Error::Parquet {
+        path: storage.display(&file.path()),
+        source,
+    };
+    let reader = StoreReader::new(storage, &file.path(), file.size);
+    let builder = ParquetRecordBatchStreamBuilder::new(reader)
+        .await
+        .map_err(perr)?;
+    let meta = builder.metadata().file_metadata();
+    let rows = meta.num_rows().max(0) as u64;
+    let kv = |k: &str| {
+        meta.key_value_metadata()
+            .and_then(|kvs| kvs.iter().find(|e| e.key == k))
+            .and_then(|e| e.value.clone())
+    };
+    if let (Some(min), Some(max)) = (kv("hoodie_min_record_key"), kv("hoodie_max_record_key")) {
+        let from = wanted.partition_point(|k| *k < min.as_str());
+        if from == wanted.len() || wanted[from] > max.as_str() {
+            return Ok(None);
+        }
+    }
+    let mask = ProjectionMask::columns(builder.parquet_schema(), [RECORD_KEY]);
+    let stream = builder.with_projection(mask).build().map_err(perr)?;
+    let batches: Vec<_> = stream.try_collect().await.map_err(perr)?;
+    let mut keys = Vec::with_capacity(rows as usize);
+    for b in batches {
+        let col = b
+            .column_by_name(RECORD_KEY)
+            .and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned())
+            .ok_or_else(|| {
+                Error::Unsupported(format!("{} has no string {RECORD_KEY} column", file.path()))
+            })?;
+        keys.extend(
+            (0..col.len())
+                .filter(|i| col.is_valid(*i))
+                .map(|i| col.value(i).to_owned()),
+        );
+    }
+    Ok(Some((keys, rows)))
+}
+
+async fn assign_by_lookup(
+    config: &TableConfig,
+    storage: &Storage,
+    view: &FileSystemView,
+    rows: &Rows<'_>,
+    record_size: u64,
+) -> Result<Vec<Assignment>> {
+    if !config.populate_meta_fields {
+        return Err(Error::Unsupported(
+            "writes to tables without meta fields".into(),
+        ));
+    }
+    let mut by_partition: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for &row in rows.winners {
+        by_partition
+            .entry(rows.partitions[row].as_str())
+            .or_default()
+            .push(row);
+    }
+    let mut out: Vec<Assignment> = Vec::new();
+    for (partition, part_rows) in by_partition {
+        let slices: Vec<BaseFile> = view
+            .file_ids(partition)
+            .filter_map(|id| view.latest_slice(partition, id))
+            .filter_map(|s| s.base_file.clone())
+            .collect();
+        let mut wanted: Vec<&str> = part_rows.iter().map(|r| rows.keys[*r].as_str()).collect();
+        wanted.sort_unstable();
+        // Where each incoming key is stored, reading only the key column of files whose range fits.
+        let mut location: HashMap<&str, usize> = HashMap::new();
+        if rows.lookup {
+            let found: Vec<Option<(Vec<String>, u64)>> = futures::stream::iter(slices.iter())
+                .map(|f| stored_keys(storage, f, &wanted))
+                .buffered(8)
+                .try_collect()
+                .await?;
+            for (slot, keys) in found.iter().enumerate() {
+                for k in keys.iter().flat_map(|(keys, _)| keys) {
+                    if let Ok(i) = wanted.binary_search(&k.as_str()) {
+                        location.insert(wanted[i], slot);
+                    }
+                }
+            }
+        }
+        let mut per_file: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        let mut inserts: Vec<usize> = Vec::new();
+        for &row in &part_rows {
+            match location.get(rows.keys[row].as_str()) {
+                Some(slot) => per_file.entry(*slot).or_default().push(row),
+                None if rows.is_delete[row] => {}
+                None => inserts.push(row),
+            }
+        }
+        // New records: top up small files, then open new file groups of the target size.
+        let per_file_capacity = (config.target_file_size / record_size).max(1) as usize;
+        let mut next = 0;
+        for (slot, f) in slices.iter().enumerate() {
+            if next == inserts.len() {
+                break;
+            }
+            if f.size >= config.small_file_limit {
+                continue;
+            }
+            let room = (config.target_file_size.saturating_sub(f.size) / record_size) as usize;
+            let take = room.min(inserts.len() - next);
+            per_file
+                .entry(slot)
+                .or_default()
+                .extend(&inserts[next..next + take]);
+            next += take;
+        }
+        for (slot, rows) in per_file {
+            let f = &slices[slot];
+            out.push(Assignment {
+                partition: partition.to_owned(),
+                file_id: f.file_id.clone(),
+                prev: Some(f.clone()),
+                rows,
+            });
+        }
+        for chunk in inserts[next..].chunks(per_file_capacity) {
+            out.push(Assignment {
+                partition: partition.to_owned(),
+                file_id: new_file_id(None),
+                prev: None,
+                rows: chunk.to_vec(),
+            });
+        }
+    }
+    Ok(out)
+}
