@@ -1,20 +1,32 @@
 //! Killing `lake write` (SIGKILL) at arbitrary moments leaves the table readable at its last
-//! completed instant; the next write rolls the leftovers back.
+//! completed instant; the next write rolls the leftovers back. Run on a local folder and on S3.
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::cow::Rng;
-use crate::kit::{hudi_read, lake_ok};
+use lake_table::timeline::Storage;
 
-#[test]
-fn killed_writes_leave_the_last_completed_state_and_are_rolled_back() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let uri = dir.path().join("t").display().to_string();
+use crate::cow::Rng;
+use crate::kit::{hudi_read, lake_ok, s3, s3_storage, unique};
+
+async fn inflight_files(storage: &Storage) -> usize {
+    let (files, _) = storage.list_dir(".hoodie").await.expect("list .hoodie");
+    files
+        .iter()
+        .filter(|m| {
+            m.location
+                .filename()
+                .is_some_and(|n| n.ends_with(".inflight"))
+        })
+        .count()
+}
+
+async fn run(uri: &str, storage: Storage, env: &[(String, String)], dir: &Path) {
     lake_ok(
         &[
             "create",
-            &uri,
+            uri,
             "--key",
             "id",
             "--ordering",
@@ -24,11 +36,11 @@ fn killed_writes_leave_the_last_completed_state_and_are_rolled_back() {
             "--buckets",
             "4",
         ],
-        &[],
+        env,
     );
     let keys = 100_000;
     let batch = |v: u64| {
-        let f = dir.path().join(format!("b{v}.jsonl"));
+        let f = dir.join(format!("b{v}.jsonl"));
         let mut text = String::with_capacity(keys * 40);
         for id in 0..keys {
             text.push_str(&format!("{{\"id\":{id},\"p\":{},\"v\":{v}}}\n", id % 3));
@@ -45,11 +57,11 @@ fn killed_writes_leave_the_last_completed_state_and_are_rolled_back() {
         assert_eq!(rows.len(), keys, "rows lost or duplicated");
         first
     };
-    // Calibrate: one uninterrupted write tells how long a write takes on this machine.
+    // Calibrate: one uninterrupted write tells how long a write takes here.
     let started = std::time::Instant::now();
     lake_ok(
-        &["write", &uri, "--input", batch(0).to_str().expect("utf8")],
-        &[],
+        &["write", uri, "--input", batch(0).to_str().expect("utf8")],
+        env,
     );
     let full = started.elapsed().as_millis() as u64;
     let mut rng = Rng::new(42);
@@ -57,35 +69,28 @@ fn killed_writes_leave_the_last_completed_state_and_are_rolled_back() {
     let mut killed_inflight = 0;
     for v in 1..=8u64 {
         let f = batch(v);
+        let before = inflight_files(&storage).await;
         let mut child = Command::new(env!("CARGO_BIN_EXE_lake"))
-            .args(["write", &uri, "--input", f.to_str().expect("utf8")])
+            .args(["write", uri, "--input", f.to_str().expect("utf8")])
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn");
         // Wait until the write has published its INFLIGHT instant, then kill it at a random moment
-        // within the time a whole write takes: before, during or after its data files and commit.
-        let hoodie = dir.path().join("t/.hoodie");
-        let seen = |d: &std::path::Path| -> usize {
-            std::fs::read_dir(d)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .filter(|e| e.file_name().to_string_lossy().ends_with(".inflight"))
-                .count()
-        };
-        let before = seen(&hoodie);
+        // within a quarter of a whole write: before, during or after its data files and commit.
         let waited = std::time::Instant::now();
-        while seen(&hoodie) == before && waited.elapsed() < Duration::from_secs(60) {
+        while inflight_files(&storage).await == before && waited.elapsed() < Duration::from_secs(60)
+        {
             if child.try_wait().ok().flatten().is_some() {
                 break;
             }
-            std::thread::sleep(Duration::from_millis(1));
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        std::thread::sleep(Duration::from_millis(rng.below(full / 4 + 1)));
+        tokio::time::sleep(Duration::from_millis(rng.below(full / 4 + 1))).await;
         let _ = child.kill();
         let out = child.wait_with_output().expect("wait");
-        let rows = hudi_read(&uri, &[], &[]);
+        let rows = hudi_read(uri, &[], env);
         let now = committed_v(&rows);
         if out.status.success() {
             assert_eq!(now, Some(v as i64), "a completed write must be visible");
@@ -95,7 +100,7 @@ fn killed_writes_leave_the_last_completed_state_and_are_rolled_back() {
                 "state {now:?} after kill of write {v}"
             );
         }
-        let timeline = lake_ok(&["timeline", &uri], &[]);
+        let timeline = lake_ok(&["timeline", uri], env);
         if timeline
             .lines()
             .any(|l| l.contains("INFLIGHT") || l.contains("REQUESTED"))
@@ -105,12 +110,13 @@ fn killed_writes_leave_the_last_completed_state_and_are_rolled_back() {
         last_committed = now;
     }
     // A final write rolls back whatever the last kill left and commits.
-    let f = batch(100);
-    let out = lake_ok(&["write", &uri, "--input", f.to_str().expect("utf8")], &[]);
+    let out = lake_ok(
+        &["write", uri, "--input", batch(100).to_str().expect("utf8")],
+        env,
+    );
     assert!(!out.contains("error"), "{out}");
-    let rows = hudi_read(&uri, &[], &[]);
-    assert_eq!(committed_v(&rows), Some(100));
-    let timeline = lake_ok(&["timeline", &uri], &[]);
+    assert_eq!(committed_v(&hudi_read(uri, &[], env)), Some(100));
+    let timeline = lake_ok(&["timeline", uri], env);
     assert!(
         !timeline.contains("INFLIGHT") && !timeline.contains("REQUESTED"),
         "{timeline}"
@@ -128,12 +134,15 @@ fn killed_writes_leave_the_last_completed_state_and_are_rolled_back() {
         "failed instants were left but never rolled back:\n{timeline}"
     );
     // Only the files of completed commits remain.
-    let leftovers: Vec<_> = walk(&dir.path().join("t"))
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+    let leftovers: Vec<String> = storage
+        .list_recursive("")
+        .await
+        .expect("list")
+        .iter()
+        .map(|m| storage.relative(&m.location))
+        .filter(|p| p.ends_with(".parquet"))
         .filter(|p| {
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            let instant = name
+            let instant = p
                 .rsplit('_')
                 .next()
                 .unwrap_or_default()
@@ -147,15 +156,23 @@ fn killed_writes_leave_the_last_completed_state_and_are_rolled_back() {
     );
 }
 
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_writes_leave_the_last_completed_state_and_are_rolled_back_local() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let uri = dir.path().join("t").display().to_string();
+    let storage = Storage::try_from_uri(&uri).expect("storage");
+    run(&uri, storage, &[], dir.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_writes_leave_the_last_completed_state_and_are_rolled_back_on_s3() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let root = unique("crash");
+    run(
+        &format!("s3://test/{root}"),
+        s3_storage(&root),
+        &s3().env,
+        dir.path(),
+    )
+    .await;
 }
