@@ -1,7 +1,9 @@
 //! Command-line parsing and dispatch; each subcommand lives in its own module.
 
+mod clean;
 mod create;
 mod read;
+mod rollback;
 mod timeline;
 mod write;
 
@@ -27,6 +29,10 @@ pub enum Command {
     Timeline(timeline::Args),
     /// Print the rows of a table (snapshot, or as of an instant).
     Read(read::Args),
+    /// Delete file versions no retained instant needs (a clean instant).
+    Clean(clean::Args),
+    /// Roll back failed (inflight) writes.
+    Rollback(rollback::Args),
 }
 
 /// Runs a parsed command line.
@@ -36,6 +42,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Write(a) => write::run(a).await,
         Command::Timeline(a) => timeline::run(a).await,
         Command::Read(a) => read::run(a).await,
+        Command::Clean(a) => clean::run(a).await,
+        Command::Rollback(a) => rollback::run(a).await,
     }
 }
 

@@ -185,3 +185,38 @@ fn rollback_plan(
     ]);
     avro::container_file(&avro::rollback_plan_schema(), &plan)
 }
+
+impl Table {
+    /// Rolls back every failed (pending) write and finishes interrupted rollbacks; returns the
+    /// rolled-back instant times.
+    pub async fn rollback_failed_writes(&self) -> Result<Vec<InstantTime>> {
+        let timeline = self.timeline().await?;
+        rollback_failed_writes(self, &timeline).await
+    }
+
+    /// Rolls back one pending write instant; returns the rollback instant. Completed instants are
+    /// refused: undoing committed data is a restore to a savepoint.
+    pub async fn rollback_pending(&self, time: InstantTime) -> Result<InstantTime> {
+        let timeline = self.timeline().await?;
+        let target = match timeline.find(time) {
+            Some(i)
+                if !i.is_completed()
+                    && matches!(i.action, Action::Commit | Action::DeltaCommit) =>
+            {
+                *i
+            }
+            Some(i) => {
+                return Err(crate::Error::Unsupported(format!(
+                    "instant {time} is a {} {}; only failed (pending) commits and deltacommits are rolled back",
+                    i.state, i.action
+                )));
+            }
+            None => {
+                return Err(crate::Error::Unsupported(format!(
+                    "there is no instant {time} on the timeline"
+                )));
+            }
+        };
+        rollback_instant(self, &timeline, &target).await
+    }
+}

@@ -134,6 +134,11 @@ impl FileSystemView {
             .map(|(_, f)| f.as_str())
     }
 
+    /// The slices of every file group, oldest first.
+    pub fn file_groups(&self) -> impl Iterator<Item = Vec<&FileSlice>> {
+        self.groups.values().map(|s| s.values().collect())
+    }
+
     /// Every slice of every file group (oldest first within a group).
     pub fn all_slices(&self) -> impl Iterator<Item = &FileSlice> {
         self.groups.values().flat_map(|s| s.values())

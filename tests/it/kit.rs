@@ -70,6 +70,27 @@ pub fn hudi_read(uri: &str, extra: &[&str], env: &[(String, String)]) -> Vec<Val
         .collect()
 }
 
+/// Reads a table as of an instant with hudi-rs (tests/it/hudi_as_of.py), rows sorted by `sort`.
+pub fn hudi_read_as_of(uri: &str, as_of: &str, sort: &str, env: &[(String, String)]) -> Vec<Value> {
+    let mut cmd = Command::new(python());
+    cmd.arg(root().join("tests/it/hudi_as_of.py"))
+        .arg(shared().join("tools"))
+        .args([uri, as_of, sort]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("python runs");
+    assert!(
+        out.status.success(),
+        "hudi-rs time travel on {uri} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON row"))
+        .collect()
+}
+
 /// Prints the rows of a Parquet file with the same value conversion as hudi-read.py.
 pub fn parquet_rows(file: &Path, sort: &str) -> Vec<Value> {
     let script = root().join("tests/it/parquet_rows.py");

@@ -7,4 +7,5 @@ mod crash;
 mod fixtures;
 mod kit;
 mod s3_conformance;
+mod services;
 mod sizing;

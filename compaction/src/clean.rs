@@ -1,0 +1,348 @@
+//! Cleaning: deleting old file slices that no retained instant needs, as a Hudi clean instant.
+//!
+//! Policies (Hudi's names): `KEEP_LATEST_COMMITS(n)` keeps every slice a snapshot as of any of the
+//! last `n` completed writes needs (slices based at or after the earliest retained write, plus the
+//! slice before it); `KEEP_LATEST_FILE_VERSIONS(n)` keeps the newest `n` slices of each file group.
+//! The newest slice of a file group is never deleted, nor any file of a pending instant (those are
+//! not in the committed view at all).
+//!
+//! States: REQUESTED (`HoodieCleanerPlan`) → INFLIGHT (the plan again, as Hudi writes it) → files
+//! deleted → COMPLETED (`HoodieCleanMetadata`). A pending clean found at start is finished under its
+//! own instant time with a fresh plan (the plan only ever deletes files the current view does not need).
+
+use std::collections::BTreeMap;
+use std::time::Instant as Clock;
+
+use bytes::Bytes;
+use lake_table::timeline::avro::{self, Datum};
+use lake_table::timeline::{Action, Instant, InstantTime, State, Timeline};
+use lake_table::view::FileSystemView;
+use lake_table::{Result, Table};
+
+/// Which file versions to keep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CleanPolicy {
+    /// Keep what the last `n` completed writes need.
+    KeepLatestCommits(usize),
+    /// Keep the newest `n` versions of every file group.
+    KeepLatestFileVersions(usize),
+}
+
+impl CleanPolicy {
+    fn hudi_name(self) -> &'static str {
+        match self {
+            CleanPolicy::KeepLatestCommits(_) => "KEEP_LATEST_COMMITS",
+            CleanPolicy::KeepLatestFileVersions(_) => "KEEP_LATEST_FILE_VERSIONS",
+        }
+    }
+}
+
+/// What a clean did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CleanReport {
+    /// The completed clean instant (`None` when there was nothing to clean).
+    pub instant: Option<InstantTime>,
+    /// The earliest write whose snapshot stays readable (keep-latest-commits only).
+    pub earliest_retained: Option<InstantTime>,
+    /// Root-relative paths of the deleted files.
+    pub deleted: Vec<String>,
+    /// Bytes deleted.
+    pub bytes_deleted: u64,
+}
+
+/// Plans and executes a clean of `table`.
+pub async fn clean(table: &Table, policy: CleanPolicy) -> Result<CleanReport> {
+    let timeline = table.timeline().await?;
+    let writes: Vec<Instant> = timeline.completed_writes().copied().collect();
+    let earliest_retained = match policy {
+        CleanPolicy::KeepLatestCommits(n) if writes.len() > n.max(1) => {
+            Some(writes[writes.len() - n.max(1)].time)
+        }
+        _ => None,
+    };
+    let view = FileSystemView::load(&timeline, None, None).await?;
+    let mut to_delete: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
+    for slices in view.file_groups() {
+        let keep_from = match policy {
+            CleanPolicy::KeepLatestCommits(_) => match earliest_retained {
+                // The newest slice based before the earliest retained write serves snapshots as of it.
+                Some(e) => slices.iter().rposition(|s| s.base_instant < e).unwrap_or(0),
+                None => 0,
+            },
+            CleanPolicy::KeepLatestFileVersions(n) => slices.len().saturating_sub(n.max(1)),
+        };
+        for s in &slices[..keep_from.min(slices.len().saturating_sub(1))] {
+            let files = s
+                .base_file
+                .iter()
+                .map(|b| (b.path(), b.size))
+                .chain(s.log_files.iter().map(|l| (l.path(), l.size)));
+            to_delete
+                .entry(s.partition.clone())
+                .or_default()
+                .extend(files);
+        }
+    }
+    let pending = timeline
+        .pending()
+        .find(|i| i.action == Action::Clean)
+        .copied();
+    if to_delete.is_empty() && pending.is_none() {
+        return Ok(CleanReport {
+            earliest_retained,
+            ..Default::default()
+        });
+    }
+    let started = Clock::now();
+    let storage = table.storage();
+    let layout = table.config().layout();
+    let time = pending.map_or_else(
+        || InstantTime::next_after(timeline.latest_time()),
+        |p| p.time,
+    );
+    let plan = Bytes::from(plan_bytes(policy, earliest_retained, &writes, &to_delete));
+    for state in [State::Requested, State::Inflight] {
+        let inst = Instant::new(time, Action::Clean, state);
+        if !storage.exists(&timeline.instant_path(&inst)).await? {
+            Timeline::publish(storage, layout, &inst, plan.clone()).await?;
+        }
+    }
+    let mut report = CleanReport {
+        instant: Some(time),
+        earliest_retained,
+        ..Default::default()
+    };
+    for files in to_delete.values() {
+        for (path, size) in files {
+            storage.delete(path).await?;
+            report.deleted.push(path.clone());
+            report.bytes_deleted += size;
+        }
+    }
+    let meta = metadata_bytes(
+        policy,
+        time,
+        started.elapsed().as_millis() as i64,
+        earliest_retained,
+        &writes,
+        &to_delete,
+    );
+    let inflight = Instant::new(time, Action::Clean, State::Inflight);
+    Timeline::complete(storage, layout, &inflight, Bytes::from(meta)).await?;
+    Ok(report)
+}
+
+fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+fn plan_bytes(
+    policy: CleanPolicy,
+    earliest: Option<InstantTime>,
+    writes: &[Instant],
+    files: &BTreeMap<String, Vec<(String, u64)>>,
+) -> Vec<u8> {
+    let earliest = match earliest.and_then(|e| writes.iter().find(|w| w.time == e)) {
+        Some(w) => Datum::Union(
+            1,
+            Box::new(Datum::Record(vec![
+                Datum::str(w.time.to_string()),
+                Datum::str(w.action.completed_action().name()),
+                Datum::str("COMPLETED"),
+            ])),
+        ),
+        None => Datum::Union(0, Box::new(Datum::Null)),
+    };
+    let by_partition = |f: &dyn Fn(&str) -> Datum| {
+        Datum::Map(
+            files
+                .iter()
+                .map(|(p, fs)| {
+                    (
+                        p.clone(),
+                        Datum::Array(fs.iter().map(|(path, _)| f(path)).collect()),
+                    )
+                })
+                .collect(),
+        )
+    };
+    let plan = Datum::Record(vec![
+        earliest,
+        Datum::str(policy.hudi_name()),
+        Datum::Union(
+            1,
+            Box::new(by_partition(&|path| Datum::str(file_name(path)))),
+        ),
+        Datum::Union(0, Box::new(Datum::Int(2))),
+        Datum::Union(
+            1,
+            Box::new(by_partition(&|path| {
+                Datum::Record(vec![
+                    Datum::Union(1, Box::new(Datum::str(path))),
+                    Datum::Union(1, Box::new(Datum::Boolean(false))),
+                ])
+            })),
+        ),
+        Datum::Union(0, Box::new(Datum::Null)),
+    ]);
+    avro::container_file(avro::CLEANER_PLAN_SCHEMA, &plan)
+}
+
+fn metadata_bytes(
+    policy: CleanPolicy,
+    time: InstantTime,
+    took_ms: i64,
+    earliest: Option<InstantTime>,
+    writes: &[Instant],
+    files: &BTreeMap<String, Vec<(String, u64)>>,
+) -> Vec<u8> {
+    let total: usize = files.values().map(Vec::len).sum();
+    let partitions = files
+        .iter()
+        .map(|(p, fs)| {
+            let names = || Datum::strings(fs.iter().map(|(path, _)| file_name(path).to_owned()));
+            let rec = Datum::Record(vec![
+                Datum::str(p.clone()),
+                Datum::str(policy.hudi_name()),
+                names(),
+                names(),
+                Datum::Array(vec![]),
+                Datum::Union(1, Box::new(Datum::Boolean(false))),
+            ]);
+            (p.clone(), rec)
+        })
+        .collect();
+    let meta = Datum::Record(vec![
+        Datum::str(policy.hudi_name()),
+        Datum::str(time.to_string()),
+        Datum::Long(took_ms),
+        Datum::Int(total as i32),
+        Datum::str(earliest.map(|e| e.to_string()).unwrap_or_default()),
+        Datum::str(
+            writes
+                .last()
+                .map(|w| w.time.to_string())
+                .unwrap_or_default(),
+        ),
+        Datum::Map(partitions),
+        Datum::Union(0, Box::new(Datum::Int(2))),
+        Datum::Union(0, Box::new(Datum::Null)),
+    ]);
+    avro::container_file(avro::CLEAN_METADATA_SCHEMA, &meta)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, RecordBatch};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use lake_table::{ChangeBatch, ReadOptions, TableConfig, TableType, WriteOptions};
+
+    use super::*;
+
+    fn batch(ids: &[i64], v: i64) -> ChangeBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("v", DataType::Int64, false),
+        ]));
+        let rows = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(ids.to_vec())),
+                Arc::new(Int64Array::from(vec![v; ids.len()])),
+            ],
+        )
+        .expect("batch");
+        ChangeBatch::upserts(rows)
+    }
+
+    async fn table(name: &str) -> Table {
+        let cfg = TableConfig::new(
+            "t",
+            TableType::CopyOnWrite,
+            vec!["id".into()],
+            vec![],
+            Some("v".into()),
+            Some(1),
+        )
+        .expect("config");
+        Table::create(&format!("memory://{name}"), cfg)
+            .await
+            .expect("create")
+    }
+
+    #[tokio::test]
+    async fn keep_latest_commits_keeps_what_the_retained_snapshots_need() {
+        let t = table("clean_commits").await;
+        let mut instants = Vec::new();
+        for v in 1..=5 {
+            let s = t
+                .write(vec![batch(&[1, 2, 3], v)], WriteOptions::default())
+                .await
+                .expect("write");
+            instants.push(s.instant.expect("committed"));
+        }
+        let report = clean(&t, CleanPolicy::KeepLatestCommits(2))
+            .await
+            .expect("clean");
+        assert_eq!(report.earliest_retained, Some(instants[3]));
+        // One file group; slices 1 and 2 go, slice 3 serves snapshots as of write 4.
+        let deleted: Vec<String> = report
+            .deleted
+            .iter()
+            .map(|p| p.rsplit('_').next().unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(
+            deleted,
+            [
+                format!("{}.parquet", instants[0]),
+                format!("{}.parquet", instants[1])
+            ]
+        );
+        let timeline = t.timeline().await.expect("timeline");
+        let clean_instant = timeline.instants().last().copied().expect("clean instant");
+        assert_eq!(
+            (clean_instant.action, clean_instant.state),
+            (Action::Clean, State::Completed)
+        );
+        // Snapshots as of every retained write still read.
+        for (i, at) in instants[3..].iter().enumerate() {
+            let (_, batches) = t
+                .read_snapshot(&ReadOptions {
+                    as_of: Some(*at),
+                    ..Default::default()
+                })
+                .await
+                .expect("time travel");
+            let v = batches[0]
+                .column_by_name("v")
+                .expect("v")
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .expect("i64")
+                .value(0);
+            assert_eq!(v, 4 + i as i64);
+        }
+        let again = clean(&t, CleanPolicy::KeepLatestCommits(2))
+            .await
+            .expect("clean again");
+        assert_eq!(again.instant, None, "nothing left to clean");
+    }
+
+    #[tokio::test]
+    async fn keep_latest_file_versions_keeps_n_versions() {
+        let t = table("clean_versions").await;
+        for v in 1..=4 {
+            t.write(vec![batch(&[1], v)], WriteOptions::default())
+                .await
+                .expect("write");
+        }
+        let report = clean(&t, CleanPolicy::KeepLatestFileVersions(1))
+            .await
+            .expect("clean");
+        assert_eq!(report.deleted.len(), 3);
+        let slices = t.file_slices(None).await.expect("slices");
+        assert_eq!(slices.len(), 1);
+    }
+}
