@@ -8,7 +8,7 @@ async fn main() -> std::process::ExitCode {
     match lake::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", format!("{err:#}").replace('\n', " "));
             std::process::ExitCode::FAILURE
         }
     }

@@ -4,6 +4,7 @@ mod clean;
 mod create;
 mod read;
 mod rollback;
+mod sql;
 mod timeline;
 mod write;
 
@@ -33,6 +34,8 @@ pub enum Command {
     Clean(clean::Args),
     /// Roll back failed (inflight) writes.
     Rollback(rollback::Args),
+    /// Query tables with SQL (DataFusion; datafusion-cli conventions).
+    Sql(sql::Args),
 }
 
 /// Runs a parsed command line.
@@ -44,6 +47,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Read(a) => read::run(a).await,
         Command::Clean(a) => clean::run(a).await,
         Command::Rollback(a) => rollback::run(a).await,
+        Command::Sql(a) => sql::run(a).await,
     }
 }
 

@@ -8,7 +8,9 @@ use arrow::datatypes::{Schema, SchemaRef};
 use futures::{StreamExt, TryStreamExt};
 use lake_timeline::InstantTime;
 
-use crate::parquet_io::read_parquet;
+use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
+
+use crate::parquet_io::{StoreReader, read_parquet};
 use crate::schema::{align_batch, without_meta_columns};
 use crate::view::{FileSlice, FileSystemView};
 use crate::{Error, Result, Table};
@@ -30,6 +32,30 @@ impl Table {
         let timeline = self.timeline().await?;
         let view = FileSystemView::load(&timeline, None, as_of).await?;
         Ok(view.latest_slices().into_iter().cloned().collect())
+    }
+
+    /// The table schema as of `as_of`, meta columns included: the schema of the newest base file
+    /// (which carries every column written so far), else the schema of the latest commit.
+    pub async fn read_schema(&self, slices: &[FileSlice]) -> Result<SchemaRef> {
+        let newest = slices
+            .iter()
+            .filter_map(|s| s.base_file.as_ref())
+            .max_by_key(|b| (b.instant, &b.partition, &b.file_id));
+        if let Some(b) = newest {
+            let reader = StoreReader::new(self.storage(), &b.path(), b.size);
+            let builder = ParquetRecordBatchStreamBuilder::new(reader)
+                .await
+                .map_err(|source| Error::Parquet {
+                    path: self.storage().display(&b.path()),
+                    source,
+                })?;
+            return Ok(builder.schema().clone());
+        }
+        let timeline = self.timeline().await?;
+        Ok(match self.data_schema(&timeline).await? {
+            Some(s) => crate::schema::with_meta_columns(&s),
+            None => Arc::new(Schema::empty()),
+        })
     }
 
     /// Reads the table snapshot: every record of the latest base files, aligned to one schema.

@@ -3,6 +3,9 @@
 
 use std::process::Command;
 
+use std::sync::Arc;
+
+use lake_query::{HudiTableProvider, QueryOptions};
 use lake_table::{ReadOptions, Table};
 
 use crate::kit::{hudi_read, parquet_rows, python, shared};
@@ -60,6 +63,29 @@ async fn compare(zip: &str) {
     let got = parquet_rows(&file, "id");
     assert_eq!(got.len(), expected.len(), "{zip}: row count");
     assert_eq!(got, expected, "{zip}");
+
+    // The same through the DataFusion provider.
+    let ctx = lake_query::session();
+    let provider = HudiTableProvider::try_new(&uri, QueryOptions::default())
+        .await
+        .expect("provider");
+    ctx.register_table("t", Arc::new(provider))
+        .expect("register");
+    let df = ctx.sql("SELECT * FROM t").await.expect("plan");
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let batches = df.collect().await.expect("query");
+    let file = dir.path().join("sql.parquet");
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(&file).expect("create"),
+        schema,
+        None,
+    )
+    .expect("writer");
+    for b in &batches {
+        w.write(b).expect("write");
+    }
+    w.close().expect("close");
+    assert_eq!(parquet_rows(&file, "id"), expected, "{zip} through SQL");
 }
 
 macro_rules! fixture_tests {

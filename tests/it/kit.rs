@@ -70,19 +70,35 @@ pub fn hudi_read(uri: &str, extra: &[&str], env: &[(String, String)]) -> Vec<Val
         .collect()
 }
 
-/// Reads a table as of an instant with hudi-rs (tests/it/hudi_as_of.py), rows sorted by `sort`.
+/// Reads a table as of an instant with hudi-rs (tests/it/hudi_query.py), rows sorted by `sort`.
 pub fn hudi_read_as_of(uri: &str, as_of: &str, sort: &str, env: &[(String, String)]) -> Vec<Value> {
+    hudi_query(uri, &["as_of", as_of, sort], env)
+}
+
+/// Reads the records changed by commits in (begin, end] with hudi-rs, rows sorted by `sort`.
+pub fn hudi_read_changes(
+    uri: &str,
+    begin: &str,
+    end: Option<&str>,
+    sort: &str,
+    env: &[(String, String)],
+) -> Vec<Value> {
+    hudi_query(uri, &["incremental", begin, end.unwrap_or(""), sort], env)
+}
+
+fn hudi_query(uri: &str, args: &[&str], env: &[(String, String)]) -> Vec<Value> {
     let mut cmd = Command::new(python());
-    cmd.arg(root().join("tests/it/hudi_as_of.py"))
+    cmd.arg(root().join("tests/it/hudi_query.py"))
         .arg(shared().join("tools"))
-        .args([uri, as_of, sort]);
+        .arg(uri)
+        .args(args);
     for (k, v) in env {
         cmd.env(k, v);
     }
     let out = cmd.output().expect("python runs");
     assert!(
         out.status.success(),
-        "hudi-rs time travel on {uri} failed: {}",
+        "hudi-rs {args:?} on {uri} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout)

@@ -9,3 +9,4 @@ mod kit;
 mod s3_conformance;
 mod services;
 mod sizing;
+mod sql;

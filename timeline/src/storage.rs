@@ -24,6 +24,7 @@ pub struct Storage {
     store: Arc<dyn ObjectStore>,
     root: Path,
     uri: String,
+    base_url: String,
 }
 
 fn memory_stores() -> &'static Mutex<HashMap<String, Arc<InMemory>>> {
@@ -34,11 +35,25 @@ fn memory_stores() -> &'static Mutex<HashMap<String, Arc<InMemory>>> {
 impl Storage {
     /// Wraps an object store with a root path.
     pub fn new(store: Arc<dyn ObjectStore>, root: Path, uri: impl Into<String>) -> Self {
+        let uri = uri.into();
+        let base_url = match uri.split_once("://") {
+            Some((scheme, rest)) if scheme != "file" => {
+                format!("{scheme}://{}", rest.split('/').next().unwrap_or_default())
+            }
+            _ => "file:///".to_owned(),
+        };
         Self {
             store,
             root,
-            uri: uri.into(),
+            uri,
+            base_url,
         }
+    }
+
+    /// The URL of the object store itself (`file:///`, `s3://bucket`, `memory://name`), under which
+    /// [`Storage::path`]s are absolute; query engines register the store under it.
+    pub fn object_store_url(&self) -> &str {
+        &self.base_url
     }
 
     /// Opens the store a table URI names (see the module docs for the accepted forms).

@@ -1,0 +1,253 @@
+//! The DataFusion `TableProvider` of a lake (Hudi) table.
+//!
+//! `scan` only plans: it lists the file slices visible for the query (latest, as of an instant, or
+//! the commits of an incremental range), prunes partitions exactly with the partition filters, and
+//! returns DataFusion's own Parquet scan over the chosen base files, with projection, limit and the
+//! remaining filters (row groups, page index) pushed into it by DataFusion. Incremental queries add
+//! an exact filter on `_hoodie_commit_time`.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::{DFSchema, DataFusionError, Result};
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
+use datafusion::datasource::table_schema::TableSchema;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType, col, lit};
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::projection::ProjectionExec;
+use lake_table::Table;
+use lake_table::layout::BaseFile;
+use lake_table::schema::COMMIT_TIME;
+use lake_table::timeline::InstantTime;
+
+use crate::options::{QueryOptions, QueryType, parse_time};
+use crate::partitions::{keep_partitions, partition_filters};
+
+fn ext(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+fn plan_err(msg: String) -> DataFusionError {
+    DataFusionError::Plan(msg)
+}
+
+/// What the provider reads, with instants resolved against the table's timeline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Resolved {
+    Snapshot {
+        as_of: Option<InstantTime>,
+    },
+    Incremental {
+        begin: InstantTime,
+        end: Option<InstantTime>,
+    },
+}
+
+/// A lake/Hudi table as a DataFusion table.
+pub struct HudiTableProvider {
+    table: Table,
+    schema: SchemaRef,
+    resolved: Resolved,
+    options: QueryOptions,
+}
+
+impl fmt::Debug for HudiTableProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HudiTableProvider")
+            .field("table", &self.table.storage().uri())
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+impl HudiTableProvider {
+    /// Opens the table at `uri` for the given query.
+    pub async fn try_new(uri: &str, options: QueryOptions) -> Result<Self> {
+        let table = Table::open(uri).await.map_err(ext)?;
+        Self::try_new_with_table(table, options).await
+    }
+
+    /// Wraps an open table for the given query.
+    pub async fn try_new_with_table(table: Table, options: QueryOptions) -> Result<Self> {
+        let timeline = table.timeline().await.map_err(ext)?;
+        // A timestamp resolves to the last completed write at or before it.
+        let resolve = |s: &str| -> Result<InstantTime> {
+            let t = parse_time(s).map_err(plan_err)?;
+            Ok(timeline
+                .completed_writes_until(Some(t))
+                .last()
+                .map_or(t, |i| i.time))
+        };
+        let resolved = match options.query_type {
+            QueryType::Incremental => {
+                let begin = options
+                    .begin
+                    .as_deref()
+                    .ok_or_else(|| plan_err("an incremental query needs a begin instant".into()))?;
+                Resolved::Incremental {
+                    begin: parse_time(begin).map_err(plan_err)?,
+                    end: options.end.as_deref().map(resolve).transpose()?,
+                }
+            }
+            _ => Resolved::Snapshot {
+                as_of: options.as_of.as_deref().map(resolve).transpose()?,
+            },
+        };
+        let as_of = match resolved {
+            Resolved::Snapshot { as_of } => as_of,
+            Resolved::Incremental { end, .. } => end,
+        };
+        let slices = table.file_slices(as_of).await.map_err(ext)?;
+        let schema = table.read_schema(&slices).await.map_err(ext)?;
+        Ok(Self {
+            table,
+            schema,
+            resolved,
+            options,
+        })
+    }
+
+    /// The underlying table.
+    pub fn table(&self) -> &Table {
+        &self.table
+    }
+
+    /// The base files the query reads, with their partitions.
+    async fn files(&self) -> Result<Vec<BaseFile>> {
+        let (as_of, begin) = match self.resolved {
+            Resolved::Snapshot { as_of } => (as_of, None),
+            Resolved::Incremental { begin, end } => (end, Some(begin)),
+        };
+        let slices = self.table.file_slices(as_of).await.map_err(ext)?;
+        Ok(slices
+            .into_iter()
+            .filter_map(|s| s.base_file)
+            .filter(|b| begin.is_none_or(|begin| b.instant > begin))
+            .collect())
+    }
+}
+
+#[async_trait]
+impl TableProvider for HudiTableProvider {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        // Partition filters prune exactly, and every filter also goes to the Parquet scan; DataFusion
+        // re-checks them all, which keeps results exact whatever the files' statistics say.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let mut files = self.files().await?;
+        let config = self.table.config();
+        let part_filters = partition_filters(config, filters);
+        if !part_filters.is_empty() {
+            let mut partitions: Vec<String> = files.iter().map(|f| f.partition.clone()).collect();
+            partitions.sort();
+            partitions.dedup();
+            let keep = keep_partitions(state, config, &self.schema, &partitions, &part_filters)?;
+            let kept: std::collections::HashSet<&String> = partitions
+                .iter()
+                .zip(keep)
+                .filter(|(_, k)| *k)
+                .map(|(p, _)| p)
+                .collect();
+            files.retain(|f| kept.contains(&f.partition));
+        }
+        files.sort_by(|a, b| (&a.partition, &a.file_id).cmp(&(&b.partition, &b.file_id)));
+
+        // Incremental queries filter on the commit time, which must be scanned even if not projected.
+        let commit_time_idx = self.schema.index_of(COMMIT_TIME).ok();
+        let incremental = match self.resolved {
+            Resolved::Incremental { begin, end } => Some((begin, end)),
+            Resolved::Snapshot { .. } => None,
+        };
+        let mut scan_projection = projection.cloned();
+        let mut added_commit_time = false;
+        if let (Some(_), Some(p), Some(ct)) =
+            (incremental, scan_projection.as_mut(), commit_time_idx)
+            && !p.contains(&ct)
+        {
+            p.push(ct);
+            added_commit_time = true;
+        }
+        let projected_schema = match projection {
+            Some(p) => Arc::new(self.schema.project(p)?),
+            None => self.schema.clone(),
+        };
+        if files.is_empty() {
+            return Ok(Arc::new(EmptyExec::new(projected_schema)));
+        }
+
+        let storage = self.table.storage();
+        let url = ObjectStoreUrl::parse(storage.object_store_url())?;
+        state
+            .runtime_env()
+            .register_object_store(url.as_ref(), storage.object_store().clone());
+        let target = state.config().target_partitions().max(1);
+        let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); target.min(files.len())];
+        let n = groups.len();
+        for (i, f) in files.iter().enumerate() {
+            groups[i % n].push(PartitionedFile::new(
+                storage.path(&f.path()).to_string(),
+                f.size,
+            ));
+        }
+        let format = ParquetFormat::default().with_options(state.table_options().parquet.clone());
+        let source = format.file_source(TableSchema::from(self.schema.clone()));
+        let scan_config = FileScanConfigBuilder::new(url, source)
+            .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
+            .with_projection_indices(scan_projection)?
+            .with_limit(if incremental.is_some() { None } else { limit })
+            .build();
+        let plan = format.create_physical_plan(state, scan_config).await?;
+        let Some((begin, end)) = incremental else {
+            return Ok(plan);
+        };
+        let mut predicate = col(COMMIT_TIME).gt(lit(begin.to_string()));
+        if let Some(end) = end {
+            predicate = predicate.and(col(COMMIT_TIME).lt_eq(lit(end.to_string())));
+        }
+        let df_schema = DFSchema::try_from(plan.schema())?;
+        let filter = Arc::new(FilterExec::try_new(
+            state.create_physical_expr(predicate, &df_schema)?,
+            plan,
+        )?);
+        if !added_commit_time {
+            return Ok(filter);
+        }
+        let exprs: Vec<(Arc<dyn datafusion::physical_expr::PhysicalExpr>, String)> =
+            projected_schema
+                .fields()
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (Arc::new(Column::new(f.name(), i)) as _, f.name().clone()))
+                .collect();
+        Ok(Arc::new(ProjectionExec::try_new(exprs, filter)?))
+    }
+}
