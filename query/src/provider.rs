@@ -12,7 +12,8 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::{DFSchema, DataFusionError, Result};
+use datafusion::common::stats::Precision;
+use datafusion::common::{DFSchema, DataFusionError, Result, Statistics};
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::PartitionedFile;
@@ -57,6 +58,7 @@ enum Resolved {
 pub struct HudiTableProvider {
     table: Table,
     schema: SchemaRef,
+    statistics: Statistics,
     resolved: Resolved,
     options: QueryOptions,
 }
@@ -109,9 +111,17 @@ impl HudiTableProvider {
         };
         let slices = table.file_slices(as_of).await.map_err(ext)?;
         let schema = table.read_schema(&slices).await.map_err(ext)?;
+        // Sizes come with the listing; row counts would cost a footer read per file.
+        let bytes: u64 = slices.iter().filter_map(|s| s.base_file.as_ref()).map(|b| b.size).sum();
+        let statistics = Statistics {
+            num_rows: Precision::Absent,
+            total_byte_size: Precision::Inexact(bytes as usize),
+            column_statistics: Statistics::unknown_column(&schema),
+        };
         Ok(Self {
             table,
             schema,
+            statistics,
             resolved,
             options,
         })
@@ -145,6 +155,10 @@ impl TableProvider for HudiTableProvider {
 
     fn table_type(&self) -> TableType {
         TableType::Base
+    }
+
+    fn statistics(&self) -> Option<Statistics> {
+        Some(self.statistics.clone())
     }
 
     fn supports_filters_pushdown(
