@@ -112,7 +112,11 @@ impl HudiTableProvider {
         let slices = table.file_slices(as_of).await.map_err(ext)?;
         let schema = table.read_schema(&slices).await.map_err(ext)?;
         // Sizes come with the listing; row counts would cost a footer read per file.
-        let bytes: u64 = slices.iter().filter_map(|s| s.base_file.as_ref()).map(|b| b.size).sum();
+        let bytes: u64 = slices
+            .iter()
+            .filter_map(|s| s.base_file.as_ref())
+            .map(|b| b.size)
+            .sum();
         let statistics = Statistics {
             num_rows: Precision::Absent,
             total_byte_size: Precision::Inexact(bytes as usize),
