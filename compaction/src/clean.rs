@@ -324,6 +324,22 @@ mod tests {
                 .value(0);
             assert_eq!(v, 4 + i as i64);
         }
+        // The clean metadata is a valid Avro container in Hudi's schema.
+        let bytes = t
+            .storage()
+            .get(&format!(".hoodie/{}.clean", clean_instant.time))
+            .await
+            .expect("clean file");
+        let (_, data) = avro::read_container(&bytes).expect("Avro container");
+        let Some(Datum::Record(fields)) = data.first() else {
+            panic!("{data:?}")
+        };
+        assert_eq!(fields[3], Datum::Int(2), "totalFilesDeleted");
+        assert_eq!(
+            fields[4],
+            Datum::str(instants[3].to_string()),
+            "earliestCommitToRetain"
+        );
         let again = clean(&t, CleanPolicy::KeepLatestCommits(2))
             .await
             .expect("clean again");

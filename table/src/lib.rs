@@ -7,6 +7,7 @@ mod error;
 mod index;
 pub mod keys;
 pub mod layout;
+pub mod log_format;
 mod parquet_io;
 mod properties;
 mod read;

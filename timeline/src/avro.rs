@@ -114,6 +114,302 @@ fn uuid_like_sync() -> &'static [u8; 16] {
     b"lake-timeline-v1"
 }
 
+/// An Avro schema, as needed to decode binary data.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Schema {
+    /// `null`.
+    Null,
+    /// `boolean`.
+    Boolean,
+    /// `int` (and logical types on it).
+    Int,
+    /// `long` (and logical types on it).
+    Long,
+    /// `float`.
+    Float,
+    /// `double`.
+    Double,
+    /// `bytes`.
+    Bytes,
+    /// `string`.
+    String,
+    /// `fixed` of this size.
+    Fixed(usize),
+    /// `enum` with these symbols.
+    Enum(Vec<String>),
+    /// `array` of items.
+    Array(Box<Schema>),
+    /// `map` of values.
+    Map(Box<Schema>),
+    /// `record` with named fields.
+    Record {
+        /// Full name.
+        name: String,
+        /// (field name, schema).
+        fields: Vec<(String, Schema)>,
+    },
+    /// A union of branches.
+    Union(Vec<Schema>),
+}
+
+impl Schema {
+    /// Parses a schema from its JSON text, resolving named-type references.
+    pub fn parse(json: &str) -> Result<Schema, String> {
+        let v: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| format!("schema is not JSON: {e}"))?;
+        let mut named = std::collections::HashMap::new();
+        parse_schema(&v, None, &mut named)
+    }
+}
+
+fn full_name(name: &str, namespace: Option<&str>) -> String {
+    match namespace {
+        Some(ns) if !name.contains('.') && !ns.is_empty() => format!("{ns}.{name}"),
+        _ => name.to_owned(),
+    }
+}
+
+fn parse_schema(
+    v: &serde_json::Value,
+    namespace: Option<&str>,
+    named: &mut std::collections::HashMap<String, Schema>,
+) -> Result<Schema, String> {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => Ok(match s.as_str() {
+            "null" => Schema::Null,
+            "boolean" => Schema::Boolean,
+            "int" => Schema::Int,
+            "long" => Schema::Long,
+            "float" => Schema::Float,
+            "double" => Schema::Double,
+            "bytes" => Schema::Bytes,
+            "string" => Schema::String,
+            other => named
+                .get(&full_name(other, namespace))
+                .or_else(|| named.get(other))
+                .or_else(|| named.values().find(|s| matches!(s, Schema::Record { name, .. } if name.rsplit('.').next() == Some(other))))
+                .cloned()
+                .ok_or_else(|| format!("unknown Avro type {other:?}"))?,
+        }),
+        Value::Array(branches) => Ok(Schema::Union(
+            branches.iter().map(|b| parse_schema(b, namespace, named)).collect::<Result<_, _>>()?,
+        )),
+        Value::Object(o) => {
+            let ty = o.get("type").ok_or("Avro schema object without \"type\"")?;
+            let ns = o.get("namespace").and_then(Value::as_str).or(namespace);
+            match ty.as_str() {
+                Some("record") | Some("error") => {
+                    let name = full_name(o.get("name").and_then(Value::as_str).unwrap_or_default(), ns);
+                    let ns_inner = name.rsplit_once('.').map(|(n, _)| n.to_owned());
+                    // Register first so recursive references resolve to an empty shell.
+                    named.insert(name.clone(), Schema::Record { name: name.clone(), fields: Vec::new() });
+                    let mut fields = Vec::new();
+                    for f in o.get("fields").and_then(Value::as_array).into_iter().flatten() {
+                        let fname = f.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
+                        let fs = parse_schema(f.get("type").unwrap_or(&Value::Null), ns_inner.as_deref(), named)?;
+                        fields.push((fname, fs));
+                    }
+                    let rec = Schema::Record { name: name.clone(), fields };
+                    named.insert(name, rec.clone());
+                    Ok(rec)
+                }
+                Some("enum") => {
+                    let symbols = o
+                        .get("symbols")
+                        .and_then(Value::as_array)
+                        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                        .unwrap_or_default();
+                    let e = Schema::Enum(symbols);
+                    if let Some(n) = o.get("name").and_then(Value::as_str) {
+                        named.insert(full_name(n, ns), e.clone());
+                    }
+                    Ok(e)
+                }
+                Some("fixed") => {
+                    let f = Schema::Fixed(o.get("size").and_then(Value::as_u64).unwrap_or(0) as usize);
+                    if let Some(n) = o.get("name").and_then(Value::as_str) {
+                        named.insert(full_name(n, ns), f.clone());
+                    }
+                    Ok(f)
+                }
+                Some("array") => Ok(Schema::Array(Box::new(parse_schema(o.get("items").unwrap_or(&Value::Null), ns, named)?))),
+                Some("map") => Ok(Schema::Map(Box::new(parse_schema(o.get("values").unwrap_or(&Value::Null), ns, named)?))),
+                _ => parse_schema(ty, ns, named),
+            }
+        }
+        other => Err(format!("bad Avro schema {other}")),
+    }
+}
+
+/// Reads a zig-zag varint long.
+pub fn read_long(buf: &mut &[u8]) -> Result<i64, String> {
+    let mut n: u64 = 0;
+    let mut shift = 0;
+    loop {
+        let (&b, rest) = buf.split_first().ok_or("truncated Avro varint")?;
+        *buf = rest;
+        n |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+        if shift > 63 {
+            return Err("Avro varint too long".into());
+        }
+    }
+    Ok(((n >> 1) as i64) ^ -((n & 1) as i64))
+}
+
+fn read_bytes<'a>(buf: &mut &'a [u8]) -> Result<&'a [u8], String> {
+    let len = usize::try_from(read_long(buf)?).map_err(|_| "negative Avro length")?;
+    if buf.len() < len {
+        return Err("truncated Avro bytes".into());
+    }
+    let (b, rest) = buf.split_at(len);
+    *buf = rest;
+    Ok(b)
+}
+
+/// Decodes one datum of `schema` from binary data. Floats and doubles come back as `Bytes` holding
+/// their little-endian encoding ([`Datum`] has no floating-point variant).
+pub fn decode(schema: &Schema, buf: &mut &[u8]) -> Result<Datum, String> {
+    Ok(match schema {
+        Schema::Null => Datum::Null,
+        Schema::Boolean => {
+            let (&b, rest) = buf.split_first().ok_or("truncated Avro boolean")?;
+            *buf = rest;
+            Datum::Boolean(b != 0)
+        }
+        Schema::Int => {
+            Datum::Int(i32::try_from(read_long(buf)?).map_err(|_| "Avro int out of range")?)
+        }
+        Schema::Long => Datum::Long(read_long(buf)?),
+        Schema::Float | Schema::Double => {
+            let n = if *schema == Schema::Float { 4 } else { 8 };
+            if buf.len() < n {
+                return Err("truncated Avro float".into());
+            }
+            let (b, rest) = buf.split_at(n);
+            *buf = rest;
+            Datum::Bytes(b.to_vec())
+        }
+        Schema::Bytes => Datum::Bytes(read_bytes(buf)?.to_vec()),
+        Schema::String => Datum::String(
+            String::from_utf8(read_bytes(buf)?.to_vec()).map_err(|_| "Avro string is not UTF-8")?,
+        ),
+        Schema::Fixed(n) => {
+            if buf.len() < *n {
+                return Err("truncated Avro fixed".into());
+            }
+            let (b, rest) = buf.split_at(*n);
+            *buf = rest;
+            Datum::Bytes(b.to_vec())
+        }
+        Schema::Enum(symbols) => {
+            let i = read_long(buf)?;
+            Datum::String(
+                symbols
+                    .get(i as usize)
+                    .cloned()
+                    .ok_or("Avro enum index out of range")?,
+            )
+        }
+        Schema::Array(items) => {
+            let mut out = Vec::new();
+            loop {
+                let mut n = read_long(buf)?;
+                if n == 0 {
+                    break;
+                }
+                if n < 0 {
+                    n = -n;
+                    read_long(buf)?; // block size in bytes
+                }
+                for _ in 0..n {
+                    out.push(decode(items, buf)?);
+                }
+            }
+            Datum::Array(out)
+        }
+        Schema::Map(values) => {
+            let mut out = Vec::new();
+            loop {
+                let mut n = read_long(buf)?;
+                if n == 0 {
+                    break;
+                }
+                if n < 0 {
+                    n = -n;
+                    read_long(buf)?;
+                }
+                for _ in 0..n {
+                    let k = String::from_utf8(read_bytes(buf)?.to_vec())
+                        .map_err(|_| "Avro map key is not UTF-8")?;
+                    out.push((k, decode(values, buf)?));
+                }
+            }
+            Datum::Map(out)
+        }
+        Schema::Record { fields, .. } => Datum::Record(
+            fields
+                .iter()
+                .map(|(_, f)| decode(f, buf))
+                .collect::<Result<_, _>>()?,
+        ),
+        Schema::Union(branches) => {
+            let i = read_long(buf)?;
+            let b = branches
+                .get(i as usize)
+                .ok_or("Avro union index out of range")?;
+            Datum::Union(i as u32, Box::new(decode(b, buf)?))
+        }
+    })
+}
+
+/// Reads an Avro object container file with the null codec: its schema JSON and every datum.
+pub fn read_container(bytes: &[u8]) -> Result<(String, Vec<Datum>), String> {
+    let mut buf = bytes
+        .strip_prefix(b"Obj\x01")
+        .ok_or("not an Avro container file")?;
+    let meta = decode(&Schema::Map(Box::new(Schema::Bytes)), &mut buf)?;
+    let Datum::Map(entries) = meta else {
+        return Err("bad container header".into());
+    };
+    let get = |k: &str| {
+        entries
+            .iter()
+            .find(|(n, _)| n == k)
+            .and_then(|(_, v)| match v {
+                Datum::Bytes(b) => Some(String::from_utf8_lossy(b).into_owned()),
+                _ => None,
+            })
+    };
+    if get("avro.codec").is_some_and(|c| c != "null") {
+        return Err("only the null codec is supported".into());
+    }
+    let schema_json = get("avro.schema").ok_or("container without avro.schema")?;
+    let schema = Schema::parse(&schema_json)?;
+    if buf.len() < 16 {
+        return Err("truncated container header".into());
+    }
+    let (sync, mut rest) = buf.split_at(16);
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let count = read_long(&mut rest)?;
+        let data = read_bytes(&mut rest)?;
+        let mut d = data;
+        for _ in 0..count {
+            out.push(decode(&schema, &mut d)?);
+        }
+        if rest.len() < 16 || &rest[..16] != sync {
+            return Err("bad container sync marker".into());
+        }
+        rest = &rest[16..];
+    }
+    Ok((schema_json, out))
+}
+
 /// Hudi's `HoodieInstantInfo` record schema.
 pub const INSTANT_INFO_SCHEMA: &str = r#"{"type":"record","name":"HoodieInstantInfo","namespace":"org.apache.hudi.avro.model","fields":[{"name":"commitTime","type":"string"},{"name":"action","type":"string"}]}"#;
 
@@ -127,11 +423,9 @@ pub fn rollback_plan_schema() -> String {
 /// Hudi's `HoodieRollbackMetadata` schema (with `HoodieInstantInfo` inlined).
 pub fn rollback_metadata_schema() -> String {
     format!(
-        r#"{{"type":"record","name":"HoodieRollbackMetadata","namespace":"org.apache.hudi.avro.model","fields":[{{"name":"startRollbackTime","type":"string"}},{{"name":"timeTakenInMillis","type":"long"}},{{"name":"totalFilesDeleted","type":"int"}},{{"name":"commitsRollback","type":{{"type":"array","items":"string"}}}},{{"name":"partitionMetadata","type":{{"type":"map","values":{{"type":"record","name":"HoodieRollbackPartitionMetadata","fields":[{{"name":"partitionPath","type":"string"}},{{"name":"successDeleteFiles","type":{{"type":"array","items":"string"}}}},{{"name":"failedDeleteFiles","type":{{"type":"array","items":"string"}}}},{{"name":"rollbackLogFiles","type":["null",{{"type":"map","values":"long"}}],"default":null}},{{"name":"writtenLogFiles","type":["null",{{"type":"map","values":"long"}}],"default":null}}]}}}}}},{{"name":"version","type":["int","null"],"default":1}},{{"name":"instantsRollback","type":{{"type":"array","items":{INSTANT_INFO_SCHEMA_REF}}},"default":[]}}]}}"#
+        r#"{{"type":"record","name":"HoodieRollbackMetadata","namespace":"org.apache.hudi.avro.model","fields":[{{"name":"startRollbackTime","type":"string"}},{{"name":"timeTakenInMillis","type":"long"}},{{"name":"totalFilesDeleted","type":"int"}},{{"name":"commitsRollback","type":{{"type":"array","items":"string"}}}},{{"name":"partitionMetadata","type":{{"type":"map","values":{{"type":"record","name":"HoodieRollbackPartitionMetadata","fields":[{{"name":"partitionPath","type":"string"}},{{"name":"successDeleteFiles","type":{{"type":"array","items":"string"}}}},{{"name":"failedDeleteFiles","type":{{"type":"array","items":"string"}}}},{{"name":"rollbackLogFiles","type":["null",{{"type":"map","values":"long"}}],"default":null}},{{"name":"writtenLogFiles","type":["null",{{"type":"map","values":"long"}}],"default":null}}]}}}}}},{{"name":"version","type":["int","null"],"default":1}},{{"name":"instantsRollback","type":{{"type":"array","items":{INSTANT_INFO_SCHEMA}}},"default":[]}}]}}"#
     )
 }
-
-const INSTANT_INFO_SCHEMA_REF: &str = r#""HoodieInstantInfo""#;
 
 #[cfg(test)]
 mod tests {
@@ -152,10 +446,48 @@ mod tests {
     }
 
     #[test]
+    fn rollback_metadata_round_trips_through_the_container_reader() {
+        let meta = Datum::Record(vec![
+            Datum::str("20250101000000002"),
+            Datum::Long(-5),
+            Datum::Int(1),
+            Datum::strings(["20250101000000001"]),
+            Datum::Map(vec![(
+                "p=1".into(),
+                Datum::Record(vec![
+                    Datum::str("p=1"),
+                    Datum::strings(["f.parquet"]),
+                    Datum::Array(vec![]),
+                    Datum::Union(
+                        1,
+                        Box::new(Datum::Map(vec![("log".into(), Datum::Long(300))])),
+                    ),
+                    Datum::Union(0, Box::new(Datum::Null)),
+                ]),
+            )]),
+            Datum::Union(0, Box::new(Datum::Int(1))),
+            Datum::Array(vec![Datum::Record(vec![
+                Datum::str("20250101000000001"),
+                Datum::str("commit"),
+            ])]),
+        ]);
+        let file = container_file(&rollback_metadata_schema(), &meta);
+        let (schema, data) = read_container(&file).expect("reads");
+        assert_eq!(schema, rollback_metadata_schema());
+        assert_eq!(data, [meta]);
+        let mut long = Vec::new();
+        for v in [0, -1, 1, i64::MIN, i64::MAX, 300] {
+            long.clear();
+            write_long(&mut long, v);
+            assert_eq!(read_long(&mut long.as_slice()), Ok(v));
+        }
+    }
+
+    #[test]
     fn container_file_has_header_schema_and_one_block() {
         let schemas = [rollback_plan_schema(), rollback_metadata_schema()];
         for s in &schemas {
-            serde_json::from_str::<serde_json::Value>(s).expect("schema is JSON");
+            Schema::parse(s).expect("schema is complete: every named type defined");
         }
         let d = Datum::Record(vec![
             Datum::str("x"),
@@ -182,7 +514,7 @@ mod clean_schema_tests {
     #[test]
     fn clean_schemas_are_json() {
         for s in [super::CLEANER_PLAN_SCHEMA, super::CLEAN_METADATA_SCHEMA] {
-            serde_json::from_str::<serde_json::Value>(s).expect("schema is JSON");
+            super::Schema::parse(s).expect("schema is complete: every named type defined");
         }
     }
 }
