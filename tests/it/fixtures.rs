@@ -48,19 +48,8 @@ async fn compare(zip: &str) {
         .read_snapshot(&ReadOptions::default())
         .await
         .expect("lake reads the fixture");
-    let file = dir.path().join("lake.parquet");
-    let mut w = parquet::arrow::ArrowWriter::try_new(
-        std::fs::File::create(&file).expect("create"),
-        schema,
-        None,
-    )
-    .expect("writer");
-    for b in &batches {
-        w.write(b).expect("write");
-    }
-    w.close().expect("close");
+    let got = batch_rows(schema, &batches, &dir.path().join("lake.parquet"));
     let expected = hudi_read(&uri, &["--sort", "id"], &[]);
-    let got = parquet_rows(&file, "id");
     assert_eq!(got.len(), expected.len(), "{zip}: row count");
     assert_eq!(got, expected, "{zip}");
 
@@ -71,29 +60,11 @@ async fn compare(zip: &str) {
         .expect("provider");
     ctx.register_table("t", Arc::new(provider))
         .expect("register");
-    let df = ctx.sql("SELECT * FROM t").await.expect("plan");
-    let schema = Arc::new(df.schema().as_arrow().clone());
-    let batches = df.collect().await.expect("query");
-    let file = dir.path().join("sql.parquet");
-    let mut w = parquet::arrow::ArrowWriter::try_new(
-        std::fs::File::create(&file).expect("create"),
-        schema,
-        None,
-    )
-    .expect("writer");
-    for b in &batches {
-        w.write(b).expect("write");
-    }
-    w.close().expect("close");
-    assert_eq!(parquet_rows(&file, "id"), expected, "{zip} through SQL");
+    let through_sql = sql_rows(&ctx, "SELECT * FROM t", &dir.path().join("sql.parquet")).await;
+    assert_eq!(through_sql, expected, "{zip} through SQL");
 
     // Time travel to, and changes since, every completed commit but the last.
-    let timeline = Table::open(&uri)
-        .await
-        .expect("open")
-        .timeline()
-        .await
-        .expect("timeline");
+    let timeline = table.timeline().await.expect("timeline");
     let commits: Vec<String> = timeline
         .completed_writes()
         .map(|i| i.time.to_string())
@@ -158,13 +129,22 @@ async fn sql_rows(
     let df = ctx.sql(query).await.expect("plan");
     let schema = Arc::new(df.schema().as_arrow().clone());
     let batches = df.collect().await.expect("query");
+    batch_rows(schema, &batches, file)
+}
+
+/// Writes batches to a Parquet file and returns its rows converted like hudi-read.py.
+fn batch_rows(
+    schema: arrow::datatypes::SchemaRef,
+    batches: &[arrow::array::RecordBatch],
+    file: &std::path::Path,
+) -> Vec<serde_json::Value> {
     let mut w = parquet::arrow::ArrowWriter::try_new(
         std::fs::File::create(file).expect("create"),
         schema,
         None,
     )
     .expect("writer");
-    for b in &batches {
+    for b in batches {
         w.write(b).expect("write");
     }
     w.close().expect("close");

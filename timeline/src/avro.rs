@@ -317,38 +317,20 @@ pub fn decode(schema: &Schema, buf: &mut &[u8]) -> Result<Datum, String> {
         }
         Schema::Array(items) => {
             let mut out = Vec::new();
-            loop {
-                let mut n = read_long(buf)?;
-                if n == 0 {
-                    break;
-                }
-                if n < 0 {
-                    n = -n;
-                    read_long(buf)?; // block size in bytes
-                }
-                for _ in 0..n {
-                    out.push(decode(items, buf)?);
-                }
-            }
+            read_blocks(buf, |buf| {
+                out.push(decode(items, buf)?);
+                Ok(())
+            })?;
             Datum::Array(out)
         }
         Schema::Map(values) => {
             let mut out = Vec::new();
-            loop {
-                let mut n = read_long(buf)?;
-                if n == 0 {
-                    break;
-                }
-                if n < 0 {
-                    n = -n;
-                    read_long(buf)?;
-                }
-                for _ in 0..n {
-                    let k = String::from_utf8(read_bytes(buf)?.to_vec())
-                        .map_err(|_| "Avro map key is not UTF-8")?;
-                    out.push((k, decode(values, buf)?));
-                }
-            }
+            read_blocks(buf, |buf| {
+                let k = String::from_utf8(read_bytes(buf)?.to_vec())
+                    .map_err(|_| "Avro map key is not UTF-8")?;
+                out.push((k, decode(values, buf)?));
+                Ok(())
+            })?;
             Datum::Map(out)
         }
         Schema::Record { fields, .. } => Datum::Record(
@@ -365,6 +347,27 @@ pub fn decode(schema: &Schema, buf: &mut &[u8]) -> Result<Datum, String> {
             Datum::Union(i as u32, Box::new(decode(b, buf)?))
         }
     })
+}
+
+/// Reads the blocks of an array or map: counts (negative when a byte size follows) until zero,
+/// calling `item` once per item.
+fn read_blocks(
+    buf: &mut &[u8],
+    mut item: impl FnMut(&mut &[u8]) -> Result<(), String>,
+) -> Result<(), String> {
+    loop {
+        let mut n = read_long(buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        if n < 0 {
+            n = -n;
+            read_long(buf)?; // the block's size in bytes
+        }
+        for _ in 0..n {
+            item(buf)?;
+        }
+    }
 }
 
 /// Reads an Avro object container file with the null codec: its schema JSON and every datum.
