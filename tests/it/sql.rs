@@ -287,3 +287,50 @@ fn the_shell_reads_statements_from_stdin_and_goes_on_after_errors() {
         "a failed statement makes a non-interactive run fail"
     );
 }
+
+#[test]
+fn sql_files_run_every_statement_in_order() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let f = dir.path().join("q.sql");
+    std::fs::write(
+        &f,
+        "SELECT 1 AS x;\n-- a comment\nSELECT 'a' AS y, 2 AS z;\n",
+    )
+    .expect("write");
+    let out = lake_ok(
+        &[
+            "sql",
+            "-q",
+            "--format",
+            "csv",
+            "-f",
+            f.to_str().expect("utf8"),
+        ],
+        &[],
+    );
+    assert_eq!(out, "x\n1\ny,z\na,2\n");
+    let out = lake_ok(
+        &[
+            "sql",
+            "-q",
+            "--format",
+            "json",
+            "-c",
+            "SELECT 1 AS x UNION ALL SELECT 2 ORDER BY x",
+        ],
+        &[],
+    );
+    assert_eq!(out.trim(), r#"[{"x":1},{"x":2}]"#);
+    let out = lake_ok(
+        &[
+            "sql",
+            "-q",
+            "--format",
+            "tsv",
+            "-c",
+            "SELECT 1 AS x, 'b' AS y",
+        ],
+        &[],
+    );
+    assert_eq!(out, "x\ty\n1\tb\n");
+}
