@@ -7,7 +7,7 @@
 //! an exact filter on `_hoodie_commit_time`.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
@@ -30,6 +30,7 @@ use lake_table::Table;
 use lake_table::layout::BaseFile;
 use lake_table::schema::COMMIT_TIME;
 use lake_table::timeline::InstantTime;
+use lake_table::view::FileSystemView;
 
 use crate::options::{QueryOptions, QueryType, parse_time};
 use crate::partitions::{keep_partitions, partition_filters};
@@ -57,6 +58,8 @@ enum Resolved {
 /// A lake/Hudi table as a DataFusion table.
 pub struct HudiTableProvider {
     table: Table,
+    /// The base files of the last scan, keyed by the timeline fingerprint they were listed at.
+    listing: Mutex<Option<(u64, Vec<BaseFile>)>>,
     schema: SchemaRef,
     statistics: Statistics,
     resolved: Resolved,
@@ -124,6 +127,7 @@ impl HudiTableProvider {
         };
         Ok(Self {
             table,
+            listing: Mutex::new(None),
             schema,
             statistics,
             resolved,
@@ -136,18 +140,34 @@ impl HudiTableProvider {
         &self.table
     }
 
-    /// The base files the query reads, with their partitions.
+    /// The base files the query reads. The listing is reused while the timeline is unchanged: a
+    /// query then costs one listing of the timeline folder.
     async fn files(&self) -> Result<Vec<BaseFile>> {
         let (as_of, begin) = match self.resolved {
             Resolved::Snapshot { as_of } => (as_of, None),
             Resolved::Incremental { begin, end } => (end, Some(begin)),
         };
-        let slices = self.table.file_slices(as_of).await.map_err(ext)?;
-        Ok(slices
+        let timeline = self.table.timeline().await.map_err(ext)?;
+        let key = timeline.fingerprint();
+        if let Ok(guard) = self.listing.lock()
+            && let Some((k, files)) = guard.as_ref()
+            && *k == key
+        {
+            return Ok(files.clone());
+        }
+        let view = FileSystemView::load(&timeline, None, as_of)
+            .await
+            .map_err(ext)?;
+        let files: Vec<BaseFile> = view
+            .latest_slices()
             .into_iter()
-            .filter_map(|s| s.base_file)
+            .filter_map(|s| s.base_file.clone())
             .filter(|b| begin.is_none_or(|begin| b.instant > begin))
-            .collect())
+            .collect();
+        if let Ok(mut guard) = self.listing.lock() {
+            *guard = Some((key, files.clone()));
+        }
+        Ok(files)
     }
 }
 
@@ -267,5 +287,85 @@ impl TableProvider for HudiTableProvider {
                 .map(|(i, f)| (Arc::new(Column::new(f.name(), i)) as _, f.name().clone()))
                 .collect();
         Ok(Arc::new(ProjectionExec::try_new(exprs, filter)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Int64Array, RecordBatch};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use lake_table::{ChangeBatch, TableConfig, TableType, WriteOptions};
+
+    use super::*;
+
+    fn rows(ids: std::ops::Range<i64>) -> ChangeBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("v", DataType::Int64, false),
+        ]));
+        let ids: Vec<i64> = ids.collect();
+        let vs = vec![1; ids.len()];
+        ChangeBatch::upserts(
+            RecordBatch::try_new(
+                schema,
+                vec![
+                    Arc::new(Int64Array::from(ids)),
+                    Arc::new(Int64Array::from(vs)),
+                ],
+            )
+            .expect("batch"),
+        )
+    }
+
+    async fn count(ctx: &datafusion::prelude::SessionContext) -> i64 {
+        let b = ctx
+            .sql("SELECT count(*) FROM t")
+            .await
+            .expect("plan")
+            .collect()
+            .await
+            .expect("run");
+        b[0].column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .expect("i64")
+            .value(0)
+    }
+
+    #[tokio::test]
+    async fn a_provider_sees_commits_made_after_it_was_created() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let uri = dir.path().join("t").display().to_string();
+        let cfg = TableConfig::new(
+            "t",
+            TableType::CopyOnWrite,
+            vec!["id".into()],
+            vec![],
+            Some("v".into()),
+            Some(2),
+        )
+        .expect("config");
+        let table = Table::create(&uri, cfg).await.expect("create");
+        table
+            .write(vec![rows(0..10)], WriteOptions::default())
+            .await
+            .expect("write");
+        let ctx = crate::session();
+        let provider = HudiTableProvider::try_new(&uri, QueryOptions::default())
+            .await
+            .expect("provider");
+        ctx.register_table("t", Arc::new(provider))
+            .expect("register");
+        assert_eq!(count(&ctx).await, 10);
+        assert_eq!(count(&ctx).await, 10, "served from the cached listing");
+        table
+            .write(vec![rows(10..25)], WriteOptions::default())
+            .await
+            .expect("write");
+        assert_eq!(
+            count(&ctx).await,
+            25,
+            "a new commit invalidates the listing"
+        );
     }
 }

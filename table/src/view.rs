@@ -44,19 +44,33 @@ impl FileSystemView {
     ) -> Result<Self> {
         let storage = timeline.storage();
         let files: Vec<(String, String, u64)> = match partitions {
-            None => storage
-                .list_recursive("")
-                .await?
-                .into_iter()
-                .filter_map(|m| {
+            None => {
+                // The root's own files, then each top-level folder but .hoodie, listed at once.
+                let (root_files, dirs) = storage.list_dir("").await?;
+                let mut files: Vec<(String, String, u64)> = root_files
+                    .into_iter()
+                    .filter_map(|m| {
+                        Some((String::new(), m.location.filename()?.to_owned(), m.size))
+                    })
+                    .collect();
+                let dirs = dirs
+                    .into_iter()
+                    .filter(|d| d != ".hoodie" && d != "__MACOSX");
+                let listed: Vec<Vec<object_store::ObjectMeta>> = futures::stream::iter(dirs)
+                    .map(|d| async move { storage.list_recursive(&d).await })
+                    .buffer_unordered(16)
+                    .try_collect()
+                    .await?;
+                for m in listed.into_iter().flatten() {
                     let rel = storage.relative(&m.location);
-                    if rel.starts_with(".hoodie/") || rel.split('/').any(|p| p == "__MACOSX") {
-                        return None;
+                    if rel.split('/').any(|p| p == "__MACOSX") {
+                        continue;
                     }
                     let (part, name) = rel.rsplit_once('/').unwrap_or(("", rel.as_str()));
-                    Some((part.to_owned(), name.to_owned(), m.size))
-                })
-                .collect(),
+                    files.push((part.to_owned(), name.to_owned(), m.size));
+                }
+                files
+            }
             Some(parts) => {
                 let listed: Vec<Vec<(String, String, u64)>> =
                     futures::stream::iter(parts.iter().cloned())

@@ -141,6 +141,15 @@ impl Timeline {
         }
     }
 
+    /// A fingerprint of every instant and its state: equal fingerprints mean an unchanged timeline,
+    /// so anything derived from it (file listings, schemas) can be reused.
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.instants.hash(&mut h);
+        h.finish()
+    }
+
     /// The root-relative path of an instant's file.
     pub fn instant_path(&self, instant: &Instant) -> String {
         format!("{}/{}", self.layout.dir(), instant.file_name())
