@@ -1,14 +1,13 @@
 //! Killing `lake write` (SIGKILL) at arbitrary moments leaves the table readable at its last
 //! completed instant; the next write rolls the leftovers back. Run on a local folder and on S3.
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use lake_table::timeline::Storage;
 
 use crate::cow::Rng;
-use crate::kit::{hudi_read, lake_ok, s3, s3_storage, unique};
+use crate::kit::{Place, hudi_read, lake_ok};
 
 async fn inflight_files(storage: &Storage) -> usize {
     let (files, _) = storage.list_dir(".hoodie").await.expect("list .hoodie");
@@ -22,7 +21,13 @@ async fn inflight_files(storage: &Storage) -> usize {
         .count()
 }
 
-async fn run(uri: &str, storage: Storage, env: &[(String, String)], dir: &Path) {
+async fn run(p: &Place) {
+    let (uri, storage, env, dir) = (
+        p.uri.as_str(),
+        p.storage.clone(),
+        p.env.as_slice(),
+        p.dir.path(),
+    );
     lake_ok(
         &[
             "create",
@@ -158,21 +163,10 @@ async fn run(uri: &str, storage: Storage, env: &[(String, String)], dir: &Path) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_writes_leave_the_last_completed_state_and_are_rolled_back_local() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let uri = dir.path().join("t").display().to_string();
-    let storage = Storage::try_from_uri(&uri).expect("storage");
-    run(&uri, storage, &[], dir.path()).await;
+    run(&Place::local()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_writes_leave_the_last_completed_state_and_are_rolled_back_on_s3() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let root = unique("crash");
-    run(
-        &format!("s3://test/{root}"),
-        s3_storage(&root),
-        &s3().env,
-        dir.path(),
-    )
-    .await;
+    run(&Place::s3("crash")).await;
 }

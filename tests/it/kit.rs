@@ -244,3 +244,42 @@ pub fn s3_storage(root: &str) -> lake_timeline::Storage {
         format!("s3://test/{root}"),
     )
 }
+
+/// Where a test's table lives: a local folder or the test S3 server, with the environment lake and
+/// hudi-rs need to reach it and a scratch folder for input files.
+pub struct Place {
+    /// The table URI.
+    pub uri: String,
+    /// Storage of the table, for inspecting its files.
+    pub storage: lake_timeline::Storage,
+    /// Environment for `lake` and hudi-rs.
+    pub env: Vec<(String, String)>,
+    /// Scratch folder (and, for local tables, the table's parent).
+    pub dir: tempfile::TempDir,
+}
+
+impl Place {
+    /// A table in a fresh local folder (`<tmp>/t`).
+    pub fn local() -> Self {
+        let dir = tempfile::tempdir().expect("tmp");
+        let uri = dir.path().join("t").display().to_string();
+        let storage = lake_timeline::Storage::try_from_uri(&uri).expect("storage");
+        Self {
+            uri,
+            storage,
+            env: Vec::new(),
+            dir,
+        }
+    }
+
+    /// A table under a fresh prefix of the test S3 server.
+    pub fn s3(prefix: &str) -> Self {
+        let root = unique(prefix);
+        Self {
+            uri: format!("s3://test/{root}"),
+            storage: s3_storage(&root),
+            env: s3().env.clone(),
+            dir: tempfile::tempdir().expect("tmp"),
+        }
+    }
+}

@@ -1,11 +1,8 @@
 //! `lake clean` and `lake rollback` through the binary, on a local folder and on S3.
 
-use std::path::Path;
-
 use bytes::Bytes;
-use lake_table::timeline::Storage;
 
-use crate::kit::{hudi_read, hudi_read_as_of, lake_env, lake_ok, s3, s3_storage, unique};
+use crate::kit::{Place, hudi_read, hudi_read_as_of, lake_env, lake_ok};
 
 fn instants(timeline: &str, action: &str) -> Vec<String> {
     timeline
@@ -15,7 +12,13 @@ fn instants(timeline: &str, action: &str) -> Vec<String> {
         .collect()
 }
 
-async fn run(uri: &str, storage: Storage, env: &[(String, String)], dir: &Path) {
+async fn run(p: &Place) {
+    let (uri, storage, env, dir) = (
+        p.uri.as_str(),
+        p.storage.clone(),
+        p.env.as_slice(),
+        p.dir.path(),
+    );
     lake_ok(
         &[
             "create",
@@ -126,21 +129,10 @@ async fn run(uri: &str, storage: Storage, env: &[(String, String)], dir: &Path) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clean_and_rollback_local() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let uri = dir.path().join("t").display().to_string();
-    let storage = Storage::try_from_uri(&uri).expect("storage");
-    run(&uri, storage, &[], dir.path()).await;
+    run(&Place::local()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clean_and_rollback_on_s3() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let root = unique("services");
-    run(
-        &format!("s3://test/{root}"),
-        s3_storage(&root),
-        &s3().env,
-        dir.path(),
-    )
-    .await;
+    run(&Place::s3("services")).await;
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use lake_table::{Table, timeline::Storage};
 
-use crate::kit::{hudi_read, lake_ok, s3, s3_storage, unique};
+use crate::kit::{Place, hudi_read, lake_ok};
 
 const TARGET: u64 = 64 * 1024;
 
@@ -36,7 +36,13 @@ async fn base_files(storage: Storage) -> Vec<(String, u64)> {
         .collect()
 }
 
-async fn run(uri: &str, storage: Storage, env: &[(String, String)], dir: &Path) {
+async fn run(p: &Place) {
+    let (uri, storage, env, dir) = (
+        p.uri.as_str(),
+        p.storage.clone(),
+        p.env.as_slice(),
+        p.dir.path(),
+    );
     let target = TARGET.to_string();
     lake_ok(
         &[
@@ -109,12 +115,10 @@ async fn run(uri: &str, storage: Storage, env: &[(String, String)], dir: &Path) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simple_index_sizes_file_groups_by_target_local() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let path = dir.path().join("t");
-    let uri = path.display().to_string();
-    let storage = Storage::try_from_uri(&uri).expect("storage");
-    run(&uri, storage, &[], dir.path()).await;
-    let props = std::fs::read_to_string(path.join(".hoodie/hoodie.properties")).expect("props");
+    let p = Place::local();
+    run(&p).await;
+    let props =
+        std::fs::read_to_string(p.dir.path().join("t/.hoodie/hoodie.properties")).expect("props");
     assert!(
         props.contains("hoodie.index.type=SIMPLE")
             && props.contains("hoodie.parquet.max.file.size=65536"),
@@ -124,8 +128,5 @@ async fn simple_index_sizes_file_groups_by_target_local() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simple_index_sizes_file_groups_by_target_on_s3() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let root = unique("sized");
-    let uri = format!("s3://test/{root}");
-    run(&uri, s3_storage(&root), &s3().env, dir.path()).await;
+    run(&Place::s3("sized")).await;
 }
