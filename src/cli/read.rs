@@ -25,6 +25,9 @@ pub struct Args {
     /// Keep the `_hoodie_*` meta columns.
     #[arg(long)]
     pub meta: bool,
+    /// Merge-on-read tables: read base files only (the read-optimized view).
+    #[arg(long)]
+    pub read_optimized: bool,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
@@ -42,6 +45,7 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
         as_of,
         with_meta_columns: a.meta,
         concurrency: None,
+        read_optimized: a.read_optimized,
     };
     let (_schema, batches) = table.read_snapshot(&opts).await?;
     let mut out = std::io::stdout().lock();

@@ -58,6 +58,9 @@ pub enum Error {
         #[source]
         source: ParquetError,
     },
+    /// A log block or log file is malformed.
+    #[error("corrupt log data: {0}")]
+    Corrupt(String),
     /// An Arrow computation failed.
     #[error("arrow: {0}")]
     Arrow(#[from] ArrowError),

@@ -2,9 +2,11 @@
 //! file naming, the file-system view, Parquet base files, the copy-on-write write client with
 //! rollback of failed writes, and the snapshot reader that the DataFusion provider builds on.
 
+pub mod avro_block;
 pub mod config;
 mod error;
 mod index;
+pub mod merge;
 pub mod keys;
 pub mod layout;
 pub mod log_format;

@@ -10,7 +10,7 @@ use lake_timeline::InstantTime;
 
 use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
 
-use crate::parquet_io::{StoreReader, read_parquet};
+use crate::parquet_io::StoreReader;
 use crate::schema::{align_batch, without_meta_columns};
 use crate::view::{FileSlice, FileSystemView};
 use crate::{Error, Result, Table};
@@ -24,6 +24,8 @@ pub struct ReadOptions {
     pub with_meta_columns: bool,
     /// Files read at once.
     pub concurrency: Option<usize>,
+    /// Base files only (merge-on-read tables: the read-optimized view).
+    pub read_optimized: bool,
 }
 
 impl Table {
@@ -31,7 +33,7 @@ impl Table {
     pub async fn file_slices(&self, as_of: Option<InstantTime>) -> Result<Vec<FileSlice>> {
         let timeline = self.timeline().await?;
         let view = FileSystemView::load(&timeline, None, as_of).await?;
-        Ok(view.latest_slices().into_iter().cloned().collect())
+        Ok(view.latest_slices())
     }
 
     /// The table schema as of `as_of`, meta columns included: the schema of the newest base file
@@ -58,50 +60,52 @@ impl Table {
         })
     }
 
-    /// Reads the table snapshot: every record of the latest base files, aligned to one schema.
+    /// The schema snapshot reads produce (meta columns included): the newest base file's schema,
+    /// extended by columns the latest commit's schema adds (columns only logs carry so far).
+    pub async fn snapshot_schema(&self, slices: &[FileSlice]) -> Result<SchemaRef> {
+        let from_files = self.read_schema(slices).await?;
+        let timeline = self.timeline().await?;
+        let Some(data) = self.data_schema(&timeline).await? else {
+            return Ok(from_files);
+        };
+        if from_files.fields().is_empty() {
+            return Ok(crate::schema::with_meta_columns(&data));
+        }
+        let mut fields: Vec<_> = from_files.fields().iter().cloned().collect();
+        for f in data.fields() {
+            if from_files.field_with_name(f.name()).is_err() {
+                fields.push(Arc::new(f.as_ref().clone().with_nullable(true)));
+            }
+        }
+        Ok(Arc::new(Schema::new(fields)))
+    }
+
+    /// Reads the table snapshot: every record of the latest file slices, aligned to one schema.
     ///
-    /// Base files only: for merge-on-read tables this is the read-optimized view.
+    /// Merge-on-read slices are merged with their logs unless `read_optimized` is set.
     pub async fn read_snapshot(&self, opts: &ReadOptions) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-        let slices = self.file_slices(opts.as_of).await?;
-        let mut files: Vec<_> = slices.iter().filter_map(|s| s.base_file.clone()).collect();
-        files.sort_by(|a, b| {
-            (a.instant, &a.partition, &a.file_id).cmp(&(b.instant, &b.partition, &b.file_id))
+        let mut slices = self.file_slices(opts.as_of).await?;
+        if opts.read_optimized {
+            slices.retain(|s| s.base_file.is_some());
+            slices.iter_mut().for_each(|s| s.log_files.clear());
+        }
+        slices.sort_by(|a, b| {
+            (a.base_instant, &a.partition, &a.file_id).cmp(&(b.base_instant, &b.partition, &b.file_id))
         });
-        let storage = self.storage().clone();
-        let read: Vec<(SchemaRef, Vec<RecordBatch>)> = futures::stream::iter(files)
-            .map(|f| {
-                let storage = storage.clone();
-                async move {
-                    let path = f.path();
-                    let bytes = storage.get(&path).await?;
-                    tokio::task::spawn_blocking(move || {
-                        read_parquet(&storage.display(&path), bytes)
-                    })
-                    .await
-                    .map_err(|e| Error::Task(e.to_string()))?
-                }
-            })
+        let full = self.snapshot_schema(&slices).await?;
+        let timeline = self.timeline().await?;
+        let read: Vec<Vec<RecordBatch>> = futures::stream::iter(slices.iter())
+            .map(|s| self.read_merged_slice(&timeline, s, &full, opts.as_of))
             .buffered(opts.concurrency.unwrap_or(8).max(1))
             .try_collect()
             .await?;
-        // The newest file carries the newest schema; older files gain its new columns as nulls.
-        let schema = match read.last() {
-            Some((s, _)) => s.clone(),
-            None => {
-                let timeline = self.timeline().await?;
-                match self.data_schema(&timeline).await? {
-                    Some(s) => crate::schema::with_meta_columns(&s),
-                    None => Arc::new(Schema::empty()),
-                }
-            }
-        };
         let schema = if opts.with_meta_columns {
-            schema
+            full
         } else {
-            without_meta_columns(&schema)
+            without_meta_columns(&full)
         };
         let mut out = Vec::new();
-        for (_, batches) in read {
+        for batches in read {
             for b in batches {
                 if b.num_rows() > 0 {
                     out.push(align_batch(&b, &schema)?);

@@ -98,7 +98,7 @@ fn avro_field(field: &Field, namespace: &str) -> Result<Value> {
     })
 }
 
-fn decimal_fixed_size(precision: u8) -> usize {
+pub(crate) fn decimal_fixed_size(precision: u8) -> usize {
     // The fewest bytes whose two's complement holds 10^precision - 1, as Spark sizes them.
     (1..=16)
         .find(|n| 2f64.powi(8 * *n as i32 - 1) >= 10f64.powi(precision as i32))

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use futures::{StreamExt, TryStreamExt};
-use lake_timeline::{Action, InstantTime, Storage, Timeline};
+use lake_timeline::{Action, InstantTime, Layout, Storage, Timeline};
 
 use crate::Result;
 use crate::layout::{BaseFile, LogFile};
@@ -83,6 +83,7 @@ impl FileSystemView {
         };
         let replaced = replaced_file_groups(timeline, as_of).await?;
         let mut view = FileSystemView::default();
+        let mut logs = Vec::new();
         for (part, name, size) in files {
             if let Some(b) = BaseFile::parse(&part, &name, size) {
                 if !timeline.is_committed(b.instant, as_of)
@@ -98,9 +99,27 @@ impl FileSystemView {
                 {
                     continue;
                 }
-                let slice = view.slice_mut(&part, &l.file_id, l.instant);
-                slice.log_files.push(l);
-                slice.log_files.sort_by_key(|l| l.version);
+                logs.push(l);
+            }
+        }
+        let by_write_instant = timeline.layout() != Layout::V1;
+        for l in logs {
+            // v6 names a log by its slice's base instant; v8+ by the deltacommit that wrote it, which
+            // belongs to the slice with the largest base instant at or before it.
+            let base = if by_write_instant {
+                view.groups
+                    .get(&(l.partition.clone(), l.file_id.clone()))
+                    .and_then(|slices| slices.range(..=l.instant).next_back().map(|(t, _)| *t))
+                    .unwrap_or(l.instant)
+            } else {
+                l.instant
+            };
+            let slice = view.slice_mut(&l.partition.clone(), &l.file_id.clone(), base);
+            slice.log_files.push(l);
+        }
+        for slices in view.groups.values_mut() {
+            for s in slices.values_mut() {
+                s.log_files.sort_by_key(|l| (l.instant, l.version));
             }
         }
         Ok(view)
@@ -125,19 +144,20 @@ impl FileSystemView {
             })
     }
 
-    /// The latest slice of every file group, ordered by partition and file id.
-    pub fn latest_slices(&self) -> Vec<&FileSlice> {
-        self.groups
-            .values()
-            .filter_map(|slices| slices.values().next_back())
-            .collect()
+    /// The latest slice of every file group, ordered by partition and file id, merged with the
+    /// slice before it when it has no base file yet (see [`FileSystemView::latest_slice`]).
+    pub fn latest_slices(&self) -> Vec<FileSlice> {
+        self.groups.values().filter_map(merged_latest).collect()
     }
 
-    /// The latest slice of one file group.
-    pub fn latest_slice(&self, partition: &str, file_id: &str) -> Option<&FileSlice> {
+    /// The latest slice of one file group. A slice without a base file that follows another one
+    /// begins at a compaction that has not completed: readers see the previous base file with the
+    /// logs of both slices (Hudi's `mergeCompactionPendingFileSlices`), while `base_instant` stays
+    /// the new slice's, where writers append.
+    pub fn latest_slice(&self, partition: &str, file_id: &str) -> Option<FileSlice> {
         self.groups
             .get(&(partition.to_owned(), file_id.to_owned()))
-            .and_then(|s| s.values().next_back())
+            .and_then(merged_latest)
     }
 
     /// The file ids of one partition.
@@ -157,6 +177,26 @@ impl FileSystemView {
     pub fn all_slices(&self) -> impl Iterator<Item = &FileSlice> {
         self.groups.values().flat_map(|s| s.values())
     }
+}
+
+fn merged_latest(slices: &BTreeMap<InstantTime, FileSlice>) -> Option<FileSlice> {
+    let mut it = slices.values().rev();
+    let latest = it.next()?;
+    if latest.base_file.is_some() {
+        return Some(latest.clone());
+    }
+    let Some(prev) = it.next() else {
+        return Some(latest.clone());
+    };
+    let mut merged = latest.clone();
+    merged.base_file = prev.base_file.clone();
+    merged.log_files = prev
+        .log_files
+        .iter()
+        .chain(&latest.log_files)
+        .cloned()
+        .collect();
+    Some(merged)
 }
 
 async fn list_partition(

@@ -15,6 +15,10 @@ pub enum Datum {
     Int(i32),
     /// `long`.
     Long(i64),
+    /// `float`.
+    Float(f32),
+    /// `double`.
+    Double(f64),
     /// `string`.
     String(String),
     /// `bytes`.
@@ -47,6 +51,8 @@ impl Datum {
             Datum::Boolean(b) => out.push(u8::from(*b)),
             Datum::Int(i) => write_long(out, i64::from(*i)),
             Datum::Long(l) => write_long(out, *l),
+            Datum::Float(f) => out.extend_from_slice(&f.to_le_bytes()),
+            Datum::Double(f) => out.extend_from_slice(&f.to_le_bytes()),
             Datum::String(s) => write_bytes(out, s.as_bytes()),
             Datum::Bytes(b) => write_bytes(out, b),
             Datum::Array(items) => {
@@ -271,8 +277,16 @@ fn read_bytes<'a>(buf: &mut &'a [u8]) -> Result<&'a [u8], String> {
     Ok(b)
 }
 
-/// Decodes one datum of `schema` from binary data. Floats and doubles come back as `Bytes` holding
-/// their little-endian encoding ([`Datum`] has no floating-point variant).
+fn take_n<'a>(buf: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
+    if buf.len() < n {
+        return Err("truncated Avro value".into());
+    }
+    let (b, rest) = buf.split_at(n);
+    *buf = rest;
+    Ok(b)
+}
+
+/// Decodes one datum of `schema` from binary data.
 pub fn decode(schema: &Schema, buf: &mut &[u8]) -> Result<Datum, String> {
     Ok(match schema {
         Schema::Null => Datum::Null,
@@ -285,14 +299,15 @@ pub fn decode(schema: &Schema, buf: &mut &[u8]) -> Result<Datum, String> {
             Datum::Int(i32::try_from(read_long(buf)?).map_err(|_| "Avro int out of range")?)
         }
         Schema::Long => Datum::Long(read_long(buf)?),
-        Schema::Float | Schema::Double => {
-            let n = if *schema == Schema::Float { 4 } else { 8 };
-            if buf.len() < n {
-                return Err("truncated Avro float".into());
-            }
-            let (b, rest) = buf.split_at(n);
-            *buf = rest;
-            Datum::Bytes(b.to_vec())
+        Schema::Float => {
+            let mut b = [0u8; 4];
+            b.copy_from_slice(take_n(buf, 4)?);
+            Datum::Float(f32::from_le_bytes(b))
+        }
+        Schema::Double => {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(take_n(buf, 8)?);
+            Datum::Double(f64::from_le_bytes(b))
         }
         Schema::Bytes => Datum::Bytes(read_bytes(buf)?.to_vec()),
         Schema::String => Datum::String(
