@@ -50,6 +50,9 @@ pub(crate) struct Rows<'a> {
     pub winners: &'a [usize],
     /// Whether stored keys are looked up (false for `insert`).
     pub lookup: bool,
+    /// Whether new records may top up small existing file groups (not for merge-on-read, whose
+    /// key lookup reads base files only, so new keys must land in base files).
+    pub top_up: bool,
 }
 
 /// Bytes per record Hudi assumes when nothing has been written yet.
@@ -221,7 +224,7 @@ async fn assign_by_lookup(
             if next == inserts.len() {
                 break;
             }
-            if f.size >= config.small_file_limit {
+            if !rows.top_up || f.size >= config.small_file_limit {
                 continue;
             }
             let room = (config.target_file_size.saturating_sub(f.size) / record_size) as usize;

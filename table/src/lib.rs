@@ -3,13 +3,14 @@
 //! rollback of failed writes, and the snapshot reader that the DataFusion provider builds on.
 
 pub mod avro_block;
+pub mod compaction_plan;
 pub mod config;
 mod error;
 mod index;
-pub mod merge;
 pub mod keys;
 pub mod layout;
 pub mod log_format;
+pub mod merge;
 mod parquet_io;
 mod properties;
 mod read;

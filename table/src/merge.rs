@@ -93,7 +93,8 @@ pub fn decode_logs(
         if rolled_back.contains(instant) || !timeline.is_committed(time, as_of) {
             continue;
         }
-        let corrupt = |e: Error| Error::Corrupt(format!("log file {path}: block of {instant}: {e}"));
+        let corrupt =
+            |e: Error| Error::Corrupt(format!("log file {path}: block of {instant}: {e}"));
         match block.block_type {
             BlockType::AvroData => {
                 let schema_json = block.header_value(header::SCHEMA).ok_or_else(|| {
@@ -375,7 +376,11 @@ impl Table {
 }
 
 /// The ordering value of `row` in `batch`'s ordering column, for a delete record.
-pub(crate) fn ordering_value(batch: &RecordBatch, field: Option<&str>, row: usize) -> OrderingValue {
+pub(crate) fn ordering_value(
+    batch: &RecordBatch,
+    field: Option<&str>,
+    row: usize,
+) -> OrderingValue {
     match field.and_then(|f| batch.column_by_name(f)) {
         Some(col) => OrderingValue::of(col.as_ref(), row),
         None => OrderingValue::CommitTime,
@@ -437,12 +442,20 @@ mod tests {
 
     #[test]
     fn merge_resolves_by_ordering_then_write_order() {
-        let base = vec![batch(&[("a", 5, "base"), ("b", 5, "base"), ("c", 5, "base"), ("d", 5, "base")])];
+        let base = vec![batch(&[
+            ("a", 5, "base"),
+            ("b", 5, "base"),
+            ("c", 5, "base"),
+            ("d", 5, "base"),
+        ])];
         let t: InstantTime = "20250101000000000".parse().expect("time");
         let logs = LogRecords {
             data: vec![
                 // a: newer update wins; b: a stale replay loses to the base; e: new key.
-                (t, batch(&[("a", 6, "log1"), ("b", 4, "log1"), ("e", 1, "log1")])),
+                (
+                    t,
+                    batch(&[("a", 6, "log1"), ("b", 4, "log1"), ("e", 1, "log1")]),
+                ),
                 // e: an equal ordering from a later write wins.
                 (t, batch(&[("e", 1, "log2")])),
             ],

@@ -90,7 +90,11 @@ impl Table {
             slices.iter_mut().for_each(|s| s.log_files.clear());
         }
         slices.sort_by(|a, b| {
-            (a.base_instant, &a.partition, &a.file_id).cmp(&(b.base_instant, &b.partition, &b.file_id))
+            (a.base_instant, &a.partition, &a.file_id).cmp(&(
+                b.base_instant,
+                &b.partition,
+                &b.file_id,
+            ))
         });
         let full = self.snapshot_schema(&slices).await?;
         let timeline = self.timeline().await?;

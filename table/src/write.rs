@@ -19,6 +19,7 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use lake_timeline::{Action, CommitMetadata, Instant, InstantTime, State, Timeline, WriteStat};
 
+use crate::avro_block::{DeletedRecord, encode_data_block, encode_delete_block};
 use crate::config::TableType;
 use crate::index::{self, DEFAULT_RECORD_SIZE};
 use crate::keys::{partition_paths, record_keys};
@@ -26,10 +27,11 @@ use crate::layout::{
     BaseFile, PARTITION_METADATA, WRITE_TOKEN, bucket_of_file_id, join, marker_path,
     partition_metadata,
 };
+use crate::log_format::{self, BlockType, LogBlock};
 use crate::parquet_io::{encode_parquet, read_parquet};
 use crate::rollback::{rollback_failed_writes, rollback_instant};
 use crate::schema::{self, COMMIT_SEQNO, COMMIT_TIME, RECORD_KEY, align_batch, with_meta_columns};
-use crate::view::FileSystemView;
+use crate::view::{FileSlice, FileSystemView};
 use crate::{Error, Result, Table};
 
 /// Rows to write, with an optional per-row delete flag (a delete row carries at least the key,
@@ -145,6 +147,39 @@ struct GroupTask {
     prev: Option<BaseFile>,
     rows: Vec<usize>,
     task_id: usize,
+    /// Merge-on-read: the log file this write appends to the group.
+    append: Option<LogTarget>,
+}
+
+/// Where a merge-on-read write puts a file group's log blocks.
+#[derive(Clone, Debug)]
+struct LogTarget {
+    /// The base instant of the slice the log belongs to.
+    base_instant: InstantTime,
+    /// The log version to write.
+    version: u32,
+    /// The slice's base file name.
+    base_file: Option<String>,
+}
+
+impl LogTarget {
+    /// A new log file after the slice's existing ones (object stores cannot append, so every write
+    /// starts a new log version, as Hudi does where appends are impossible).
+    fn after(slice: &FileSlice) -> Self {
+        let version = slice
+            .log_files
+            .iter()
+            .filter(|l| l.instant == slice.base_instant)
+            .map(|l| l.version)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        Self {
+            base_instant: slice.base_instant,
+            version,
+            base_file: slice.base_file.as_ref().map(|b| b.name.clone()),
+        }
+    }
 }
 
 struct GroupResult {
@@ -162,9 +197,6 @@ impl Table {
         batches: Vec<ChangeBatch>,
         opts: WriteOptions,
     ) -> Result<WriteSummary> {
-        if self.config().table_type != TableType::CopyOnWrite {
-            return Err(Error::Unsupported("writes to merge-on-read tables".into()));
-        }
         if self.config().version != 6 {
             return Err(Error::Unsupported(format!(
                 "writes to table version {} (lake writes version 6)",
@@ -202,7 +234,13 @@ impl Table {
         let time = InstantTime::next_after(timeline.latest_time());
         let storage = self.storage();
         let layout = self.config().layout();
-        let inflight = Timeline::start(storage, layout, time, Action::Commit, Bytes::new()).await?;
+        let mor = self.config().table_type == TableType::MergeOnRead;
+        let action = if mor {
+            Action::DeltaCommit
+        } else {
+            Action::Commit
+        };
+        let inflight = Timeline::start(storage, layout, time, action, Bytes::new()).await?;
 
         let record_size = match self.config().bucket_count {
             Some(_) => DEFAULT_RECORD_SIZE,
@@ -217,17 +255,33 @@ impl Table {
             is_delete: &prepared.is_delete,
             winners: &winners,
             lookup: opts.operation != WriteOperation::Insert,
+            top_up: !mor,
         };
         let assignments = index::assign(self.config(), storage, &view, &rows, record_size).await?;
         let tasks: Vec<GroupTask> = assignments
             .into_iter()
             .enumerate()
-            .map(|(task_id, a)| GroupTask {
-                partition: a.partition,
-                file_id: a.file_id,
-                prev: a.prev,
-                rows: a.rows,
-                task_id,
+            .map(|(task_id, a)| {
+                // Merge-on-read: existing file groups (and, with the bucket index, new ones too)
+                // receive log blocks; new file groups of the simple index get base files.
+                let slice = view.latest_slice(&a.partition, &a.file_id);
+                let append = match &slice {
+                    Some(s) if mor => Some(LogTarget::after(s)),
+                    None if mor && self.config().bucket_count.is_some() => Some(LogTarget {
+                        base_instant: time,
+                        version: 1,
+                        base_file: None,
+                    }),
+                    _ => None,
+                };
+                GroupTask {
+                    partition: a.partition,
+                    file_id: a.file_id,
+                    prev: a.prev,
+                    rows: a.rows,
+                    task_id,
+                    append,
+                }
             })
             .collect();
         for p in &touched {
@@ -241,7 +295,16 @@ impl Table {
 
         let prepared = Arc::new(prepared);
         let written: Result<Vec<Option<GroupResult>>> = futures::stream::iter(tasks)
-            .map(|task| self.write_group(task, prepared.clone(), time, opts.operation))
+            .map(|task| {
+                let p = prepared.clone();
+                async move {
+                    if task.append.is_some() {
+                        self.write_log(task, p, time).await
+                    } else {
+                        self.write_group(task, p, time, opts.operation).await
+                    }
+                }
+            })
             .buffer_unordered(opts.parallelism.max(1))
             .try_collect()
             .await;
@@ -275,7 +338,10 @@ impl Table {
                 .or_default()
                 .push(r.stat);
         }
-        if let Err(e) = self.check_conflicts(time, base_instant, &meta).await {
+        if let Err(e) = self
+            .check_conflicts(time, base_instant, &timeline, &meta)
+            .await
+        {
             self.abort(time, &inflight).await;
             return Err(e);
         }
@@ -512,11 +578,14 @@ impl Table {
         }))
     }
 
-    /// Fails with [`Error::WriteConflict`] if a write completed since `base` touched our file groups.
+    /// Fails with [`Error::WriteConflict`] if a write completed since `base` touched our file groups,
+    /// or (merge-on-read) a compaction scheduled since `start` covers a file group we appended logs
+    /// to under an older slice: its new base file would not hold our records.
     async fn check_conflicts(
         &self,
         time: InstantTime,
         base: Option<InstantTime>,
+        start: &Timeline,
         ours: &CommitMetadata,
     ) -> Result<()> {
         let timeline = self.timeline().await?;
@@ -533,6 +602,7 @@ impl Table {
         let others: Vec<Instant> = timeline
             .completed_writes()
             .filter(|i| i.time != time && base.is_none_or(|b| i.time > b))
+            .filter(|i| !timeline.is_compaction(i.time))
             .copied()
             .collect();
         for other in others {
@@ -556,7 +626,140 @@ impl Table {
                 });
             }
         }
+        let new_compactions: Vec<Instant> = timeline
+            .compactions()
+            .filter(|c| !start.is_compaction(c.time))
+            .copied()
+            .collect();
+        for c in new_compactions {
+            let Some(plan) = self.compaction_plan(c.time).await? else {
+                continue;
+            };
+            let clashes: Vec<String> = plan
+                .operations
+                .iter()
+                .filter(|op| {
+                    ours.write_stats().any(|s| {
+                        s.file_id == op.file_id
+                            && s.partition_path.as_deref().unwrap_or_default() == op.partition
+                            && s.log_files.is_some()
+                    })
+                })
+                .map(|op| op.file_id.clone())
+                .collect();
+            if !clashes.is_empty() {
+                return Err(Error::WriteConflict {
+                    instant: time.to_string(),
+                    other: c.time.to_string(),
+                    file_ids: clashes,
+                });
+            }
+        }
         Ok(())
+    }
+
+    /// The plan of the compaction at `time` (`None` if its requested file is gone).
+    pub async fn compaction_plan(
+        &self,
+        time: InstantTime,
+    ) -> Result<Option<crate::compaction_plan::CompactionPlan>> {
+        let timeline_dir = self.config().layout().dir();
+        let path = format!("{timeline_dir}/{time}.compaction.requested");
+        match self.storage().get_opt(&path).await? {
+            Some(bytes) => Ok(Some(crate::compaction_plan::CompactionPlan::from_avro(
+                &bytes, time,
+            )?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Appends one merge-on-read log file to a file group: a data block with the group's upserts
+    /// and a delete block with its deletes (each carrying its ordering value).
+    async fn write_log(
+        &self,
+        task: GroupTask,
+        p: Arc<Prepared>,
+        time: InstantTime,
+    ) -> Result<Option<GroupResult>> {
+        let Some(target) = task.append.clone() else {
+            return Ok(None);
+        };
+        let existed = target.base_instant != time || target.version > 1;
+        if !existed && task.rows.iter().all(|r| p.is_delete[*r]) {
+            // Deletes of keys a new file group never held.
+            return Ok(None);
+        }
+        let storage = self.storage();
+        let name = format!(
+            ".{}_{}.log.{}_{WRITE_TOKEN}",
+            task.file_id, target.base_instant, target.version
+        );
+        let rel = join(&task.partition, &name);
+        storage
+            .put(&marker_path(time, &rel, "APPEND"), Bytes::new())
+            .await?;
+        let started = Clock::now();
+        let table_name = self.config().name.clone();
+        let ordering = self.config().ordering_field.clone();
+        let partition = task.partition.clone();
+        let file_id = task.file_id.clone();
+        let rows = task.rows.clone();
+        let task_id = task.task_id;
+        let (bytes, upserts, deletes) =
+            tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, u64, u64)> {
+                encode_log_file(
+                    &p,
+                    &rows,
+                    time,
+                    &partition,
+                    &file_id,
+                    task_id,
+                    &table_name,
+                    ordering.as_deref(),
+                )
+            })
+            .await
+            .map_err(|e| Error::Task(e.to_string()))??;
+        let size = bytes.len() as i64;
+        if !storage.put_if_absent(&rel, Bytes::from(bytes)).await? {
+            return Err(Error::WriteConflict {
+                instant: time.to_string(),
+                other: "a concurrent writer".into(),
+                file_ids: vec![task.file_id.clone()],
+            });
+        }
+        let blocks = i64::from(upserts > 0) + i64::from(deletes > 0);
+        let stat = WriteStat {
+            file_id: task.file_id.clone(),
+            path: Some(rel),
+            prev_commit: Some(target.base_instant.to_string()),
+            num_writes: upserts as i64,
+            num_deletes: deletes as i64,
+            num_update_writes: if existed { upserts as i64 } else { 0 },
+            num_inserts: if existed { 0 } else { upserts as i64 },
+            total_write_bytes: size,
+            partition_path: Some(task.partition.clone()),
+            total_log_records: (upserts + deletes) as i64,
+            total_log_blocks: blocks,
+            file_size_in_bytes: size,
+            log_version: Some(i64::from(target.version)),
+            log_offset: Some(0),
+            base_file: Some(target.base_file.clone().unwrap_or_default()),
+            log_files: Some(vec![name]),
+            runtime_stats: Some(lake_timeline::metadata_runtime(
+                0,
+                started.elapsed().as_millis() as i64,
+                !existed,
+            )),
+            ..Default::default()
+        };
+        Ok(Some(GroupResult {
+            stat,
+            inserts: if existed { 0 } else { upserts },
+            updates: if existed { upserts } else { 0 },
+            deletes,
+            stale: 0,
+        }))
     }
 
     /// Best-effort rollback of our own failed instant; a later writer finishes it if this fails.
@@ -576,6 +779,80 @@ impl Table {
             }
         }
     }
+}
+
+/// The bytes of one log file: a data block of the upserts among `rows` (meta columns filled, the
+/// file name column holding the file id, as Hudi's log records do) and a delete block of the deletes.
+/// Returns the bytes and the upsert and delete counts.
+#[allow(clippy::too_many_arguments)]
+fn encode_log_file(
+    p: &Prepared,
+    rows: &[usize],
+    time: InstantTime,
+    partition: &str,
+    file_id: &str,
+    task_id: usize,
+    table_name: &str,
+    ordering: Option<&str>,
+) -> Result<(Vec<u8>, u64, u64)> {
+    let upserts: Vec<u32> = rows
+        .iter()
+        .filter(|r| !p.is_delete[**r])
+        .map(|r| *r as u32)
+        .collect();
+    let deletes: Vec<usize> = rows.iter().copied().filter(|r| p.is_delete[*r]).collect();
+    let time_s = time.to_string();
+    let mut out = Vec::new();
+    let header = |schema: &str| {
+        BTreeMap::from([
+            (log_format::header::INSTANT_TIME, time_s.clone()),
+            (log_format::header::SCHEMA, schema.to_owned()),
+        ])
+    };
+    let full_schema = with_meta_columns(&p.rows.schema());
+    let schema_json = schema::avro_schema_json(&full_schema, table_name)?;
+    if !upserts.is_empty() {
+        let data = take_record_batch(&p.rows, &UInt32Array::from(upserts.clone()))?;
+        let n = data.num_rows();
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(vec![time_s.as_str(); n])),
+            Arc::new(StringArray::from_iter_values(
+                (0..n).map(|i| format!("{time_s}_{task_id}_{i}")),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                upserts.iter().map(|r| p.keys[*r as usize].as_str()),
+            )),
+            Arc::new(StringArray::from(vec![partition; n])),
+            Arc::new(StringArray::from(vec![file_id; n])),
+        ];
+        columns.extend(data.columns().iter().cloned());
+        let batch = RecordBatch::try_new(full_schema.clone(), columns)?;
+        let block = LogBlock {
+            block_type: BlockType::AvroData,
+            header: header(&schema_json),
+            content: Bytes::from(encode_data_block(&batch)?),
+            footer: BTreeMap::new(),
+        };
+        out.extend_from_slice(&block.encode());
+    }
+    if !deletes.is_empty() {
+        let records: Vec<DeletedRecord> = deletes
+            .iter()
+            .map(|r| DeletedRecord {
+                key: p.keys[*r].clone(),
+                partition: partition.to_owned(),
+                ordering: crate::merge::ordering_value(&p.rows, ordering, *r),
+            })
+            .collect();
+        let block = LogBlock {
+            block_type: BlockType::Delete,
+            header: header(&schema_json),
+            content: Bytes::from(encode_delete_block(&records)),
+            footer: BTreeMap::new(),
+        };
+        out.extend_from_slice(&block.encode());
+    }
+    Ok((out, upserts.len() as u64, deletes.len() as u64))
 }
 
 /// Comparable ordering values of a column (plus optional extra arrays converted with the same

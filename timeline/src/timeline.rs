@@ -34,6 +34,8 @@ pub struct Timeline {
     storage: Storage,
     layout: Layout,
     instants: Vec<Instant>,
+    /// Times of compaction instants (a completed compaction is listed as a `commit`).
+    compactions: Vec<InstantTime>,
 }
 
 impl Timeline {
@@ -48,6 +50,12 @@ impl Timeline {
         // Keep, per instant time, only the furthest state; a completed compaction keeps the action of
         // its completed file (commit), as Hudi reports it.
         parsed.sort_by_key(|i| (i.time, i.state));
+        let mut compactions: Vec<InstantTime> = parsed
+            .iter()
+            .filter(|i| i.action == Action::Compaction)
+            .map(|i| i.time)
+            .collect();
+        compactions.dedup();
         let mut instants: Vec<Instant> = Vec::with_capacity(parsed.len());
         for inst in parsed {
             match instants.last_mut() {
@@ -59,7 +67,20 @@ impl Timeline {
             storage: storage.clone(),
             layout,
             instants,
+            compactions,
         })
+    }
+
+    /// Whether the instant at `time` is a compaction (pending, or completed as a `commit`).
+    pub fn is_compaction(&self, time: InstantTime) -> bool {
+        self.compactions.binary_search(&time).is_ok()
+    }
+
+    /// Compaction instants in any state, oldest first (completed ones as their `commit`).
+    pub fn compactions(&self) -> impl Iterator<Item = &Instant> {
+        self.instants
+            .iter()
+            .filter(|i| self.compactions.binary_search(&i.time).is_ok())
     }
 
     /// The storage of the table.
