@@ -5,6 +5,7 @@
 
 mod factory;
 mod functions;
+pub mod mor;
 mod options;
 mod partitions;
 mod provider;

@@ -2,9 +2,10 @@
 //!
 //! `scan` only plans: it lists the file slices visible for the query (latest, as of an instant, or
 //! the commits of an incremental range), prunes partitions exactly with the partition filters, and
-//! returns DataFusion's own Parquet scan over the chosen base files, with projection, limit and the
-//! remaining filters (row groups, page index) pushed into it by DataFusion. Incremental queries add
-//! an exact filter on `_hoodie_commit_time`.
+//! returns DataFusion's own Parquet scan over the base files of slices without logs (copy-on-write
+//! tables, read-optimized queries), with projection, limit and the remaining filters (row groups,
+//! page index) pushed into it by DataFusion, plus a [`MergeOnReadExec`] over the slices with logs.
+//! Incremental queries add an exact filter on `_hoodie_commit_time`.
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -26,11 +27,15 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::union::UnionExec;
 use lake_table::Table;
 use lake_table::layout::BaseFile;
 use lake_table::schema::COMMIT_TIME;
 use lake_table::timeline::InstantTime;
-use lake_table::view::FileSystemView;
+use lake_table::timeline::Timeline;
+use lake_table::view::{FileSlice, FileSystemView};
+
+use crate::mor::MergeOnReadExec;
 
 use crate::options::{QueryOptions, QueryType, parse_time};
 use crate::partitions::{keep_partitions, partition_filters};
@@ -48,6 +53,7 @@ fn plan_err(msg: String) -> DataFusionError {
 enum Resolved {
     Snapshot {
         as_of: Option<InstantTime>,
+        read_optimized: bool,
     },
     Incremental {
         begin: InstantTime,
@@ -58,8 +64,8 @@ enum Resolved {
 /// A lake/Hudi table as a DataFusion table.
 pub struct HudiTableProvider {
     table: Table,
-    /// The base files of the last scan, keyed by the timeline fingerprint they were listed at.
-    listing: Mutex<Option<(u64, Vec<BaseFile>)>>,
+    /// The file slices of the last scan, keyed by the timeline fingerprint they were listed at.
+    listing: Mutex<Option<(u64, Vec<FileSlice>)>>,
     schema: SchemaRef,
     statistics: Statistics,
     resolved: Resolved,
@@ -104,16 +110,17 @@ impl HudiTableProvider {
                     end: options.end.as_deref().map(resolve).transpose()?,
                 }
             }
-            _ => Resolved::Snapshot {
+            q => Resolved::Snapshot {
                 as_of: options.as_of.as_deref().map(resolve).transpose()?,
+                read_optimized: q == QueryType::ReadOptimized,
             },
         };
         let as_of = match resolved {
-            Resolved::Snapshot { as_of } => as_of,
+            Resolved::Snapshot { as_of, .. } => as_of,
             Resolved::Incremental { end, .. } => end,
         };
         let slices = table.file_slices(as_of).await.map_err(ext)?;
-        let schema = table.read_schema(&slices).await.map_err(ext)?;
+        let schema = table.snapshot_schema(&slices).await.map_err(ext)?;
         // Sizes come with the listing; row counts would cost a footer read per file.
         let bytes: u64 = slices
             .iter()
@@ -140,34 +147,75 @@ impl HudiTableProvider {
         &self.table
     }
 
-    /// The base files the query reads. The listing is reused while the timeline is unchanged: a
-    /// query then costs one listing of the timeline folder.
-    async fn files(&self) -> Result<Vec<BaseFile>> {
-        let (as_of, begin) = match self.resolved {
-            Resolved::Snapshot { as_of } => (as_of, None),
-            Resolved::Incremental { begin, end } => (end, Some(begin)),
+    /// DataFusion's Parquet scan over base files, in up to `target_partitions` groups.
+    async fn parquet_scan(
+        &self,
+        state: &dyn Session,
+        files: &[BaseFile],
+        projection: Option<Vec<usize>>,
+        limit: Option<usize>,
+        incremental: bool,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let storage = self.table.storage();
+        let url = ObjectStoreUrl::parse(storage.object_store_url())?;
+        state
+            .runtime_env()
+            .register_object_store(url.as_ref(), storage.object_store().clone());
+        let target = state.config().target_partitions().max(1);
+        let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); target.min(files.len())];
+        let n = groups.len();
+        for (i, f) in files.iter().enumerate() {
+            groups[i % n].push(PartitionedFile::new(
+                storage.path(&f.path()).to_string(),
+                f.size,
+            ));
+        }
+        let format = ParquetFormat::default().with_options(state.table_options().parquet.clone());
+        let source = format.file_source(TableSchema::from(self.schema.clone()));
+        let scan_config = FileScanConfigBuilder::new(url, source)
+            .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
+            .with_projection_indices(projection)?
+            .with_limit(if incremental { None } else { limit })
+            .build();
+        format.create_physical_plan(state, scan_config).await
+    }
+
+    /// The file slices the query reads (read-optimized: their base files only). The listing is
+    /// reused while the timeline is unchanged: a query then costs one listing of the timeline folder.
+    async fn slices(&self) -> Result<(Timeline, Vec<FileSlice>)> {
+        let (as_of, begin, read_optimized) = match self.resolved {
+            Resolved::Snapshot {
+                as_of,
+                read_optimized,
+            } => (as_of, None, read_optimized),
+            Resolved::Incremental { begin, end } => (end, Some(begin), false),
         };
         let timeline = self.table.timeline().await.map_err(ext)?;
         let key = timeline.fingerprint();
         if let Ok(guard) = self.listing.lock()
-            && let Some((k, files)) = guard.as_ref()
+            && let Some((k, slices)) = guard.as_ref()
             && *k == key
         {
-            return Ok(files.clone());
+            return Ok((timeline, slices.clone()));
         }
         let view = FileSystemView::load(&timeline, None, as_of)
             .await
             .map_err(ext)?;
-        let files: Vec<BaseFile> = view
-            .latest_slices()
-            .into_iter()
-            .filter_map(|s| s.base_file.clone())
-            .filter(|b| begin.is_none_or(|begin| b.instant > begin))
-            .collect();
-        if let Ok(mut guard) = self.listing.lock() {
-            *guard = Some((key, files.clone()));
+        let mut slices: Vec<FileSlice> = view.latest_slices();
+        if read_optimized || self.table.config().table_type == lake_table::TableType::CopyOnWrite {
+            slices.retain(|s| s.base_file.is_some());
+            slices.iter_mut().for_each(|s| s.log_files.clear());
         }
-        Ok(files)
+        // Incremental: only slices written in the range can hold changed records (logs may).
+        slices.retain(|s| {
+            begin.is_none_or(|begin| {
+                !s.log_files.is_empty() || s.base_file.as_ref().is_some_and(|b| b.instant > begin)
+            })
+        });
+        if let Ok(mut guard) = self.listing.lock() {
+            *guard = Some((key, slices.clone()));
+        }
+        Ok((timeline, slices))
     }
 }
 
@@ -201,11 +249,11 @@ impl TableProvider for HudiTableProvider {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let mut files = self.files().await?;
+        let (timeline, mut slices) = self.slices().await?;
         let config = self.table.config();
         let part_filters = partition_filters(config, filters);
         if !part_filters.is_empty() {
-            let mut partitions: Vec<String> = files.iter().map(|f| f.partition.clone()).collect();
+            let mut partitions: Vec<String> = slices.iter().map(|f| f.partition.clone()).collect();
             partitions.sort();
             partitions.dedup();
             let keep = keep_partitions(state, config, &self.schema, &partitions, &part_filters)?;
@@ -215,15 +263,19 @@ impl TableProvider for HudiTableProvider {
                 .filter(|(_, k)| *k)
                 .map(|(p, _)| p)
                 .collect();
-            files.retain(|f| kept.contains(&f.partition));
+            slices.retain(|f| kept.contains(&f.partition));
         }
-        files.sort_by(|a, b| (&a.partition, &a.file_id).cmp(&(&b.partition, &b.file_id)));
+        slices.sort_by(|a, b| (&a.partition, &a.file_id).cmp(&(&b.partition, &b.file_id)));
+        // Slices with logs are merged; the others are plain Parquet files.
+        let (merged, plain): (Vec<FileSlice>, Vec<FileSlice>) =
+            slices.into_iter().partition(|s| !s.log_files.is_empty());
+        let files: Vec<BaseFile> = plain.into_iter().filter_map(|s| s.base_file).collect();
 
         // Incremental queries filter on the commit time, which must be scanned even if not projected.
         let commit_time_idx = self.schema.index_of(COMMIT_TIME).ok();
-        let incremental = match self.resolved {
-            Resolved::Incremental { begin, end } => Some((begin, end)),
-            Resolved::Snapshot { .. } => None,
+        let (incremental, as_of) = match self.resolved {
+            Resolved::Incremental { begin, end } => (Some((begin, end)), end),
+            Resolved::Snapshot { as_of, .. } => (None, as_of),
         };
         let mut scan_projection = projection.cloned();
         let mut added_commit_time = false;
@@ -238,32 +290,29 @@ impl TableProvider for HudiTableProvider {
             Some(p) => Arc::new(self.schema.project(p)?),
             None => self.schema.clone(),
         };
-        if files.is_empty() {
+        if files.is_empty() && merged.is_empty() {
             return Ok(Arc::new(EmptyExec::new(projected_schema)));
         }
-
-        let storage = self.table.storage();
-        let url = ObjectStoreUrl::parse(storage.object_store_url())?;
-        state
-            .runtime_env()
-            .register_object_store(url.as_ref(), storage.object_store().clone());
         let target = state.config().target_partitions().max(1);
-        let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); target.min(files.len())];
-        let n = groups.len();
-        for (i, f) in files.iter().enumerate() {
-            groups[i % n].push(PartitionedFile::new(
-                storage.path(&f.path()).to_string(),
-                f.size,
-            ));
+        let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        if !merged.is_empty() {
+            inputs.push(Arc::new(MergeOnReadExec::try_new(
+                self.table.clone(),
+                timeline,
+                merged,
+                self.schema.clone(),
+                scan_projection.clone(),
+                as_of,
+                target,
+            )?));
         }
-        let format = ParquetFormat::default().with_options(state.table_options().parquet.clone());
-        let source = format.file_source(TableSchema::from(self.schema.clone()));
-        let scan_config = FileScanConfigBuilder::new(url, source)
-            .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
-            .with_projection_indices(scan_projection)?
-            .with_limit(if incremental.is_some() { None } else { limit })
-            .build();
-        let plan = format.create_physical_plan(state, scan_config).await?;
+        if !files.is_empty() {
+            inputs.push(
+                self.parquet_scan(state, &files, scan_projection, limit, incremental.is_some())
+                    .await?,
+            );
+        }
+        let plan = UnionExec::try_new(inputs)?;
         let Some((begin, end)) = incremental else {
             return Ok(plan);
         };

@@ -342,12 +342,13 @@ impl Table {
             Some(b) => Some((storage.display(&b.path()), storage.get(&b.path()).await?)),
             None => None,
         };
-        let logs: Vec<(String, Bytes)> = futures::stream::iter(slice.log_files.iter())
-            .map(|l| {
+        let paths: Vec<String> = slice.log_files.iter().map(|l| l.path()).collect();
+        let logs: Vec<(String, Bytes)> = futures::stream::iter(paths)
+            .map(|path| {
                 let storage = storage.clone();
                 async move {
-                    let bytes = storage.get(&l.path()).await?;
-                    Ok::<_, Error>((storage.display(&l.path()), bytes))
+                    let bytes = storage.get(&path).await?;
+                    Ok::<_, Error>((storage.display(&path), bytes))
                 }
             })
             .buffered(4)
