@@ -71,7 +71,13 @@ pub async fn clean(table: &Table, policy: CleanPolicy) -> Result<CleanReport> {
             },
             CleanPolicy::KeepLatestFileVersions(n) => slices.len().saturating_sub(n.max(1)),
         };
-        for s in &slices[..keep_from.min(slices.len().saturating_sub(1))] {
+        // A slice without a base file (its compaction is pending) is read together with the slice
+        // before it, so that one stays too.
+        let mut keep_from = keep_from.min(slices.len().saturating_sub(1));
+        while keep_from > 0 && slices[keep_from].base_file.is_none() {
+            keep_from -= 1;
+        }
+        for s in &slices[..keep_from] {
             let files = s
                 .base_file
                 .iter()

@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch; each subcommand lives in its own module.
 
 mod clean;
+mod compact;
 mod create;
 mod read;
 mod rollback;
@@ -32,6 +33,8 @@ pub enum Command {
     Read(read::Args),
     /// Delete file versions no retained instant needs (a clean instant).
     Clean(clean::Args),
+    /// Table services for cron: roll back failed writes, schedule and execute compactions, clean.
+    Compact(compact::Args),
     /// Roll back failed (inflight) writes.
     Rollback(rollback::Args),
     /// Query tables with SQL (DataFusion; datafusion-cli conventions).
@@ -46,6 +49,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Timeline(a) => timeline::run(a).await,
         Command::Read(a) => read::run(a).await,
         Command::Clean(a) => clean::run(a).await,
+        Command::Compact(a) => compact::run(a).await,
         Command::Rollback(a) => rollback::run(a).await,
         Command::Sql(a) => sql::run(a).await,
     }

@@ -7,11 +7,36 @@ use lake_table::Table;
 pub struct Args {
     /// Table URI.
     pub table: String,
+    /// Show every state file of every instant (requested, inflight, completed), as Hudi's CLI does.
+    #[arg(long)]
+    pub all: bool,
 }
 
 pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     let table = Table::open(&a.table).await?;
     let timeline = table.timeline().await?;
+    if a.all {
+        let (files, _) = table
+            .storage()
+            .list_dir(table.config().layout().dir())
+            .await?;
+        let mut states: Vec<lake_table::timeline::Instant> = files
+            .iter()
+            .filter_map(|m| m.location.filename())
+            .filter_map(lake_table::timeline::Instant::parse_file_name)
+            .collect();
+        states.sort_by_key(|i| (i.time, i.state));
+        println!("{:<17}  {:<13}  state", "instant", "action");
+        for i in states {
+            println!(
+                "{:<17}  {:<13}  {}",
+                i.time.to_string(),
+                i.action.name(),
+                i.state
+            );
+        }
+        return Ok(());
+    }
     println!(
         "{:<17}  {:<13}  {:<9}  details",
         "instant", "action", "state"

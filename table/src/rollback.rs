@@ -24,6 +24,71 @@ fn failed_writes(timeline: &Timeline) -> Vec<Instant> {
         .collect()
 }
 
+/// Where a running write keeps its heartbeat (Hudi's `.hoodie/.heartbeat/<instant>`).
+pub(crate) const HEARTBEAT_DIR: &str = ".hoodie/.heartbeat";
+/// How often a running write refreshes its heartbeat.
+pub(crate) const HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+/// A heartbeat older than this belongs to a writer that died.
+pub const HEARTBEAT_EXPIRY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Keeps a write's heartbeat fresh until dropped, then removes it.
+pub(crate) struct Heartbeat {
+    task: tokio::task::JoinHandle<()>,
+    storage: Storage,
+    path: String,
+}
+
+impl Heartbeat {
+    /// Starts the heartbeat of the write at `instant`.
+    pub(crate) async fn start(storage: &Storage, instant: InstantTime) -> Result<Self> {
+        let path = format!("{HEARTBEAT_DIR}/{instant}");
+        storage.put(&path, Bytes::new()).await?;
+        let (s, p) = (storage.clone(), path.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(HEARTBEAT_INTERVAL).await;
+                let _ = s.put(&p, Bytes::new()).await;
+            }
+        });
+        Ok(Self {
+            task,
+            storage: storage.clone(),
+            path,
+        })
+    }
+
+    /// Stops refreshing and deletes the heartbeat.
+    pub(crate) async fn stop(self) {
+        self.task.abort();
+        let _ = self.storage.delete(&self.path).await;
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Pending writes whose writer is gone: no heartbeat, or one older than [`HEARTBEAT_EXPIRY`].
+async fn expired_writes(storage: &Storage, timeline: &Timeline) -> Result<Vec<Instant>> {
+    let (beats, _) = storage.list_dir(HEARTBEAT_DIR).await?;
+    let now = chrono::Utc::now();
+    let alive: std::collections::HashSet<String> = beats
+        .iter()
+        .filter(|m| {
+            (now - m.last_modified)
+                .to_std()
+                .map_or(true, |age| age < HEARTBEAT_EXPIRY)
+        })
+        .filter_map(|m| m.location.filename().map(str::to_owned))
+        .collect();
+    Ok(failed_writes(timeline)
+        .into_iter()
+        .filter(|i| !alive.contains(&i.time.to_string()))
+        .collect())
+}
+
 /// Rolls back every failed write (and finishes interrupted rollbacks); returns the rolled-back times.
 pub(crate) async fn rollback_failed_writes(
     table: &Table,
@@ -192,6 +257,19 @@ impl Table {
     pub async fn rollback_failed_writes(&self) -> Result<Vec<InstantTime>> {
         let timeline = self.timeline().await?;
         rollback_failed_writes(self, &timeline).await
+    }
+
+    /// Rolls back the pending writes whose writer is gone (heartbeat missing or expired), leaving
+    /// writes that are still running alone; for table services that run beside writers.
+    pub async fn rollback_expired_writes(&self) -> Result<Vec<InstantTime>> {
+        let timeline = self.timeline().await?;
+        let expired = expired_writes(self.storage(), &timeline).await?;
+        if expired.is_empty() {
+            return Ok(Vec::new());
+        }
+        let time = InstantTime::next_after(timeline.latest_time());
+        rollback(self, &timeline, time, &expired).await?;
+        Ok(expired.iter().map(|i| i.time).collect())
     }
 
     /// Rolls back one pending write instant; returns the rollback instant. Completed instants are

@@ -165,17 +165,19 @@ struct LogTarget {
 impl LogTarget {
     /// A new log file after the slice's existing ones (object stores cannot append, so every write
     /// starts a new log version, as Hudi does where appends are impossible).
-    fn after(slice: &FileSlice) -> Self {
+    /// `compaction`: a pending compaction of the group, whose instant begins the slice to write to.
+    fn after(slice: &FileSlice, compaction: Option<InstantTime>) -> Self {
+        let base_instant = compaction.map_or(slice.base_instant, |c| c.max(slice.base_instant));
         let version = slice
             .log_files
             .iter()
-            .filter(|l| l.instant == slice.base_instant)
+            .filter(|l| l.instant == base_instant)
             .map(|l| l.version)
             .max()
             .unwrap_or(0)
             + 1;
         Self {
-            base_instant: slice.base_instant,
+            base_instant,
             version,
             base_file: slice.base_file.as_ref().map(|b| b.name.clone()),
         }
@@ -240,6 +242,7 @@ impl Table {
         } else {
             Action::Commit
         };
+        let heartbeat = crate::rollback::Heartbeat::start(storage, time).await?;
         let inflight = Timeline::start(storage, layout, time, action, Bytes::new()).await?;
 
         let record_size = match self.config().bucket_count {
@@ -258,6 +261,22 @@ impl Table {
             top_up: !mor,
         };
         let assignments = index::assign(self.config(), storage, &view, &rows, record_size).await?;
+        // File groups under a pending compaction get their logs in the slice the compaction starts.
+        let mut compacting: HashMap<(String, String), InstantTime> = HashMap::new();
+        if mor {
+            let pending: Vec<InstantTime> = timeline
+                .compactions()
+                .filter(|c| !c.is_completed())
+                .map(|c| c.time)
+                .collect();
+            for c in pending {
+                if let Some(plan) = self.compaction_plan(c).await? {
+                    for op in plan.operations {
+                        compacting.insert((op.partition, op.file_id), c);
+                    }
+                }
+            }
+        }
         let tasks: Vec<GroupTask> = assignments
             .into_iter()
             .enumerate()
@@ -265,8 +284,11 @@ impl Table {
                 // Merge-on-read: existing file groups (and, with the bucket index, new ones too)
                 // receive log blocks; new file groups of the simple index get base files.
                 let slice = view.latest_slice(&a.partition, &a.file_id);
+                let compaction = compacting
+                    .get(&(a.partition.clone(), a.file_id.clone()))
+                    .copied();
                 let append = match &slice {
-                    Some(s) if mor => Some(LogTarget::after(s)),
+                    Some(s) if mor => Some(LogTarget::after(s, compaction)),
                     None if mor && self.config().bucket_count.is_some() => Some(LogTarget {
                         base_instant: time,
                         version: 1,
@@ -353,6 +375,7 @@ impl Table {
         )
         .await?;
         self.clear_markers(time).await;
+        heartbeat.stop().await;
         summary.instant = Some(time);
         Ok(summary)
     }

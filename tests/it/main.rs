@@ -6,6 +6,7 @@ mod cow;
 mod crash;
 mod fixtures;
 mod kit;
+mod mor;
 mod s3_conformance;
 mod services;
 mod sizing;

@@ -205,6 +205,15 @@ impl Storage {
         }
     }
 
+    /// The size of a file in bytes.
+    pub async fn head_size(&self, rel: &str) -> Result<u64> {
+        self.store
+            .head(&self.path(rel))
+            .await
+            .map(|m| m.size)
+            .map_err(|e| self.err(rel, e))
+    }
+
     /// Deletes a file; deleting a missing file is not an error.
     pub async fn delete(&self, rel: &str) -> Result<()> {
         match self.store.delete(&self.path(rel)).await {
