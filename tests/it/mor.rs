@@ -238,3 +238,69 @@ fn mor_lifecycle_matches_the_model_local() {
 fn mor_lifecycle_matches_the_model_on_s3() {
     lifecycle(&Place::s3("mor"));
 }
+
+/// `lake compact` run again and again while `lake write` commits batch after batch: every write
+/// lands (retrying when a compaction is scheduled under it) and the final rows equal the source's.
+fn compaction_beside_writes(p: &Place) {
+    lake_ok(
+        &[
+            "create",
+            &p.uri,
+            "--type",
+            "mor",
+            "--key",
+            "id",
+            "--partition-by",
+            "region",
+            "--buckets",
+            "2",
+        ],
+        &p.env,
+    );
+    let mut src = Source {
+        rng: Rng::new(5),
+        live: BTreeMap::new(),
+        pos: 100,
+        next_id: 0,
+    };
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let compactions = std::thread::scope(|s| {
+        let compactor = s.spawn(|| {
+            let mut compacted = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let out = lake_ok(
+                    &[
+                        "compact",
+                        &p.uri,
+                        "--max-delta-commits",
+                        "2",
+                        "--retain-commits",
+                        "3",
+                    ],
+                    &p.env,
+                );
+                compacted += out.matches("compacted ").count();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            compacted
+        });
+        for i in 0..14 {
+            write(p, &mut src, i);
+        }
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        compactor.join().expect("compactor")
+    });
+    assert!(compactions > 0, "no compaction ran beside the writes");
+    lake_ok(&["compact", &p.uri, "--max-delta-commits", "1"], &p.env);
+    check(p, &src, "concurrent writes and compactions");
+}
+
+#[test]
+fn compaction_beside_writes_local() {
+    compaction_beside_writes(&Place::local());
+}
+
+#[test]
+fn compaction_beside_writes_on_s3() {
+    compaction_beside_writes(&Place::s3("morc"));
+}
