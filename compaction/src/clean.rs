@@ -3,8 +3,8 @@
 //! Policies (Hudi's names): `KEEP_LATEST_COMMITS(n)` keeps every slice a snapshot as of any of the
 //! last `n` completed writes needs (slices based at or after the earliest retained write, plus the
 //! slice before it); `KEEP_LATEST_FILE_VERSIONS(n)` keeps the newest `n` slices of each file group.
-//! The newest slice of a file group is never deleted, nor any file of a pending instant (those are
-//! not in the committed view at all).
+//! The newest slice of a file group is never deleted, nor a slice a pending compaction reads, nor any
+//! file a savepoint pins, nor any file of a pending instant (those are not in the committed view).
 //!
 //! States: REQUESTED (`HoodieCleanerPlan`) → INFLIGHT (the plan again, as Hudi writes it) → files
 //! deleted → COMPLETED (`HoodieCleanMetadata`). A pending clean found at start is finished under its
@@ -61,6 +61,8 @@ pub async fn clean(table: &Table, policy: CleanPolicy) -> Result<CleanReport> {
         _ => None,
     };
     let view = FileSystemView::load(&timeline, None, None).await?;
+    // Files a savepoint pins stay.
+    let pinned = crate::savepoint::pinned_files(table, &timeline).await?;
     let mut to_delete: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
     for slices in view.file_groups() {
         let keep_from = match policy {
@@ -78,11 +80,18 @@ pub async fn clean(table: &Table, policy: CleanPolicy) -> Result<CleanReport> {
             keep_from -= 1;
         }
         for s in &slices[..keep_from] {
+            let pinned = |name: &str| pinned.contains(&(s.partition.clone(), name.to_owned()));
             let files = s
                 .base_file
                 .iter()
+                .filter(|b| !pinned(&b.name))
                 .map(|b| (b.path(), b.size))
-                .chain(s.log_files.iter().map(|l| (l.path(), l.size)));
+                .chain(
+                    s.log_files
+                        .iter()
+                        .filter(|l| !pinned(&l.name))
+                        .map(|l| (l.path(), l.size)),
+                );
             to_delete
                 .entry(s.partition.clone())
                 .or_default()

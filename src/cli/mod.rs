@@ -5,6 +5,7 @@ mod compact;
 mod create;
 mod read;
 mod rollback;
+mod savepoint;
 mod sql;
 mod timeline;
 mod write;
@@ -37,6 +38,10 @@ pub enum Command {
     Compact(compact::Args),
     /// Roll back failed (inflight) writes.
     Rollback(rollback::Args),
+    /// Create, delete or list savepoints (pinned snapshots the cleaner keeps).
+    Savepoint(savepoint::Args),
+    /// Restore the table to a savepoint.
+    Restore(savepoint::RestoreArgs),
     /// Query tables with SQL (DataFusion; datafusion-cli conventions).
     Sql(sql::Args),
 }
@@ -51,6 +56,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Clean(a) => clean::run(a).await,
         Command::Compact(a) => compact::run(a).await,
         Command::Rollback(a) => rollback::run(a).await,
+        Command::Savepoint(a) => savepoint::run(a).await,
+        Command::Restore(a) => savepoint::run_restore(a).await,
         Command::Sql(a) => sql::run(a).await,
     }
 }

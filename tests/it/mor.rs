@@ -199,6 +199,7 @@ fn lifecycle(p: &Place) {
     let out = lake_ok(&["compact", &p.uri, "--max-delta-commits", "3"], &p.env);
     assert!(!pending_compaction(p), "{out}");
     check(p, &src, "the resumed compaction");
+    let mut savepoint = None;
     for round in 0..2 {
         for _ in 0..3 {
             write(p, &mut src, step);
@@ -218,7 +219,38 @@ fn lifecycle(p: &Place) {
         );
         assert!(out.contains("compacted "), "round {round}: {out}");
         check(p, &src, &format!("compaction round {round}"));
+        if round == 0 {
+            let out = lake_ok(&["savepoint", "create", &p.uri], &p.env);
+            let t = out.split_whitespace().nth(1).expect("instant").to_owned();
+            savepoint = Some((t, src.live.clone()));
+        }
     }
+    // The cleans kept the savepoint's files; restore brings the table back to it exactly, and
+    // writing and compacting go on from there.
+    let (t, live) = savepoint.expect("savepoint");
+    let listed = lake_ok(&["savepoint", "list", &p.uri], &p.env);
+    assert!(listed.contains(&t), "{listed}");
+    let out = lake_ok(&["restore", &p.uri, "--to", &t], &p.env);
+    assert!(out.contains("instants rolled back"), "{out}");
+    src.live = live;
+    check(p, &src, "the restore");
+    for _ in 0..3 {
+        write(p, &mut src, step);
+        step += 1;
+        check(p, &src, &format!("deltacommit {step} after the restore"));
+    }
+    lake_ok(
+        &[
+            "compact",
+            &p.uri,
+            "--max-delta-commits",
+            "1",
+            "--retain-commits",
+            "1",
+        ],
+        &p.env,
+    );
+    check(p, &src, "a compaction after the restore");
     // Every compaction went through all three states and completed as a commit.
     let timeline = lake_ok(&["timeline", &p.uri, "--all"], &p.env);
     let compactions = timeline
@@ -227,6 +259,7 @@ fn lifecycle(p: &Place) {
         .count();
     assert!(compactions >= 3, "{timeline}");
     assert!(timeline.contains("clean"), "{timeline}");
+    assert!(timeline.contains("restore"), "{timeline}");
 }
 
 #[test]

@@ -36,6 +36,8 @@ pub struct Timeline {
     instants: Vec<Instant>,
     /// Times of compaction instants (a completed compaction is listed as a `commit`).
     compactions: Vec<InstantTime>,
+    /// Savepoints, which share the time of the commit they pin and so are kept apart.
+    savepoints: Vec<Instant>,
 }
 
 impl Timeline {
@@ -50,6 +52,17 @@ impl Timeline {
         // Keep, per instant time, only the furthest state; a completed compaction keeps the action of
         // its completed file (commit), as Hudi reports it.
         parsed.sort_by_key(|i| (i.time, i.state));
+        let mut savepoints: Vec<Instant> = Vec::new();
+        parsed.retain(|i| {
+            if i.action != Action::Savepoint {
+                return true;
+            }
+            match savepoints.last_mut() {
+                Some(last) if last.time == i.time => *last = *i,
+                _ => savepoints.push(*i),
+            }
+            false
+        });
         let mut compactions: Vec<InstantTime> = parsed
             .iter()
             .filter(|i| i.action == Action::Compaction)
@@ -68,7 +81,13 @@ impl Timeline {
             layout,
             instants,
             compactions,
+            savepoints,
         })
+    }
+
+    /// Savepoints in any state, oldest first (a savepoint has the time of the commit it pins).
+    pub fn savepoints(&self) -> &[Instant] {
+        &self.savepoints
     }
 
     /// Whether the instant at `time` is a compaction (pending, or completed as a `commit`).

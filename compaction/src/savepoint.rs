@@ -1,0 +1,363 @@
+//! Savepoints and restore.
+//!
+//! A savepoint pins the file slices a snapshot as of a completed write needs: `<t>.savepoint.inflight`
+//! then `<t>.savepoint` (`HoodieSavepointMetadata`, listing those files per partition), at the time
+//! of the write it pins. The cleaner never deletes a listed file.
+//!
+//! A restore brings the table back to exactly a savepoint: `<r>.restore.requested`
+//! (`HoodieRestorePlan`: the instants after the savepoint, newest first) → `<r>.restore.inflight` →
+//! for each instant: its completed file is removed first (so it stops being visible), then the files
+//! it wrote, then its remaining state files → later savepoints removed → `<r>.restore`
+//! (`HoodieRestoreMetadata`). It refuses to run while a write is in flight; an interrupted restore is
+//! finished by running it again.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Instant as Clock;
+
+use bytes::Bytes;
+use lake_table::layout::{BaseFile, MARKERS_DIR, WRITE_TOKEN, join};
+use lake_table::timeline::avro::{self, Datum, INSTANT_INFO_SCHEMA};
+use lake_table::timeline::{Action, Instant, InstantTime, State, Timeline};
+use lake_table::view::FileSystemView;
+use lake_table::{Error, Result, Table};
+
+const SAVEPOINT_SCHEMA: &str = r#"{"type":"record","name":"HoodieSavepointMetadata","namespace":"org.apache.hudi.avro.model","fields":[{"name":"savepointedBy","type":"string"},{"name":"savepointedAt","type":"long"},{"name":"comments","type":"string"},{"name":"partitionMetadata","type":{"type":"map","values":{"type":"record","name":"HoodieSavepointPartitionMetadata","fields":[{"name":"partitionPath","type":"string"},{"name":"savepointDataFile","type":{"type":"array","items":"string"}}]}}},{"name":"version","type":["int","null"],"default":1}]}"#;
+
+fn restore_plan_schema() -> String {
+    format!(
+        r#"{{"type":"record","name":"HoodieRestorePlan","namespace":"org.apache.hudi.avro.model","fields":[{{"name":"instantsToRollback","default":[],"type":{{"type":"array","items":{INSTANT_INFO_SCHEMA}}}}},{{"name":"version","type":["int","null"],"default":1}},{{"name":"savepointToRestoreTimestamp","type":["null","string"],"default":null}}]}}"#
+    )
+}
+
+fn restore_metadata_schema() -> String {
+    format!(
+        r#"{{"type":"record","name":"HoodieRestoreMetadata","namespace":"org.apache.hudi.avro.model","fields":[{{"name":"startRestoreTime","type":"string"}},{{"name":"timeTakenInMillis","type":"long"}},{{"name":"instantsToRollback","type":{{"type":"array","items":"string"}}}},{{"name":"hoodieRestoreMetadata","type":{{"type":"map","values":{{"type":"array","items":{}}}}}}},{{"name":"version","type":["int","null"],"default":1}},{{"name":"restoreInstantInfo","default":[],"type":{{"type":"array","items":"org.apache.hudi.avro.model.HoodieInstantInfo"}}}}]}}"#,
+        avro::rollback_metadata_schema()
+    )
+}
+
+fn instant_info(i: &Instant) -> Datum {
+    Datum::Record(vec![
+        Datum::str(i.time.to_string()),
+        Datum::str(i.action.name()),
+    ])
+}
+
+/// A savepoint as listed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SavepointInfo {
+    /// The pinned write's time.
+    pub instant: InstantTime,
+    /// Whether it is completed.
+    pub completed: bool,
+    /// Files it pins.
+    pub files: usize,
+}
+
+/// Creates a savepoint of the completed write at `instant` (the latest when `None`).
+pub async fn create_savepoint(
+    table: &Table,
+    instant: Option<InstantTime>,
+    comment: &str,
+) -> Result<InstantTime> {
+    let timeline = table.timeline().await?;
+    let target = match instant {
+        Some(t) => *timeline
+            .completed_writes()
+            .find(|i| i.time == t)
+            .ok_or_else(|| {
+                Error::Unsupported(format!(
+                    "instant {t} is not a completed write; only those can be savepointed"
+                ))
+            })?,
+        None => *timeline
+            .last_completed_write()
+            .ok_or_else(|| Error::Unsupported("the table has no completed write".into()))?,
+    };
+    if timeline.savepoints().iter().any(|s| s.time == target.time) {
+        return Err(Error::Unsupported(format!(
+            "instant {} is already savepointed",
+            target.time
+        )));
+    }
+    let view = FileSystemView::load(&timeline, None, Some(target.time)).await?;
+    let mut per_partition: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for s in view.latest_slices() {
+        let files = per_partition.entry(s.partition.clone()).or_default();
+        files.extend(s.base_file.iter().map(|b| b.name.clone()));
+        files.extend(s.log_files.iter().map(|l| l.name.clone()));
+    }
+    let meta = Datum::Record(vec![
+        Datum::str(std::env::var("USER").unwrap_or_else(|_| "lake".into())),
+        Datum::Long(chrono_now_secs()),
+        Datum::str(comment),
+        Datum::Map(
+            per_partition
+                .iter()
+                .map(|(p, files)| {
+                    (
+                        p.clone(),
+                        Datum::Record(vec![Datum::str(p.clone()), Datum::strings(files.clone())]),
+                    )
+                })
+                .collect(),
+        ),
+        Datum::Union(0, Box::new(Datum::Int(1))),
+    ]);
+    let storage = table.storage();
+    let layout = table.config().layout();
+    let inflight = Instant::new(target.time, Action::Savepoint, State::Inflight);
+    Timeline::publish(storage, layout, &inflight, Bytes::new()).await?;
+    Timeline::complete(
+        storage,
+        layout,
+        &inflight,
+        Bytes::from(avro::container_file(SAVEPOINT_SCHEMA, &meta)),
+    )
+    .await?;
+    Ok(target.time)
+}
+
+fn chrono_now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Deletes the savepoint at `instant`.
+pub async fn delete_savepoint(table: &Table, instant: InstantTime) -> Result<()> {
+    let timeline = table.timeline().await?;
+    if !timeline.savepoints().iter().any(|s| s.time == instant) {
+        return Err(Error::Unsupported(format!(
+            "there is no savepoint at {instant}"
+        )));
+    }
+    for state in [State::Completed, State::Inflight] {
+        let i = Instant::new(instant, Action::Savepoint, state);
+        table.storage().delete(&timeline.instant_path(&i)).await?;
+    }
+    Ok(())
+}
+
+/// The savepoints of the table with the number of files each pins.
+pub async fn list_savepoints(table: &Table) -> Result<Vec<SavepointInfo>> {
+    let timeline = table.timeline().await?;
+    let mut out = Vec::new();
+    for s in timeline.savepoints() {
+        let files = if s.is_completed() {
+            savepoint_files(table, &timeline, s).await?.len()
+        } else {
+            0
+        };
+        out.push(SavepointInfo {
+            instant: s.time,
+            completed: s.is_completed(),
+            files,
+        });
+    }
+    Ok(out)
+}
+
+/// (partition, file name) of every file a savepoint pins.
+async fn savepoint_files(
+    table: &Table,
+    timeline: &Timeline,
+    s: &Instant,
+) -> Result<HashSet<(String, String)>> {
+    let bytes = table.storage().get(&timeline.instant_path(s)).await?;
+    let bad = |r: String| Error::Corrupt(format!("savepoint {}: {r}", s.time));
+    let (schema_json, data) = avro::read_container(&bytes).map_err(bad)?;
+    let schema = avro::Schema::parse(&schema_json).map_err(bad)?;
+    let avro::Schema::Record { fields, .. } = schema else {
+        return Err(bad("not a record".into()));
+    };
+    let idx = fields
+        .iter()
+        .position(|(n, _)| n == "partitionMetadata")
+        .ok_or_else(|| bad("no partitionMetadata".into()))?;
+    let mut out = HashSet::new();
+    for d in data {
+        let Datum::Record(values) = d else { continue };
+        let Some(Datum::Map(parts)) = values.get(idx) else {
+            continue;
+        };
+        for (partition, meta) in parts {
+            let Datum::Record(m) = meta else { continue };
+            for f in m {
+                if let Datum::Array(files) = f {
+                    for name in files {
+                        if let Datum::String(n) = name {
+                            out.insert((partition.clone(), n.clone()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// (partition, file name) of every file any completed savepoint pins; the cleaner keeps them.
+pub async fn pinned_files(table: &Table, timeline: &Timeline) -> Result<HashSet<(String, String)>> {
+    let mut out = HashSet::new();
+    for s in timeline.savepoints().iter().filter(|s| s.is_completed()) {
+        out.extend(savepoint_files(table, timeline, s).await?);
+    }
+    Ok(out)
+}
+
+/// What a restore did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RestoreReport {
+    /// The restore instant.
+    pub instant: Option<InstantTime>,
+    /// Instants rolled back, newest first.
+    pub rolled_back: Vec<InstantTime>,
+    /// Data files deleted.
+    pub files_deleted: usize,
+}
+
+/// Restores the table to the savepoint at `to`.
+pub async fn restore(table: &Table, to: InstantTime) -> Result<RestoreReport> {
+    let timeline = table.timeline().await?;
+    if !timeline
+        .savepoints()
+        .iter()
+        .any(|s| s.time == to && s.is_completed())
+    {
+        return Err(Error::Unsupported(format!(
+            "there is no savepoint at {to}; restore needs one"
+        )));
+    }
+    let pending_restore = timeline
+        .pending()
+        .find(|i| i.action == Action::Restore)
+        .copied();
+    if pending_restore.is_none()
+        && let Some(w) = timeline.pending().find(|i| {
+            matches!(
+                i.action,
+                Action::Commit | Action::DeltaCommit | Action::ReplaceCommit
+            )
+        })
+    {
+        return Err(Error::Unsupported(format!(
+            "write {} is in flight; restore refuses to run beside a writer (roll it back first)",
+            w.time
+        )));
+    }
+    let started = Clock::now();
+    let mut targets: Vec<Instant> = timeline
+        .instants()
+        .iter()
+        .filter(|i| i.time > to)
+        .filter(|i| {
+            timeline.is_compaction(i.time)
+                || (i.is_completed() && i.action.writes_data())
+                || matches!(
+                    i.action,
+                    Action::Commit | Action::DeltaCommit | Action::ReplaceCommit
+                )
+        })
+        .filter(|i| Some(i.time) != pending_restore.map(|r| r.time))
+        .copied()
+        .collect();
+    targets.reverse();
+    let storage = table.storage();
+    let layout = table.config().layout();
+    let time = match pending_restore {
+        Some(r) => r.time,
+        None => InstantTime::next_after(timeline.latest_time()),
+    };
+    let requested = Instant::new(time, Action::Restore, State::Requested);
+    if pending_restore.is_none() {
+        let plan = Datum::Record(vec![
+            Datum::Array(targets.iter().map(instant_info).collect()),
+            Datum::Union(0, Box::new(Datum::Int(1))),
+            Datum::Union(1, Box::new(Datum::str(to.to_string()))),
+        ]);
+        Timeline::publish(
+            storage,
+            layout,
+            &requested,
+            Bytes::from(avro::container_file(&restore_plan_schema(), &plan)),
+        )
+        .await?;
+    }
+    let inflight = Instant::new(time, Action::Restore, State::Inflight);
+    if !storage.exists(&timeline.instant_path(&inflight)).await? {
+        Timeline::publish(storage, layout, &inflight, Bytes::new()).await?;
+    }
+    let mut report = RestoreReport {
+        instant: Some(time),
+        ..Default::default()
+    };
+    for t in &targets {
+        let compaction = timeline.is_compaction(t.time);
+        let action = if compaction {
+            Action::Compaction
+        } else {
+            t.action
+        };
+        // Files the instant wrote: from its commit metadata, or (pending) its markers and plan.
+        let mut files: Vec<String> = Vec::new();
+        if t.is_completed() {
+            let m = timeline.commit_metadata(t).await?;
+            files.extend(m.write_stats().filter_map(|s| s.path.clone()));
+        }
+        if compaction && let Some(plan) = table.compaction_plan(t.time).await? {
+            files.extend(plan.operations.iter().map(|op| {
+                join(
+                    &op.partition,
+                    &BaseFile::name_for(&op.file_id, WRITE_TOKEN, t.time),
+                )
+            }));
+        }
+        let marker_dir = format!("{MARKERS_DIR}/{}", t.time);
+        let markers = storage.list_recursive(&marker_dir).await?;
+        for m in &markers {
+            let rel = storage.relative(&m.location);
+            if let Some(file) = rel
+                .strip_prefix(&format!("{marker_dir}/"))
+                .and_then(lake_table::layout::file_of_marker)
+            {
+                files.push(file.to_owned());
+            }
+        }
+        let completed = Instant::new(t.time, action, State::Completed);
+        storage.delete(&timeline.instant_path(&completed)).await?;
+        files.sort();
+        files.dedup();
+        for f in &files {
+            storage.delete(f).await?;
+        }
+        report.files_deleted += files.len();
+        for m in markers {
+            storage.delete(&storage.relative(&m.location)).await?;
+        }
+        for state in [State::Inflight, State::Requested] {
+            let i = Instant::new(t.time, action, state);
+            storage.delete(&timeline.instant_path(&i)).await?;
+        }
+        report.rolled_back.push(t.time);
+    }
+    for s in timeline.savepoints().iter().filter(|s| s.time > to) {
+        delete_savepoint(table, s.time).await?;
+    }
+    let meta = Datum::Record(vec![
+        Datum::str(time.to_string()),
+        Datum::Long(started.elapsed().as_millis() as i64),
+        Datum::strings(targets.iter().map(|t| t.time.to_string())),
+        Datum::Map(Vec::new()),
+        Datum::Union(0, Box::new(Datum::Int(1))),
+        Datum::Array(targets.iter().map(instant_info).collect()),
+    ]);
+    Timeline::complete(
+        storage,
+        layout,
+        &inflight,
+        Bytes::from(avro::container_file(&restore_metadata_schema(), &meta)),
+    )
+    .await?;
+    Ok(report)
+}
