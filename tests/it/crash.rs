@@ -1,5 +1,6 @@
 //! Killing `lake write` (SIGKILL) at arbitrary moments leaves the table readable at its last
-//! completed instant; the next write rolls the leftovers back. Run on a local folder and on S3.
+//! completed instant; the next write rolls the leftovers back. Copy-on-write and merge-on-read
+//! tables, on a local folder and on S3.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -21,7 +22,7 @@ async fn inflight_files(storage: &Storage) -> usize {
         .count()
 }
 
-async fn run(p: &Place) {
+async fn run(p: &Place, table_type: &str) {
     let (uri, storage, env, dir) = (
         p.uri.as_str(),
         p.storage.clone(),
@@ -32,6 +33,8 @@ async fn run(p: &Place) {
         &[
             "create",
             uri,
+            "--type",
+            table_type,
             "--key",
             "id",
             "--ordering",
@@ -43,7 +46,8 @@ async fn run(p: &Place) {
         ],
         env,
     );
-    let keys = 100_000;
+    let mor = table_type == "mor";
+    let keys = if mor { 20_000 } else { 100_000 };
     let batch = |v: u64| {
         let f = dir.join(format!("b{v}.jsonl"));
         let mut text = String::with_capacity(keys * 40);
@@ -139,34 +143,57 @@ async fn run(p: &Place) {
         "failed instants were left but never rolled back:\n{timeline}"
     );
     // Only the files of completed commits remain.
-    let leftovers: Vec<String> = storage
+    let files: Vec<String> = storage
         .list_recursive("")
         .await
         .expect("list")
         .iter()
         .map(|m| storage.relative(&m.location))
-        .filter(|p| p.ends_with(".parquet"))
-        .filter(|p| {
-            let instant = p
-                .rsplit('_')
-                .next()
-                .unwrap_or_default()
-                .trim_end_matches(".parquet");
-            !timeline.contains(&format!("{instant}  commit         COMPLETED"))
-        })
         .collect();
-    assert!(
-        leftovers.is_empty(),
-        "files of failed writes remain: {leftovers:?}"
-    );
+    if mor {
+        // Every completed deltacommit wrote one log file per file group (3 partitions x 4 buckets).
+        let deltacommits = timeline
+            .lines()
+            .filter(|l| l.contains(" deltacommit ") && l.contains("COMPLETED"))
+            .count();
+        let logs = files.iter().filter(|p| p.contains(".log.")).count();
+        assert_eq!(logs, deltacommits * 12, "log files of failed writes remain");
+    } else {
+        let leftovers: Vec<&String> = files
+            .iter()
+            .filter(|p| p.ends_with(".parquet"))
+            .filter(|p| {
+                let instant = p
+                    .rsplit('_')
+                    .next()
+                    .unwrap_or_default()
+                    .trim_end_matches(".parquet");
+                !timeline.contains(&format!("{instant}  commit         COMPLETED"))
+            })
+            .collect();
+        assert!(
+            leftovers.is_empty(),
+            "files of failed writes remain: {leftovers:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_writes_leave_the_last_completed_state_and_are_rolled_back_local() {
-    run(&Place::local()).await;
+    run(&Place::local(), "cow").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mor_writes_leave_the_last_completed_state_and_are_rolled_back_local() {
+    run(&Place::local(), "mor").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mor_writes_leave_the_last_completed_state_and_are_rolled_back_on_s3() {
+    run(&Place::s3("crashmor"), "mor").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_writes_leave_the_last_completed_state_and_are_rolled_back_on_s3() {
-    run(&Place::s3("crash")).await;
+    run(&Place::s3("crash"), "cow").await;
 }
