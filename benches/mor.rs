@@ -1,0 +1,179 @@
+//! MOR bench: the COW bench's workload on a merge-on-read table. A table of 1M rows (loaded and
+//! compacted into base files) takes 100k events (20% updates spread over the table, 80% new keys) as
+//! one deltacommit; then compaction throughput (MB/s of base and log bytes merged); then, with 10% of
+//! the rows updated in logs, a DataFusion snapshot scan (merging logs) against the read-optimized scan
+//! of the same table.
+//!
+//! Run: `cargo bench --bench mor`
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use lake_compaction::{CompactionStrategy, Scheduled, execute_pending, schedule};
+use lake_query::datafusion::prelude::SessionContext;
+use lake_query::{HudiTableProvider, QueryOptions};
+use lake_table::{ChangeBatch, Table, TableConfig, TableType, WriteOptions};
+
+fn batch(ids: impl Iterator<Item = i64>, version: i64) -> RecordBatch {
+    let ids: Vec<i64> = ids.collect();
+    let n = ids.len();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("customer", DataType::Utf8, true),
+        Field::new("status", DataType::Utf8, true),
+        Field::new("amount", DataType::Int64, true),
+        Field::new("region", DataType::Utf8, true),
+        Field::new("v", DataType::Int64, false),
+    ]));
+    let statuses = ["created", "approved", "shipped", "delivered"];
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from(ids.clone())),
+            Arc::new(StringArray::from_iter_values(
+                ids.iter().map(|i| format!("customer-{:08}", i % 100_003)),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                ids.iter()
+                    .map(|i| statuses[(*i as usize + version as usize) % 4]),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                ids.iter().map(|i| (i * 7919 + version) % 100_000),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                ids.iter().map(|i| format!("r{}", i % 4)),
+            )),
+            Arc::new(Int64Array::from(vec![version; n])),
+        ],
+    )
+    .expect("bench batch")
+}
+
+async fn compact(table: &Table) -> (f64, u64, u64) {
+    let started = Instant::now();
+    let strategy = CompactionStrategy {
+        max_delta_commits: 1,
+        max_log_bytes: 0,
+    };
+    match schedule(table, strategy).await.expect("schedule") {
+        Scheduled::Planned { .. } => {}
+        Scheduled::NotDue(why) => panic!("compaction not scheduled: {why}"),
+    }
+    let reports = execute_pending(table, 2).await.expect("compact");
+    let read: u64 = reports.iter().map(|r| r.bytes_read).sum();
+    let records: u64 = reports.iter().map(|r| r.records).sum();
+    (started.elapsed().as_secs_f64(), read, records)
+}
+
+async fn best_of(ctx: &SessionContext, sql: &str) -> (Duration, String) {
+    let mut best = Duration::MAX;
+    let mut answer = String::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let batches = ctx
+            .sql(sql)
+            .await
+            .expect("plan")
+            .collect()
+            .await
+            .expect("run");
+        best = best.min(started.elapsed());
+        answer = arrow::util::pretty::pretty_format_batches(&batches)
+            .expect("format")
+            .to_string();
+    }
+    (best, answer)
+}
+
+#[tokio::main]
+async fn main() {
+    let table_rows = 1_000_000i64;
+    let dir = tempfile::tempdir().expect("tmp");
+    let uri = dir.path().join("t").display().to_string();
+    let buckets = 4u32;
+    let cfg = TableConfig::new(
+        "bench",
+        TableType::MergeOnRead,
+        vec!["id".into()],
+        vec!["region".into()],
+        Some("v".into()),
+        Some(buckets),
+    )
+    .expect("config");
+    let table = Table::create(&uri, cfg).await.expect("create");
+    let started = Instant::now();
+    table
+        .write(
+            vec![ChangeBatch::upserts(batch(0..table_rows, 1))],
+            WriteOptions::default(),
+        )
+        .await
+        .expect("load");
+    let load = started.elapsed().as_secs_f64();
+    let (secs, read, records) = compact(&table).await;
+    println!(
+        "load: {table_rows} rows as logs in {load:.2}s, compacted into base files in {secs:.2}s ({buckets} buckets x 4 partitions, {} MB merged, {records} records)",
+        read / 1_000_000
+    );
+
+    // 100k events: 20k updates spread over the table, 80k inserts, as one deltacommit.
+    let updates = (0..20_000i64).map(|i| (i * (table_rows / 20_000)) % table_rows);
+    let inserts = table_rows..table_rows + 80_000;
+    let events = batch(updates.chain(inserts), 2);
+    let started = Instant::now();
+    let s = table
+        .write(vec![ChangeBatch::upserts(events)], WriteOptions::default())
+        .await
+        .expect("upsert");
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "MOR upsert 100k into {table_rows}: {secs:.3}s, {:.0} events/s, {} log files, {} MB written",
+        100_000.0 / secs,
+        s.files_written,
+        s.bytes_written / 1_000_000
+    );
+
+    // Compaction of that deltacommit: every file group's base file merged with its log.
+    let (secs, read, records) = compact(&table).await;
+    println!(
+        "compaction: {records} records, {:.1} MB of base + log files merged in {secs:.2}s: {:.1} MB/s",
+        read as f64 / 1e6,
+        read as f64 / 1e6 / secs
+    );
+
+    // 10% of the rows updated in logs: snapshot (merging) vs read-optimized scans.
+    let rows = table_rows + 80_000;
+    let updates = (0..rows / 10).map(|i| i * 10);
+    table
+        .write(
+            vec![ChangeBatch::upserts(batch(updates, 3))],
+            WriteOptions::default(),
+        )
+        .await
+        .expect("updates");
+    let ctx = lake_query::session();
+    for (name, query) in [("snap", "snapshot"), ("ro", "read_optimized")] {
+        let options = std::collections::HashMap::from([(
+            "hoodie.datasource.query.type".to_owned(),
+            query.to_owned(),
+        )]);
+        let provider =
+            HudiTableProvider::try_new(&uri, QueryOptions::from_map(&options).expect("options"))
+                .await
+                .expect("provider");
+        ctx.register_table(name, Arc::new(provider))
+            .expect("register");
+    }
+    let sql =
+        |t: &str| format!("SELECT count(*) AS n, sum(amount) AS amount, max(v) AS v FROM {t}");
+    let (snap, a) = best_of(&ctx, &sql("snap")).await;
+    let (ro, b) = best_of(&ctx, &sql("ro")).await;
+    println!(
+        "scan with 10% of rows in logs: snapshot {:.1} ms, read-optimized {:.1} ms ({:.2}x)\nsnapshot:\n{a}\nread-optimized:\n{b}",
+        snap.as_secs_f64() * 1e3,
+        ro.as_secs_f64() * 1e3,
+        snap.as_secs_f64() / ro.as_secs_f64()
+    );
+}
