@@ -139,6 +139,7 @@ mod tests {
             schema: None,
             key_fields: vec!["id".into()],
             ordering_field: Some(SOURCE_POSITION_FIELD.into()),
+            hints: Vec::new(),
         }
     }
 

@@ -5,8 +5,11 @@
 //! source and the line (or offset) of the bad record. Nothing is silently dropped: only Debezium
 //! tombstones (`null` values) are skipped, as Kafka log compaction intends.
 
+pub mod checkpoint;
+pub mod config;
 mod debezium;
 mod error;
+pub mod messages;
 mod rows;
 
 pub use debezium::{decode_debezium, source_position};

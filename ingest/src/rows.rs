@@ -22,6 +22,9 @@ pub struct TableShape {
     pub key_fields: Vec<String>,
     /// The ordering field, if any.
     pub ordering_field: Option<String>,
+    /// Types of columns the source declares (e.g. Debezium's schema envelope), used for columns the
+    /// table does not have yet instead of inferring them from the values.
+    pub hints: Vec<Field>,
 }
 
 impl TableShape {
@@ -55,6 +58,10 @@ fn merged_schema(shape: &TableShape, rows: &[&Value]) -> std::result::Result<Sch
         .unwrap_or_default();
     for f in inferred.fields() {
         if !fields.iter().any(|x| x.name() == f.name()) {
+            if let Some(h) = shape.hints.iter().find(|h| h.name() == f.name()) {
+                fields.push(h.clone().with_nullable(true));
+                continue;
+            }
             let dt = if f.data_type() == &DataType::Null {
                 DataType::Utf8
             } else {
@@ -64,6 +71,29 @@ fn merged_schema(shape: &TableShape, rows: &[&Value]) -> std::result::Result<Sch
         }
     }
     Ok(Arc::new(Schema::new(fields)))
+}
+
+fn utc_as_offset(schema: &SchemaRef) -> SchemaRef {
+    if !schema
+        .fields()
+        .iter()
+        .any(|f| matches!(f.data_type(), DataType::Timestamp(_, Some(tz)) if tz.as_ref() == "UTC"))
+    {
+        return schema.clone();
+    }
+    Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Timestamp(u, Some(tz)) if tz.as_ref() == "UTC" => f
+                    .as_ref()
+                    .clone()
+                    .with_data_type(DataType::Timestamp(*u, Some("+00:00".into()))),
+                _ => f.as_ref().clone(),
+            })
+            .collect::<Vec<_>>(),
+    ))
 }
 
 /// Converts JSON objects (with their line numbers) into a batch in the table's types plus any new
@@ -96,10 +126,32 @@ pub fn rows_to_batch(
             }
         }
     }
-    let schema =
-        merged_schema(shape, &values).map_err(|e| DecodeError::new(source, first_line, e))?;
+    let schema = match merged_schema(shape, &values) {
+        Ok(s) => s,
+        Err(e) => {
+            // Inference over a prefix fails from the first bad row on: find that row.
+            let (mut lo, mut hi) = (0, values.len());
+            while lo + 1 < hi {
+                let mid = (lo + hi) / 2;
+                if merged_schema(shape, &values[..mid]).is_ok() {
+                    lo = mid;
+                } else {
+                    hi = mid;
+                }
+            }
+            let bad = if merged_schema(shape, &values[..1]).is_err() {
+                0
+            } else {
+                hi - 1
+            };
+            let line = rows.get(bad).map_or(first_line, |(l, _)| *l);
+            return Err(DecodeError::new(source, line, e));
+        }
+    };
+    // JSON decoding parses offset time zones only: decode "UTC" columns as "+00:00", then relabel.
+    let decode_schema = utc_as_offset(&schema);
     let decode = |vals: &[&Value]| -> std::result::Result<Option<RecordBatch>, String> {
-        let mut d = ReaderBuilder::new(schema.clone())
+        let mut d = ReaderBuilder::new(decode_schema.clone())
             .with_coerce_primitive(true)
             .with_batch_size(vals.len().max(1))
             .build_decoder()
@@ -108,7 +160,18 @@ pub fn rows_to_batch(
         d.flush().map_err(|e| e.to_string())
     };
     match decode(&values) {
-        Ok(Some(b)) => Ok(b),
+        Ok(Some(b)) if decode_schema == schema => Ok(b),
+        Ok(Some(b)) => {
+            let columns = b
+                .columns()
+                .iter()
+                .zip(schema.fields())
+                .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| DecodeError::new(source, first_line, e.to_string()))?;
+            RecordBatch::try_new(schema.clone(), columns)
+                .map_err(|e| DecodeError::new(source, first_line, e.to_string()))
+        }
         Ok(None) => Ok(RecordBatch::new_empty(schema)),
         Err(whole) => {
             for (line, v) in rows {

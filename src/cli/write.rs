@@ -52,6 +52,7 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
         schema: table.data_schema(&timeline).await?,
         key_fields: config.record_key_fields.clone(),
         ordering_field: config.ordering_field.clone(),
+        hints: Vec::new(),
     };
     let deletes = matches!(a.op, Op::Delete);
     let mut batches = Vec::with_capacity(a.inputs.len());

@@ -1,0 +1,633 @@
+//! Kafka messages into change batches (pure: no I/O).
+//!
+//! Debezium values (JSON converter, with or without the schema envelope): `c`/`r`/`u` upsert the
+//! `after` image, `d` deletes by the `before` image, `null` values (tombstones) are skipped. With the
+//! envelope, Debezium's logical types become Arrow types: `io.debezium.time.Date` → date32,
+//! `Timestamp` → timestamp(ms), `MicroTimestamp`/`NanoTimestamp` → timestamp(µs), `ZonedTimestamp` →
+//! timestamp(µs, UTC), Kafka Connect `Decimal` (base64 two's complement + `scale`) → decimal128,
+//! `io.debezium.data.Json` → string; `int8`–`int32` → int32, `int64` → int64, `boolean` (also 0/1)
+//! → boolean. Plain JSON values are rows; the message key can fill a column.
+//!
+//! Every message either becomes a row, is a tombstone, or is rejected with a reason; a rejected
+//! message fails the batch (naming topic, partition and offset) or goes to the dead letters.
+
+use std::collections::BTreeMap;
+
+use arrow::array::BooleanArray;
+use arrow::datatypes::{DataType, Field, TimeUnit};
+use lake_table::ChangeBatch;
+use lake_table::config::SOURCE_POSITION_FIELD;
+use serde_json::{Map, Value};
+
+use crate::config::DecoderKind;
+use crate::debezium::source_position;
+use crate::rows::{TableShape, rows_to_batch};
+
+/// One consumed Kafka message.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Message {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Key bytes.
+    pub key: Option<Vec<u8>>,
+    /// Value bytes (`None`: a tombstone).
+    pub value: Option<Vec<u8>>,
+}
+
+/// How a table's messages decode.
+#[derive(Clone, Debug, Default)]
+pub struct DecodeSpec {
+    /// The decoder.
+    pub kind: DecoderKind,
+    /// The table's shape (schema, key fields, ordering field).
+    pub shape: TableShape,
+    /// JSON decoder: the column the message key (as a string) goes to.
+    pub message_key_field: Option<String>,
+}
+
+/// A message that could not be decoded.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("topic {topic} partition {partition} offset {offset}: {reason}")]
+pub struct MessageError {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl MessageError {
+    fn of(m: &Message, reason: impl Into<String>) -> Self {
+        Self {
+            topic: m.topic.clone(),
+            partition: m.partition,
+            offset: m.offset,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The outcome of decoding a batch of messages.
+#[derive(Debug, Default)]
+pub struct DecodedMessages {
+    /// The changes (`None` when no message produced a row).
+    pub batch: Option<ChangeBatch>,
+    /// Tombstones skipped.
+    pub tombstones: usize,
+    /// Rejected messages (index into the input) and why; empty unless `keep_going`.
+    pub rejected: Vec<(usize, MessageError)>,
+}
+
+/// The record key fields of a Debezium message key (`{"id":1}` or its schema envelope), in order.
+pub fn debezium_key_fields(key: &[u8]) -> Option<Vec<String>> {
+    let v: Value = serde_json::from_slice(key).ok()?;
+    let payload = match v {
+        Value::Object(mut m) if m.contains_key("payload") && m.contains_key("schema") => {
+            m.remove("payload")?
+        }
+        other => other,
+    };
+    match payload {
+        Value::Object(m) if !m.is_empty() => Some(m.keys().cloned().collect()),
+        _ => None,
+    }
+}
+
+/// Decodes messages into one change batch. With `keep_going`, bad messages are returned in
+/// `rejected` and the others decode; without it the first bad message is the error.
+pub fn decode_messages(
+    msgs: &[Message],
+    spec: &DecodeSpec,
+    keep_going: bool,
+) -> Result<DecodedMessages, MessageError> {
+    let mut out = DecodedMessages::default();
+    let mut rows: Vec<(u64, Value)> = Vec::with_capacity(msgs.len());
+    let mut deletes: Vec<bool> = Vec::with_capacity(msgs.len());
+    let mut hints: BTreeMap<String, DataType> = BTreeMap::new();
+    for (i, m) in msgs.iter().enumerate() {
+        match decode_one(m, spec, &mut hints) {
+            Ok(None) => out.tombstones += 1,
+            Ok(Some((row, delete))) => {
+                rows.push((i as u64, Value::Object(row)));
+                deletes.push(delete);
+            }
+            Err(reason) if keep_going => out.rejected.push((i, MessageError::of(m, reason))),
+            Err(reason) => return Err(MessageError::of(m, reason)),
+        }
+    }
+    let mut shape = spec.shape.clone();
+    shape.hints = hints
+        .into_iter()
+        .map(|(n, t)| Field::new(n, t, true))
+        .collect();
+    // A value that does not fit its column fails the batch, or (keep_going) is rejected and the
+    // batch decodes again without it.
+    loop {
+        if rows.is_empty() {
+            return Ok(out);
+        }
+        match rows_to_batch("", &shape, &rows) {
+            Ok(batch) => {
+                out.batch = Some(ChangeBatch::new(batch, BooleanArray::from(deletes)));
+                return Ok(out);
+            }
+            Err(e) => {
+                let pos = rows.iter().position(|(i, _)| *i == e.line).unwrap_or(0);
+                let m = &msgs[rows[pos].0 as usize];
+                let err = MessageError::of(m, e.reason);
+                if !keep_going {
+                    return Err(err);
+                }
+                out.rejected.push((rows[pos].0 as usize, err));
+                rows.remove(pos);
+                deletes.remove(pos);
+            }
+        }
+    }
+}
+
+/// A decoded row and whether it is a delete.
+type Row = (Map<String, Value>, bool);
+
+/// One message: `None` for a tombstone, else the row and whether it is a delete.
+fn decode_one(
+    m: &Message,
+    spec: &DecodeSpec,
+    hints: &mut BTreeMap<String, DataType>,
+) -> Result<Option<Row>, String> {
+    let Some(bytes) = &m.value else {
+        return Ok(None);
+    };
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| format!("malformed JSON: {e}"))?;
+    let (mut row, delete, position) = match spec.kind {
+        DecoderKind::Debezium => {
+            let (schema, payload) = match v {
+                Value::Null => return Ok(None),
+                Value::Object(mut o) if o.contains_key("payload") && o.contains_key("schema") => (
+                    o.remove("schema"),
+                    o.remove("payload").unwrap_or(Value::Null),
+                ),
+                other => (None, other),
+            };
+            if payload.is_null() {
+                return Ok(None);
+            }
+            let op = payload
+                .get("op")
+                .and_then(Value::as_str)
+                .ok_or("not a Debezium change event: no \"op\" field")?
+                .to_owned();
+            let (image, delete) = match op.as_str() {
+                "c" | "r" | "u" => ("after", false),
+                "d" => ("before", true),
+                other => {
+                    return Err(format!(
+                        "unknown Debezium op {other:?} (expected c, r, u or d)"
+                    ));
+                }
+            };
+            let position = source_position(&payload);
+            let Value::Object(mut p) = payload else {
+                return Err("payload is not an object".into());
+            };
+            let Some(Value::Object(mut row)) = p.remove(image) else {
+                return Err(format!("op {op:?} event has no {image:?} image"));
+            };
+            if let Some(schema) = &schema {
+                for (name, conv, dt) in field_types(schema, image) {
+                    if let Some(v) = row.get_mut(&name) {
+                        let taken = std::mem::take(v);
+                        *v = convert(&conv, taken).map_err(|e| format!("column {name}: {e}"))?;
+                    }
+                    hints.entry(name).or_insert(dt);
+                }
+            }
+            (row, delete, position)
+        }
+        DecoderKind::Json => {
+            let Value::Object(row) = v else {
+                return Err("the message value is not a JSON object".into());
+            };
+            (row, false, Some(format!("{:020}", m.offset)))
+        }
+    };
+    if let Some(col) = &spec.message_key_field {
+        let key = m
+            .key
+            .as_deref()
+            .ok_or_else(|| format!("the message has no key for column {col:?}"))?;
+        let key = std::str::from_utf8(key).map_err(|_| "the message key is not UTF-8")?;
+        row.insert(col.clone(), Value::String(key.to_owned()));
+    }
+    if spec.shape.ordering_field.as_deref() == Some(SOURCE_POSITION_FIELD) {
+        let pos =
+            position.ok_or("the event has no source position (source.file/pos, lsn or ts_ms)")?;
+        row.insert(SOURCE_POSITION_FIELD.into(), Value::String(pos));
+    }
+    for k in &spec.shape.key_fields {
+        match row.get(k) {
+            None | Some(Value::Null) => {
+                return Err(format!("record key field {k:?} is missing or null"));
+            }
+            Some(Value::String(s)) if s.is_empty() => {
+                return Err(format!("record key field {k:?} is empty"));
+            }
+            _ => {}
+        }
+    }
+    Ok(Some((row, delete)))
+}
+
+/// A conversion of a Debezium value into a form the JSON decoder reads as the column's type.
+#[derive(Clone, Debug, PartialEq)]
+enum Conv {
+    None,
+    Bool,
+    Date,
+    Millis,
+    Micros,
+    Nanos,
+    Decimal(u32),
+}
+
+/// The (column, conversion, Arrow type) of every field of the `image` struct in an envelope schema.
+fn field_types(schema: &Value, image: &str) -> Vec<(String, Conv, DataType)> {
+    let Some(fields) = schema
+        .get("fields")
+        .and_then(Value::as_array)
+        .and_then(|fs| {
+            fs.iter()
+                .find(|f| f.get("field").and_then(Value::as_str) == Some(image))
+        })
+        .and_then(|f| f.get("fields"))
+        .and_then(Value::as_array)
+    else {
+        return Vec::new();
+    };
+    fields
+        .iter()
+        .filter_map(|f| {
+            let name = f.get("field")?.as_str()?.to_owned();
+            let ty = f.get("type").and_then(Value::as_str).unwrap_or_default();
+            let logical = f.get("name").and_then(Value::as_str).unwrap_or_default();
+            let param = |k: &str| {
+                f.get("parameters")
+                    .and_then(|p| p.get(k))
+                    .and_then(Value::as_str)
+                    .and_then(|s| s.parse::<u32>().ok())
+            };
+            let (conv, dt) = match (logical, ty) {
+                ("io.debezium.time.Date", _) => (Conv::Date, DataType::Date32),
+                ("io.debezium.time.Timestamp", _) => (
+                    Conv::Millis,
+                    DataType::Timestamp(TimeUnit::Millisecond, None),
+                ),
+                ("io.debezium.time.MicroTimestamp", _) => (
+                    Conv::Micros,
+                    DataType::Timestamp(TimeUnit::Microsecond, None),
+                ),
+                ("io.debezium.time.NanoTimestamp", _) => (
+                    Conv::Nanos,
+                    DataType::Timestamp(TimeUnit::Microsecond, None),
+                ),
+                ("io.debezium.time.ZonedTimestamp", _) => (
+                    Conv::None,
+                    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                ),
+                ("org.apache.kafka.connect.data.Decimal", _) => {
+                    let scale = param("scale").unwrap_or(0);
+                    let precision = param("connect.decimal.precision")
+                        .unwrap_or(38)
+                        .clamp(1, 38);
+                    (
+                        Conv::Decimal(scale),
+                        DataType::Decimal128(precision as u8, scale.min(38) as i8),
+                    )
+                }
+                ("io.debezium.data.Json", _) => (Conv::None, DataType::Utf8),
+                (_, "boolean") => (Conv::Bool, DataType::Boolean),
+                (_, "int8" | "int16" | "int32") => (Conv::None, DataType::Int32),
+                (_, "int64") => (Conv::None, DataType::Int64),
+                (_, "float" | "float32") => (Conv::None, DataType::Float32),
+                (_, "double" | "float64") => (Conv::None, DataType::Float64),
+                (_, "string") => (Conv::None, DataType::Utf8),
+                (_, "bytes") => (Conv::None, DataType::Utf8),
+                _ => return None,
+            };
+            Some((name, conv, dt))
+        })
+        .collect()
+}
+
+fn convert(conv: &Conv, v: Value) -> Result<Value, String> {
+    if v.is_null() {
+        return Ok(v);
+    }
+    let int = |v: &Value| {
+        v.as_i64()
+            .ok_or_else(|| format!("expected an integer, found {v}"))
+    };
+    Ok(match conv {
+        Conv::None => v,
+        Conv::Bool => match &v {
+            Value::Bool(_) => v,
+            Value::Number(n) => Value::Bool(n.as_i64() != Some(0)),
+            other => return Err(format!("expected a boolean, found {other}")),
+        },
+        Conv::Date => {
+            let days = int(&v)?;
+            let d = chrono::NaiveDate::from_num_days_from_ce_opt(
+                i32::try_from(days + 719_163).map_err(|_| "date out of range")?,
+            )
+            .ok_or("date out of range")?;
+            Value::String(d.format("%Y-%m-%d").to_string())
+        }
+        Conv::Millis | Conv::Micros | Conv::Nanos => {
+            let n = int(&v)?;
+            let micros = match conv {
+                Conv::Millis => n.saturating_mul(1000),
+                Conv::Micros => n,
+                _ => n / 1000,
+            };
+            let t =
+                chrono::DateTime::from_timestamp_micros(micros).ok_or("timestamp out of range")?;
+            let fmt = if *conv == Conv::Millis {
+                "%Y-%m-%dT%H:%M:%S%.3f"
+            } else {
+                "%Y-%m-%dT%H:%M:%S%.6f"
+            };
+            Value::String(t.naive_utc().format(fmt).to_string())
+        }
+        Conv::Decimal(scale) => {
+            let s = v
+                .as_str()
+                .ok_or_else(|| format!("expected base64 decimal bytes, found {v}"))?;
+            let bytes = base64_decode(s).ok_or("bad base64 in a decimal")?;
+            if bytes.len() > 16 {
+                return Err("decimal wider than 16 bytes".into());
+            }
+            let fill = if bytes.first().is_some_and(|b| b & 0x80 != 0) {
+                0xff
+            } else {
+                0
+            };
+            let mut full = [fill; 16];
+            full[16 - bytes.len()..].copy_from_slice(&bytes);
+            Value::String(decimal_string(i128::from_be_bytes(full), *scale))
+        }
+    })
+}
+
+fn decimal_string(unscaled: i128, scale: u32) -> String {
+    let neg = unscaled < 0;
+    let digits = unscaled.unsigned_abs().to_string();
+    let scale = scale as usize;
+    let body = if scale == 0 {
+        digits
+    } else if digits.len() > scale {
+        format!(
+            "{}.{}",
+            &digits[..digits.len() - scale],
+            &digits[digits.len() - scale..]
+        )
+    } else {
+        format!("0.{}{digits}", "0".repeat(scale - digits.len()))
+    };
+    if neg { format!("-{body}") } else { body }
+}
+
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let val = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => u32::from(c - b'A'),
+            b'a'..=b'z' => u32::from(c - b'a') + 26,
+            b'0'..=b'9' => u32::from(c - b'0') + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        })
+    };
+    let clean: Vec<u8> = s.bytes().filter(|c| *c != b'=').collect();
+    let mut out = Vec::with_capacity(clean.len() * 3 / 4);
+    for chunk in clean.chunks(4) {
+        let mut acc = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            acc |= val(*c)? << (18 - 6 * i);
+        }
+        let n = match chunk.len() {
+            4 => 3,
+            3 => 2,
+            2 => 1,
+            _ => return None,
+        };
+        for i in 0..n {
+            out.push((acc >> (16 - 8 * i)) as u8);
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Date32Type, Decimal128Type, TimestampMicrosecondType};
+
+    use super::*;
+
+    fn msg(offset: i64, key: Option<&str>, value: Option<&str>) -> Message {
+        Message {
+            topic: "db.shop.orders".into(),
+            partition: 2,
+            offset,
+            key: key.map(|k| k.as_bytes().to_vec()),
+            value: value.map(|v| v.as_bytes().to_vec()),
+        }
+    }
+
+    fn debezium_spec() -> DecodeSpec {
+        DecodeSpec {
+            kind: DecoderKind::Debezium,
+            shape: TableShape {
+                key_fields: vec!["id".into()],
+                ordering_field: Some(SOURCE_POSITION_FIELD.into()),
+                ..Default::default()
+            },
+            message_key_field: None,
+        }
+    }
+
+    const ENVELOPE: &str = r#"{"schema":{"type":"struct","fields":[{"type":"struct","field":"before","fields":[]},{"type":"struct","field":"after","fields":[
+        {"type":"int32","field":"id"},
+        {"type":"int32","name":"io.debezium.time.Date","field":"d"},
+        {"type":"int64","name":"io.debezium.time.MicroTimestamp","field":"ts"},
+        {"type":"string","name":"io.debezium.time.ZonedTimestamp","field":"z"},
+        {"type":"bytes","name":"org.apache.kafka.connect.data.Decimal","parameters":{"scale":"2","connect.decimal.precision":"10"},"field":"price"},
+        {"type":"int16","field":"flag"},
+        {"type":"boolean","field":"ok"},
+        {"type":"string","name":"io.debezium.data.Json","field":"doc"}]}]},
+      "payload":{"before":null,"after":{"id":7,"d":19000,"ts":1700000000123456,"z":"2024-01-02T03:04:05.5Z","price":"AeJA","flag":1,"ok":1,"doc":"{\"a\":1}"},
+        "op":"c","source":{"file":"mysql-bin.000003","pos":154,"row":0}}}"#;
+
+    #[test]
+    fn debezium_logical_types_become_arrow_types() {
+        let d = decode_messages(
+            &[msg(0, Some(r#"{"id":7}"#), Some(ENVELOPE))],
+            &debezium_spec(),
+            false,
+        )
+        .expect("decodes");
+        let b = d.batch.expect("rows").rows;
+        let col = |n: &str| b.column_by_name(n).expect(n).clone();
+        assert_eq!(col("d").as_primitive::<Date32Type>().value(0), 19000);
+        assert_eq!(
+            col("ts")
+                .as_primitive::<TimestampMicrosecondType>()
+                .value(0),
+            1_700_000_000_123_456
+        );
+        assert_eq!(
+            col("z").data_type(),
+            &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+        );
+        assert_eq!(
+            col("z").as_primitive::<TimestampMicrosecondType>().value(0),
+            1_704_164_645_500_000
+        );
+        // 0x01E240 = 123456 unscaled, scale 2.
+        let price = col("price");
+        assert_eq!(price.data_type(), &DataType::Decimal128(10, 2));
+        assert_eq!(price.as_primitive::<Decimal128Type>().value(0), 123_456);
+        assert_eq!(col("flag").data_type(), &DataType::Int32);
+        assert!(col("ok").as_boolean().value(0));
+        assert_eq!(col("doc").as_string::<i32>().value(0), r#"{"a":1}"#);
+        assert_eq!(
+            debezium_key_fields(br#"{"schema":{},"payload":{"id":7,"region":"x"}}"#),
+            Some(vec!["id".to_owned(), "region".to_owned()])
+        );
+    }
+
+    #[test]
+    fn tombstones_skip_and_bad_messages_name_their_offset() {
+        let good = r#"{"op":"c","after":{"id":1},"source":{"file":"f.1","pos":1}}"#;
+        let msgs = vec![
+            msg(10, None, Some(good)),
+            msg(11, None, None),
+            msg(12, None, Some("{not json")),
+            msg(13, None, Some(r#"{"op":"x","after":{"id":1}}"#)),
+            msg(
+                14,
+                None,
+                Some(r#"{"op":"c","after":{"v":1},"source":{"file":"f.1","pos":2}}"#),
+            ),
+            msg(
+                15,
+                None,
+                Some(r#"{"op":"c","after":{"id":{"nested":1}},"source":{"file":"f.1","pos":3}}"#),
+            ),
+        ];
+        let err = decode_messages(&msgs, &debezium_spec(), false).expect_err("fails");
+        assert_eq!((err.partition, err.offset), (2, 12));
+        assert!(
+            err.to_string()
+                .starts_with("topic db.shop.orders partition 2 offset 12: malformed JSON"),
+            "{err}"
+        );
+        let d = decode_messages(&msgs, &debezium_spec(), true).expect("keeps going");
+        assert_eq!(d.tombstones, 1);
+        let rejected: Vec<i64> = d.rejected.iter().map(|(_, e)| e.offset).collect();
+        assert_eq!(rejected, [12, 13, 14, 15]);
+        assert!(d.rejected[1].1.reason.contains("unknown Debezium op"));
+        assert!(d.rejected[2].1.reason.contains("record key field \"id\""));
+        assert_eq!(d.batch.expect("rows").rows.num_rows(), 1);
+    }
+
+    #[test]
+    fn json_messages_take_their_key_and_offset() {
+        let spec = DecodeSpec {
+            kind: DecoderKind::Json,
+            shape: TableShape {
+                key_fields: vec!["user_id".into()],
+                ordering_field: Some(SOURCE_POSITION_FIELD.into()),
+                ..Default::default()
+            },
+            message_key_field: Some("user_id".into()),
+        };
+        let d = decode_messages(
+            &[
+                msg(
+                    5,
+                    Some("u1"),
+                    Some(r#"{"timestamp":1,"event_name":"view","event_value":2.5}"#),
+                ),
+                msg(6, None, Some(r#"{"timestamp":2}"#)),
+            ],
+            &spec,
+            true,
+        )
+        .expect("decodes");
+        let b = d.batch.expect("rows").rows;
+        assert_eq!(b.num_rows(), 1);
+        let user = b.column_by_name("user_id").expect("key column");
+        assert_eq!(user.as_string::<i32>().value(0), "u1");
+        let pos = b.column_by_name(SOURCE_POSITION_FIELD).expect("position");
+        assert_eq!(pos.as_string::<i32>().value(0), "00000000000000000005");
+        assert!(d.rejected[0].1.reason.contains("no key"));
+        assert!(user.null_count() == 0);
+    }
+
+    /// Property: for random decimals, scales and dates, the conversion is exact.
+    #[test]
+    fn conversions_are_exact_for_random_values() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..2000 {
+            let unscaled = (next() as i64 as i128) >> (next() % 40);
+            let scale = (next() % 10) as u32;
+            let bytes = unscaled.to_be_bytes();
+            let enc = base64_encode(&bytes[8..]);
+            let v = convert(&Conv::Decimal(scale), Value::String(enc)).expect("decimal");
+            let s = v.as_str().expect("string").replace('.', "");
+            assert_eq!(s.parse::<i128>().expect("digits"), unscaled as i64 as i128);
+            let days = (next() % 100_000) as i64 - 50_000;
+            let v = convert(&Conv::Date, Value::from(days)).expect("date");
+            let d =
+                chrono::NaiveDate::parse_from_str(v.as_str().expect("s"), "%Y-%m-%d").expect("iso");
+            assert_eq!(
+                (d - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days(),
+                days
+            );
+        }
+    }
+
+    fn base64_encode(b: &[u8]) -> String {
+        const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in b.chunks(3) {
+            let n = chunk.len();
+            let mut acc = 0u32;
+            for (i, c) in chunk.iter().enumerate() {
+                acc |= u32::from(*c) << (16 - 8 * i);
+            }
+            for i in 0..4 {
+                if i <= n {
+                    out.push(A[((acc >> (18 - 6 * i)) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+}
