@@ -3,6 +3,7 @@
 # events in, a Hudi copy-on-write table out, its timeline printed and SQL questions answered.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/setup.sh
 cargo build --quiet --bin lake
 LAKE=target/debug/lake
 DEMO=${LAKE_DEMO_DIR:-lake-demo}

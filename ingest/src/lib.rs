@@ -10,8 +10,10 @@ pub mod config;
 mod debezium;
 mod error;
 pub mod messages;
+pub mod pipeline;
 mod rows;
 
 pub use debezium::{decode_debezium, source_position};
 pub use error::{DecodeError, Result};
+pub use rdkafka;
 pub use rows::{Decoded, TableShape, decode_csv, decode_json_lines, decode_parquet, rows_to_batch};

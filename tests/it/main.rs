@@ -5,6 +5,7 @@ mod cli_errors;
 mod cow;
 mod crash;
 mod fixtures;
+mod ingest;
 mod kit;
 mod mor;
 mod s3_conformance;
