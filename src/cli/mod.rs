@@ -3,6 +3,7 @@
 mod clean;
 mod compact;
 mod create;
+mod demo;
 mod ingest;
 mod read;
 mod rollback;
@@ -25,6 +26,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the whole pipeline on an embedded Kafka cluster: events in, tables out, SQL answers.
+    Demo(demo::Args),
     /// Create a new table.
     Create(create::Args),
     /// Write files of rows or change events into a table as one commit.
@@ -52,6 +55,7 @@ pub enum Command {
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Demo(a) => demo::run(a).await,
         Command::Create(a) => create::run(a).await,
         Command::Write(a) => write::run(a).await,
         Command::Ingest(a) => ingest::run(a).await,
