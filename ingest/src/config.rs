@@ -263,8 +263,21 @@ impl PipelineConfig {
     }
 }
 
-/// Replaces `${VAR}` and `${VAR:-default}`; an unset variable without a default is an error.
+/// Replaces `${VAR}` and `${VAR:-default}` outside comment lines; an unset variable without a
+/// default is an error.
 fn expand(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        if line.trim_start().starts_with('#') {
+            out.push_str(line);
+        } else {
+            out.push_str(&expand_line(line, &env)?);
+        }
+    }
+    Ok(out)
+}
+
+fn expand_line(text: &str, env: &impl Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("${") {
@@ -296,6 +309,7 @@ mod tests {
     use super::*;
 
     const TEXT: &str = r#"
+# A comment may mention ${UNSET} freely.
 [source]
 brokers = "${BROKERS:-127.0.0.1:9092}"
 
