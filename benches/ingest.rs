@@ -1,0 +1,234 @@
+//! Ingest bench on librdkafka's in-process mock cluster (no services): events/s from a topic to
+//! committed tables (COW and MOR), and freshness — the time from produce to visible in a snapshot
+//! (the commit holding the event completed) — at a 1 s commit interval, p50/p99.
+//!
+//! Run: `cargo bench --bench ingest`
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use lake_ingest::checkpoint::Checkpoint;
+use lake_ingest::config::PipelineConfig;
+use lake_ingest::pipeline::{RunOptions, last_checkpoint, run};
+use lake_ingest::rdkafka::ClientConfig;
+use lake_ingest::rdkafka::mocking::MockCluster;
+use lake_ingest::rdkafka::producer::{FutureProducer, FutureRecord};
+use lake_table::Table;
+
+fn event(id: u64, version: u64, pos: u64) -> (String, String) {
+    let key = format!("{{\"id\":{id}}}");
+    let value = format!(
+        r#"{{"before":null,"after":{{"id":{id},"customer":"c{:04}","status":"s{}","amount":{},"region":"r{}"}},"op":"{}","ts_ms":{pos},"source":{{"file":"mysql-bin.000001","pos":{pos},"row":0}}}}"#,
+        id % 5000,
+        version % 5,
+        (id * 7919 + version) % 100_000,
+        id % 4,
+        if version == 0 { "c" } else { "u" }
+    );
+    (key, value)
+}
+
+fn config(
+    brokers: &str,
+    topic: &str,
+    uri: &str,
+    table_type: &str,
+    interval_ms: u64,
+) -> PipelineConfig {
+    let text = format!(
+        r#"
+[source]
+brokers = "{brokers}"
+group_id = "bench"
+[commit]
+max_records = 100000
+max_interval_ms = {interval_ms}
+[progress]
+interval_ms = 0
+[[tables]]
+topic = "{topic}"
+table = "{uri}"
+type = "{table_type}"
+buckets = 4
+[tables.compaction]
+max_delta_commits = 0
+"#
+    );
+    PipelineConfig::parse(&text, |_| None).expect("config")
+}
+
+async fn committed(uri: &str, topic: &str) -> i64 {
+    match Table::open(uri).await {
+        Ok(t) => last_checkpoint(&t, topic)
+            .await
+            .ok()
+            .flatten()
+            .map_or(0, |c: Checkpoint| c.offsets.values().sum()),
+        Err(_) => 0,
+    }
+}
+
+/// Produces `n` events (20% updates of earlier ids), then times the pipeline until all are committed.
+async fn throughput(table_type: &str, n: u64) {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let brokers = cluster.bootstrap_servers();
+    let topic = format!("bench.{table_type}.orders");
+    cluster.create_topic(&topic, 4, 1).expect("topic");
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .expect("producer");
+    let mut sends = Vec::new();
+    for i in 0..n {
+        let (id, version) = if i % 5 == 4 { (i / 2, 1) } else { (i, 0) };
+        let (k, v) = event(id, version, 1000 + i);
+        let delivery = producer
+            .send_result(FutureRecord::to(&topic).key(&k).payload(&v))
+            .map_err(|(e, _)| e)
+            .expect("enqueued");
+        sends.push(delivery);
+        if sends.len() == 10_000 {
+            futures::future::join_all(sends.drain(..)).await;
+        }
+    }
+    futures::future::join_all(sends).await;
+    let _ = tokio::task::spawn_blocking(move || drop(producer)).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let uri = dir.path().join("t").display().to_string();
+    let cfg = config(&brokers, &topic, &uri, table_type, 2000);
+    let stop = Arc::new(AtomicBool::new(false));
+    let opts = RunOptions {
+        until_caught_up: false,
+        stop: Some(stop.clone()),
+        verbose: false,
+    };
+    let started = Instant::now();
+    let monitor = {
+        let (uri, topic, stop) = (uri.clone(), topic.clone(), stop.clone());
+        tokio::spawn(async move {
+            while committed(&uri, &topic).await < n as i64 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let secs = started.elapsed().as_secs_f64();
+            stop.store(true, Ordering::SeqCst);
+            secs
+        })
+    };
+    let report = run(&cfg, opts).await.expect("run");
+    let secs = monitor.await.expect("monitor");
+    println!(
+        "{table_type}: {n} events topic -> committed table in {secs:.2}s: {:.0} events/s ({} commits)",
+        n as f64 / secs,
+        report.commits.values().sum::<u64>()
+    );
+}
+
+/// Produces at a steady rate for a while with a 1 s commit interval; reports produce-to-visible.
+async fn freshness(table_type: &str, rate: u64, secs: u64) {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let brokers = cluster.bootstrap_servers();
+    let topic = format!("fresh.{table_type}.orders");
+    cluster.create_topic(&topic, 4, 1).expect("topic");
+    let dir = tempfile::tempdir().expect("tmp");
+    let uri = dir.path().join("t").display().to_string();
+    let cfg = config(&brokers, &topic, &uri, table_type, 1000);
+    let stop = Arc::new(AtomicBool::new(false));
+    let opts = RunOptions {
+        until_caught_up: false,
+        stop: Some(stop.clone()),
+        verbose: false,
+    };
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("linger.ms", "1")
+        .create()
+        .expect("producer");
+    // (partition, offset) -> produce time.
+    let sent: Arc<std::sync::Mutex<HashMap<(i32, i64), Instant>>> = Arc::default();
+    let total = rate * secs;
+    let monitor = {
+        let (uri, topic, sent, stop) = (uri.clone(), topic.clone(), sent.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut seen: HashMap<i32, i64> = HashMap::new();
+            let mut latencies = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(secs + 30);
+            while (latencies.len() as u64) < total && Instant::now() < deadline {
+                if let Ok(t) = Table::open(&uri).await
+                    && let Ok(Some(c)) = last_checkpoint(&t, &topic).await
+                {
+                    let now = Instant::now();
+                    let sent = sent.lock().map(|s| s.clone()).unwrap_or_default();
+                    for (p, next) in c.offsets {
+                        let from = seen.get(&p).copied().unwrap_or(0);
+                        for o in from..next {
+                            if let Some(at) = sent.get(&(p, o)) {
+                                latencies.push(now.duration_since(*at));
+                            }
+                        }
+                        seen.insert(p, next.max(from));
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            stop.store(true, Ordering::SeqCst);
+            latencies
+        })
+    };
+    let feeder = {
+        let (topic, sent) = (topic.clone(), sent.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            for i in 0..total {
+                let due = started + Duration::from_micros(i * 1_000_000 / rate);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    tokio::time::sleep(wait).await;
+                }
+                let (id, version) = if i % 5 == 4 { (i / 2, 1) } else { (i, 0) };
+                let (k, v) = event(id, version, 1000 + i);
+                let at = Instant::now();
+                let Ok(delivery) = producer
+                    .send_result(FutureRecord::to(&topic).key(&k).payload(&v))
+                    .map_err(|(e, _)| e)
+                else {
+                    continue;
+                };
+                let sent = sent.clone();
+                tokio::spawn(async move {
+                    if let Ok(Ok(d)) = delivery.await
+                        && let Ok(mut s) = sent.lock()
+                    {
+                        s.insert((d.partition, d.offset), at);
+                    }
+                });
+            }
+            producer
+        })
+    };
+    run(&cfg, opts).await.expect("run");
+    let mut lat = monitor.await.expect("monitor");
+    let producer = feeder.await.expect("feeder");
+    let _ = tokio::task::spawn_blocking(move || drop(producer)).await;
+    lat.sort();
+    let pct =
+        |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e3;
+    println!(
+        "{table_type}: freshness at a 1 s commit interval, {rate} events/s for {secs}s: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        pct(0.50),
+        pct(0.99),
+        pct(1.0)
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    for t in ["cow", "mor"] {
+        throughput(t, 200_000).await;
+    }
+    for t in ["cow", "mor"] {
+        freshness(t, 2000, 15).await;
+    }
+}
