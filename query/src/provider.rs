@@ -7,6 +7,7 @@
 //! page index) pushed into it by DataFusion, plus a [`MergeOnReadExec`] over the slices with logs.
 //! Incremental queries add an exact filter on `_hoodie_commit_time`.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
@@ -28,6 +29,7 @@ use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::union::UnionExec;
+use futures::{StreamExt, TryStreamExt};
 use lake_table::Table;
 use lake_table::layout::BaseFile;
 use lake_table::schema::COMMIT_TIME;
@@ -66,6 +68,8 @@ pub struct HudiTableProvider {
     table: Table,
     /// The file slices of the last scan, keyed by the timeline fingerprint they were listed at.
     listing: Mutex<Option<(u64, Vec<FileSlice>)>>,
+    /// Statistics of base files by path (files are immutable, so entries never go stale).
+    file_stats: Mutex<HashMap<String, Arc<Statistics>>>,
     schema: SchemaRef,
     statistics: Statistics,
     resolved: Resolved,
@@ -135,6 +139,7 @@ impl HudiTableProvider {
         Ok(Self {
             table,
             listing: Mutex::new(None),
+            file_stats: Mutex::new(HashMap::new()),
             schema,
             statistics,
             resolved,
@@ -162,15 +167,54 @@ impl HudiTableProvider {
             .runtime_env()
             .register_object_store(url.as_ref(), storage.object_store().clone());
         let target = state.config().target_partitions().max(1);
-        let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); target.min(files.len())];
-        let n = groups.len();
-        for (i, f) in files.iter().enumerate() {
-            groups[i % n].push(PartitionedFile::new(
-                storage.path(&f.path()).to_string(),
-                f.size,
-            ));
-        }
         let format = ParquetFormat::default().with_options(state.table_options().parquet.clone());
+        // Per-file statistics (row counts, column min/max) from the footers, read once per file
+        // (base files never change) with bounded concurrency; they let DataFusion skip files and
+        // answer from statistics, and the footers land in the metadata cache the scan reads.
+        let store = storage.object_store().clone();
+        let cached: HashMap<String, Arc<Statistics>> = self
+            .file_stats
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default();
+        let stats: Vec<Arc<Statistics>> = futures::stream::iter(0..files.len())
+            .map(|i| {
+                let (format, store, cached) = (&format, &store, &cached);
+                let schema = self.schema.clone();
+                let f = &files[i];
+                async move {
+                    let path = f.path();
+                    if let Some(s) = cached.get(&path) {
+                        return Ok::<_, DataFusionError>(s.clone());
+                    }
+                    let meta =
+                        PartitionedFile::new(storage.path(&path).to_string(), f.size).object_meta;
+                    let s = format.infer_stats(state, store, schema, &meta).await?;
+                    Ok(Arc::new(s))
+                }
+            })
+            .buffered(16)
+            .try_collect()
+            .await?;
+        if let Ok(mut c) = self.file_stats.lock() {
+            for (f, s) in files.iter().zip(&stats) {
+                c.insert(f.path(), s.clone());
+            }
+        }
+        // Files go to the least loaded group, largest first.
+        let n = target.min(files.len());
+        let mut order: Vec<usize> = (0..files.len()).collect();
+        order.sort_by_key(|i| std::cmp::Reverse(files[*i].size));
+        let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); n];
+        let mut load = vec![0u64; n];
+        for i in order {
+            let g = (0..n).min_by_key(|g| load[*g]).unwrap_or(0);
+            load[g] += files[i].size;
+            groups[g].push(
+                PartitionedFile::new(storage.path(&files[i].path()).to_string(), files[i].size)
+                    .with_statistics(stats[i].clone()),
+            );
+        }
         let source = format.file_source(TableSchema::from(self.schema.clone()));
         let scan_config = FileScanConfigBuilder::new(url, source)
             .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
