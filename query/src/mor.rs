@@ -37,7 +37,9 @@ pub struct MergeOnReadExec {
 }
 
 impl MergeOnReadExec {
-    /// Plans a merged read of `slices` over `target` partitions.
+    /// Plans a merged read of `slices` over `target` partitions: rows are merged in `read_schema`,
+    /// projected, then converted to `out_schema` (same columns, e.g. with view types).
+    #[allow(clippy::too_many_arguments)]
     pub fn try_new(
         table: Table,
         timeline: Timeline,
@@ -46,16 +48,13 @@ impl MergeOnReadExec {
         projection: Option<Vec<usize>>,
         as_of: Option<InstantTime>,
         target: usize,
+        out_schema: SchemaRef,
     ) -> Result<Self> {
         let n = target.max(1).min(slices.len().max(1));
         let mut groups: Vec<Vec<FileSlice>> = vec![Vec::new(); n];
         for (i, s) in slices.into_iter().enumerate() {
             groups[i % n].push(s);
         }
-        let out_schema = match &projection {
-            Some(p) => Arc::new(read_schema.project(p)?),
-            None => read_schema.clone(),
-        };
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(out_schema),
             Partitioning::UnknownPartitioning(n),
@@ -143,13 +142,15 @@ impl ExecutionPlan for MergeOnReadExec {
         let projection = self.projection.clone();
         let as_of = self.as_of;
         let out_schema = self.properties.eq_properties.schema().clone();
+        let adapter_schema = out_schema.clone();
         let stream = futures::stream::iter(slices)
             .then(move |slice| {
-                let (table, timeline, schema, projection) = (
+                let (table, timeline, schema, projection, out) = (
                     table.clone(),
                     timeline.clone(),
                     schema.clone(),
                     projection.clone(),
+                    out_schema.clone(),
                 );
                 async move {
                     let batches = table
@@ -158,15 +159,22 @@ impl ExecutionPlan for MergeOnReadExec {
                         .map_err(|e| DataFusionError::External(Box::new(e)))?;
                     batches
                         .into_iter()
-                        .map(|b| match &projection {
-                            Some(p) => b.project(p).map_err(DataFusionError::from),
-                            None => Ok(b),
+                        .map(|b| {
+                            let b = match &projection {
+                                Some(p) => b.project(p)?,
+                                None => b,
+                            };
+                            lake_table::schema::align_batch(&b, &out)
+                                .map_err(|e| DataFusionError::External(Box::new(e)))
                         })
                         .collect::<Result<Vec<_>>>()
                 }
             })
             .map_ok(|batches| futures::stream::iter(batches.into_iter().map(Ok)))
             .try_flatten();
-        Ok(Box::pin(RecordBatchStreamAdapter::new(out_schema, stream)))
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            adapter_schema,
+            stream,
+        )))
     }
 }

@@ -42,6 +42,26 @@ use crate::mor::MergeOnReadExec;
 use crate::options::{QueryOptions, QueryType, parse_time};
 use crate::partitions::{keep_partitions, partition_filters};
 
+/// `schema` with top-level strings and binaries as view types.
+fn view_types(schema: &SchemaRef) -> SchemaRef {
+    use arrow::datatypes::{DataType, Field, Schema};
+    Arc::new(Schema::new_with_metadata(
+        schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let dt = match f.data_type() {
+                    DataType::Utf8 | DataType::LargeUtf8 => DataType::Utf8View,
+                    DataType::Binary | DataType::LargeBinary => DataType::BinaryView,
+                    other => other.clone(),
+                };
+                Arc::new(Field::new(f.name(), dt, f.is_nullable()))
+            })
+            .collect::<Vec<_>>(),
+        schema.metadata().clone(),
+    ))
+}
+
 fn ext(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
@@ -70,7 +90,11 @@ pub struct HudiTableProvider {
     listing: Mutex<Option<(u64, Vec<FileSlice>)>>,
     /// Statistics of base files by path (files are immutable, so entries never go stale).
     file_stats: Mutex<HashMap<String, Arc<Statistics>>>,
+    /// The exposed schema: strings and binaries as view types, as DataFusion's Parquet reader
+    /// produces them fastest (its `schema_force_view_types` default).
     schema: SchemaRef,
+    /// The table's schema as stored, which merged slices are read in before conversion.
+    read_schema: SchemaRef,
     statistics: Statistics,
     resolved: Resolved,
     options: QueryOptions,
@@ -124,7 +148,8 @@ impl HudiTableProvider {
             Resolved::Incremental { end, .. } => end,
         };
         let slices = table.file_slices(as_of).await.map_err(ext)?;
-        let schema = table.snapshot_schema(&slices).await.map_err(ext)?;
+        let read_schema = table.snapshot_schema(&slices).await.map_err(ext)?;
+        let schema = view_types(&read_schema);
         // Sizes come with the listing; row counts would cost a footer read per file.
         let bytes: u64 = slices
             .iter()
@@ -141,6 +166,7 @@ impl HudiTableProvider {
             listing: Mutex::new(None),
             file_stats: Mutex::new(HashMap::new()),
             schema,
+            read_schema,
             statistics,
             resolved,
             options,
@@ -340,14 +366,19 @@ impl TableProvider for HudiTableProvider {
         let target = state.config().target_partitions().max(1);
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if !merged.is_empty() {
+            let out_schema = match &scan_projection {
+                Some(p) => Arc::new(self.schema.project(p)?),
+                None => self.schema.clone(),
+            };
             inputs.push(Arc::new(MergeOnReadExec::try_new(
                 self.table.clone(),
                 timeline,
                 merged,
-                self.schema.clone(),
+                self.read_schema.clone(),
                 scan_projection.clone(),
                 as_of,
                 target,
+                out_schema,
             )?));
         }
         if !files.is_empty() {
