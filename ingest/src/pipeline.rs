@@ -62,6 +62,9 @@ fn kafka(context: &str, e: impl std::fmt::Display) -> IngestError {
     IngestError::Kafka(format!("{context}: {e}"))
 }
 
+/// Attempts of a table write that conflicts with another writer or a compaction.
+const WRITE_ATTEMPTS: u32 = 8;
+
 /// With `until_caught_up`, how long no message may arrive before the job counts as caught up.
 const CAUGHT_UP_IDLE: Duration = Duration::from_millis(1500);
 
@@ -225,7 +228,7 @@ pub async fn run(config: &PipelineConfig, opts: RunOptions) -> Result<RunReport,
     // Start positions: each table's checkpoint, else the reset policy resolved to a real offset.
     let mut tpl = TopicPartitionList::new();
     for f in &mut flows {
-        f.table = open_table(&f.uri)
+        f.table = Table::open_if_exists(&f.uri)
             .await
             .map_err(|source| table_err(f, source))?;
         let checkpoint = match &f.table {
@@ -360,16 +363,6 @@ fn table_err(f: &Flow, source: lake_table::Error) -> IngestError {
     }
 }
 
-async fn open_table(uri: &str) -> Result<Option<Table>, lake_table::Error> {
-    match Table::open(uri).await {
-        Ok(t) => Ok(Some(t)),
-        Err(lake_table::Error::Config { reason, .. }) if reason.contains("no Hudi table here") => {
-            Ok(None)
-        }
-        Err(e) => Err(e),
-    }
-}
-
 /// The checkpoint of `topic` in the table's latest completed commit that carries one.
 pub async fn last_checkpoint(
     table: &Table,
@@ -389,15 +382,6 @@ pub async fn last_checkpoint(
         }
     }
     Ok(None)
-}
-
-fn table_name(uri: &str) -> String {
-    let last = uri.trim_end_matches('/').rsplit('/').next().unwrap_or("t");
-    let name: String = last
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    if name.is_empty() { "t".into() } else { name }
 }
 
 /// Creates the table of a flow on its first batch (the key comes from the config or, for Debezium,
@@ -433,7 +417,7 @@ async fn ensure_table(f: &mut Flow) -> Result<Table, IngestError> {
             .unwrap_or_else(|| SOURCE_POSITION_FIELD.to_owned()),
     );
     let cfg = TableConfig::new(
-        &table_name(&f.uri),
+        &TableConfig::name_from_uri(&f.uri),
         table_type,
         key,
         f.spec.partition_by.clone(),
@@ -461,14 +445,14 @@ async fn dead_letter_table(f: &mut Flow) -> Result<Table, IngestError> {
         .dead_letter
         .clone()
         .ok_or_else(|| IngestError::Config("dead-letter policy without a table".into()))?;
-    let t = match open_table(&uri)
+    let t = match Table::open_if_exists(&uri)
         .await
         .map_err(|source| table_err(f, source))?
     {
         Some(t) => t,
         None => {
             let cfg = TableConfig::new(
-                &table_name(&uri),
+                &TableConfig::name_from_uri(&uri),
                 TableType::CopyOnWrite,
                 vec!["topic".into(), "partition".into(), "offset".into()],
                 vec![],
@@ -487,24 +471,6 @@ async fn dead_letter_table(f: &mut Flow) -> Result<Table, IngestError> {
     };
     f.dead_letter = Some(t.clone());
     Ok(t)
-}
-
-/// Writes with a few retries of retryable failures (write conflicts).
-async fn write_retrying(
-    table: &Table,
-    batch: ChangeBatch,
-    opts: WriteOptions,
-) -> Result<lake_table::WriteSummary, lake_table::Error> {
-    let mut attempt = 0u64;
-    loop {
-        attempt += 1;
-        match table.write(vec![batch.clone()], opts.clone()).await {
-            Err(e) if e.is_retryable() && attempt < 8 => {
-                tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
-            }
-            other => return other,
-        }
-    }
 }
 
 /// Commits a flow's open batch: dead letters first, then the table commit carrying the checkpoint,
@@ -541,9 +507,13 @@ async fn flush(
     if !decoded.rejected.is_empty() {
         let dlq = dead_letter_table(f).await?;
         let rows = dead_letter_rows(&f.pending, &decoded.rejected);
-        write_retrying(&dlq, ChangeBatch::upserts(rows), WriteOptions::default())
-            .await
-            .map_err(|s| table_err(f, s))?;
+        dlq.write_retrying(
+            vec![ChangeBatch::upserts(rows)],
+            WriteOptions::default(),
+            WRITE_ATTEMPTS,
+        )
+        .await
+        .map_err(|s| table_err(f, s))?;
         report.dead_letters += decoded.rejected.len() as u64;
         for (_, e) in &decoded.rejected {
             log(verbose, &format!("dead-letter {e}"));
@@ -567,7 +537,8 @@ async fn flush(
             ..Default::default()
         };
         let range = offset_ranges(&f.pending);
-        let summary = write_retrying(&table, batch, opts)
+        let summary = table
+            .write_retrying(vec![batch], opts, WRITE_ATTEMPTS)
             .await
             .map_err(|source| match source {
                 lake_table::Error::Schema { reason } => IngestError::Table {

@@ -49,18 +49,9 @@ pub enum Index {
 }
 
 pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
-    let name = match a.name {
-        Some(n) => n,
-        None => a
-            .table
-            .trim_end_matches('/')
-            .rsplit('/')
-            .next()
-            .unwrap_or("table")
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .collect(),
-    };
+    let name = a
+        .name
+        .unwrap_or_else(|| TableConfig::name_from_uri(&a.table));
     let partitions = a
         .partition_by
         .as_deref()

@@ -80,18 +80,10 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
         ..Default::default()
     };
     // A conflict with a concurrent writer or a compaction scheduled meanwhile is retried.
-    let mut attempt = 0;
-    let s = loop {
-        attempt += 1;
-        match table.write(batches.clone(), opts.clone()).await {
-            Ok(s) => break s,
-            Err(e) if e.is_retryable() && attempt < 5 => {
-                eprintln!("retrying after: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
-            }
-            Err(e) => return Err(e).with_context(|| format!("writing to {}", a.table)),
-        }
-    };
+    let s = table
+        .write_retrying(batches, opts, 5)
+        .await
+        .with_context(|| format!("writing to {}", a.table))?;
     for t in &s.rolled_back {
         println!("rolled back failed instant {t}");
     }

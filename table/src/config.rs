@@ -222,6 +222,24 @@ impl TableConfig {
         })
     }
 
+    /// A table name derived from a URI: its last path segment, with every character but letters and
+    /// digits replaced by `_`.
+    pub fn name_from_uri(uri: &str) -> String {
+        let name: String = uri
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        if name.is_empty() {
+            "table".into()
+        } else {
+            name
+        }
+    }
+
     /// The timeline layout of this table version.
     pub fn layout(&self) -> Layout {
         if self.version >= 8 {

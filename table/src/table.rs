@@ -37,6 +37,15 @@ impl Table {
         Self::open_storage(Storage::try_from_uri(uri)?).await
     }
 
+    /// Opens the table at `uri`, or `None` if there is no table there yet.
+    pub async fn open_if_exists(uri: &str) -> Result<Option<Self>> {
+        let storage = Storage::try_from_uri(uri)?;
+        if !storage.exists(PROPERTIES_PATH).await? {
+            return Ok(None);
+        }
+        Self::open_storage(storage).await.map(Some)
+    }
+
     /// Opens the table in `storage`.
     pub async fn open_storage(storage: Storage) -> Result<Self> {
         let text = match storage.get_opt(PROPERTIES_PATH).await? {

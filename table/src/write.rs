@@ -380,6 +380,27 @@ impl Table {
         Ok(summary)
     }
 
+    /// [`Table::write`], retried up to `attempts` times (with a growing pause) while it fails with a
+    /// retryable error: a conflict with a concurrent writer or with a compaction scheduled under it.
+    pub async fn write_retrying(
+        &self,
+        batches: Vec<ChangeBatch>,
+        opts: WriteOptions,
+        attempts: u32,
+    ) -> Result<WriteSummary> {
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            match self.write(batches.clone(), opts.clone()).await {
+                Err(e) if e.is_retryable() && attempt < attempts => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50 * u64::from(attempt)))
+                        .await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Evolves the schema, aligns and concatenates the batches, computes keys and delete flags.
     fn prepare(
         &self,
