@@ -147,8 +147,14 @@ impl HudiTableProvider {
             Resolved::Snapshot { as_of, .. } => as_of,
             Resolved::Incremental { end, .. } => end,
         };
-        let slices = table.file_slices(as_of).await.map_err(ext)?;
-        let read_schema = table.snapshot_schema(&slices).await.map_err(ext)?;
+        let slices = FileSystemView::load(&timeline, None, as_of)
+            .await
+            .map_err(ext)?
+            .latest_slices();
+        let read_schema = table
+            .snapshot_schema(&timeline, &slices)
+            .await
+            .map_err(ext)?;
         let schema = view_types(&read_schema);
         // Sizes come with the listing; row counts would cost a footer read per file.
         let bytes: u64 = slices

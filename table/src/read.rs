@@ -6,7 +6,7 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
 use futures::{StreamExt, TryStreamExt};
-use lake_timeline::InstantTime;
+use lake_timeline::{InstantTime, Timeline};
 
 use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
 
@@ -36,41 +36,37 @@ impl Table {
         Ok(view.latest_slices())
     }
 
-    /// The table schema as of `as_of`, meta columns included: the schema of the newest base file
-    /// (which carries every column written so far), else the schema of the latest commit.
-    pub async fn read_schema(&self, slices: &[FileSlice]) -> Result<SchemaRef> {
+    /// The schema snapshot reads of `slices` produce (meta columns included): the newest base
+    /// file's schema (which carries every column base files hold), extended by columns the latest
+    /// commit's schema adds (columns only logs carry so far); the commit's schema when there is no
+    /// base file.
+    pub async fn snapshot_schema(
+        &self,
+        timeline: &Timeline,
+        slices: &[FileSlice],
+    ) -> Result<SchemaRef> {
+        let data = self.data_schema(timeline).await?;
         let newest = slices
             .iter()
             .filter_map(|s| s.base_file.as_ref())
             .max_by_key(|b| (b.instant, &b.partition, &b.file_id));
-        if let Some(b) = newest {
-            let reader = StoreReader::new(self.storage(), &b.path(), b.size);
-            let builder = ParquetRecordBatchStreamBuilder::new(reader)
-                .await
-                .map_err(|source| Error::Parquet {
-                    path: self.storage().display(&b.path()),
-                    source,
-                })?;
-            return Ok(builder.schema().clone());
-        }
-        let timeline = self.timeline().await?;
-        Ok(match self.data_schema(&timeline).await? {
-            Some(s) => crate::schema::with_meta_columns(&s),
-            None => Arc::new(Schema::empty()),
-        })
-    }
-
-    /// The schema snapshot reads produce (meta columns included): the newest base file's schema,
-    /// extended by columns the latest commit's schema adds (columns only logs carry so far).
-    pub async fn snapshot_schema(&self, slices: &[FileSlice]) -> Result<SchemaRef> {
-        let from_files = self.read_schema(slices).await?;
-        let timeline = self.timeline().await?;
-        let Some(data) = self.data_schema(&timeline).await? else {
+        let Some(b) = newest else {
+            return Ok(match data {
+                Some(s) => crate::schema::with_meta_columns(&s),
+                None => Arc::new(Schema::empty()),
+            });
+        };
+        let reader = StoreReader::new(self.storage(), &b.path(), b.size);
+        let builder = ParquetRecordBatchStreamBuilder::new(reader)
+            .await
+            .map_err(|source| Error::Parquet {
+                path: self.storage().display(&b.path()),
+                source,
+            })?;
+        let from_files = builder.schema().clone();
+        let Some(data) = data else {
             return Ok(from_files);
         };
-        if from_files.fields().is_empty() {
-            return Ok(crate::schema::with_meta_columns(&data));
-        }
         let mut fields: Vec<_> = from_files.fields().iter().cloned().collect();
         for f in data.fields() {
             if from_files.field_with_name(f.name()).is_err() {
@@ -84,7 +80,10 @@ impl Table {
     ///
     /// Merge-on-read slices are merged with their logs unless `read_optimized` is set.
     pub async fn read_snapshot(&self, opts: &ReadOptions) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-        let mut slices = self.file_slices(opts.as_of).await?;
+        let timeline = self.timeline().await?;
+        let mut slices = FileSystemView::load(&timeline, None, opts.as_of)
+            .await?
+            .latest_slices();
         if opts.read_optimized {
             slices.retain(|s| s.base_file.is_some());
             slices.iter_mut().for_each(|s| s.log_files.clear());
@@ -96,8 +95,7 @@ impl Table {
                 &b.file_id,
             ))
         });
-        let full = self.snapshot_schema(&slices).await?;
-        let timeline = self.timeline().await?;
+        let full = self.snapshot_schema(&timeline, &slices).await?;
         let read: Vec<Vec<RecordBatch>> = futures::stream::iter(slices.iter())
             .map(|s| self.read_merged_slice(&timeline, s, &full, opts.as_of))
             .buffered(opts.concurrency.unwrap_or(8).max(1))
