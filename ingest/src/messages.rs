@@ -403,6 +403,27 @@ fn decimal_string(unscaled: i128, scale: u32) -> String {
     if neg { format!("-{body}") } else { body }
 }
 
+/// Standard base64 with padding, the encoding Kafka Connect's JSON converter gives `bytes` values
+/// (e.g. `Decimal`s).
+pub fn base64_encode(b: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(b.len().div_ceil(3) * 4);
+    for chunk in b.chunks(3) {
+        let mut acc = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            acc |= u32::from(*c) << (16 - 8 * i);
+        }
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[((acc >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 fn base64_decode(s: &str) -> Option<Vec<u8>> {
     let val = |c: u8| -> Option<u32> {
         Some(match c {
@@ -609,25 +630,5 @@ mod tests {
                 days
             );
         }
-    }
-
-    fn base64_encode(b: &[u8]) -> String {
-        const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let mut out = String::new();
-        for chunk in b.chunks(3) {
-            let n = chunk.len();
-            let mut acc = 0u32;
-            for (i, c) in chunk.iter().enumerate() {
-                acc |= u32::from(*c) << (16 - 8 * i);
-            }
-            for i in 0..4 {
-                if i <= n {
-                    out.push(A[((acc >> (18 - 6 * i)) & 63) as usize] as char);
-                } else {
-                    out.push('=');
-                }
-            }
-        }
-        out
     }
 }

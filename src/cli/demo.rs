@@ -88,7 +88,7 @@ impl Source {
         if b[0] & 0x80 != 0 {
             b.insert(0, 0);
         }
-        base64(&b)
+        lake_ingest::messages::base64_encode(&b)
     }
 
     /// Orders: new ones, status changes, some cancelled (deleted, with the tombstone Debezium sends).
@@ -138,25 +138,6 @@ impl Source {
             })
             .collect()
     }
-}
-
-fn base64(b: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in b.chunks(3) {
-        let mut acc = 0u32;
-        for (i, c) in chunk.iter().enumerate() {
-            acc |= u32::from(*c) << (16 - 8 * i);
-        }
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(A[((acc >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 async fn produce(producer: &FutureProducer, topic: &str, msgs: &[Kv]) -> anyhow::Result<()> {

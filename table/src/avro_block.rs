@@ -302,6 +302,24 @@ fn take<'a>(buf: &mut &'a [u8], n: usize) -> Result<&'a [u8]> {
     Ok(a)
 }
 
+/// A big-endian i32 of the block framing.
+fn read_i32(buf: &mut &[u8]) -> Result<i32> {
+    let mut b = [0u8; 4];
+    b.copy_from_slice(take(buf, 4)?);
+    Ok(i32::from_be_bytes(b))
+}
+
+/// Reads the content version that starts data and delete blocks; only [`BLOCK_VERSION`] is read.
+fn check_version(buf: &mut &[u8], what: &str) -> Result<()> {
+    let version = read_i32(buf)?;
+    if version != BLOCK_VERSION {
+        return Err(block_err(format!(
+            "{what} version {version} (only {BLOCK_VERSION} is read)"
+        )));
+    }
+    Ok(())
+}
+
 fn read_len(buf: &mut &[u8]) -> Result<usize> {
     usize::try_from(codec::read_long(buf).map_err(block_err)?)
         .map_err(|_| block_err("negative Avro length"))
@@ -505,27 +523,10 @@ pub fn decode_data_block(schema_json: &str, content: &[u8]) -> Result<RecordBatc
         .map(|((_, s), f)| dec_for(s, f.data_type()))
         .collect::<Result<Vec<_>>>()?;
     let mut buf = content;
-    let version = i32::from_be_bytes(
-        take(&mut buf, 4)?
-            .try_into()
-            .map_err(|_| block_err("bad block"))?,
-    );
-    if version != BLOCK_VERSION {
-        return Err(block_err(format!(
-            "Avro data block version {version} (only {BLOCK_VERSION} is read)"
-        )));
-    }
-    let count = i32::from_be_bytes(
-        take(&mut buf, 4)?
-            .try_into()
-            .map_err(|_| block_err("bad block"))?,
-    );
+    check_version(&mut buf, "Avro data block")?;
+    let count = read_i32(&mut buf)?;
     for i in 0..count.max(0) {
-        let len = i32::from_be_bytes(
-            take(&mut buf, 4)?
-                .try_into()
-                .map_err(|_| block_err("bad block"))?,
-        );
+        let len = read_i32(&mut buf)?;
         let mut rec = take(&mut buf, usize::try_from(len).unwrap_or(0))?;
         for d in decs.iter_mut() {
             d.read(&mut rec)
@@ -740,21 +741,8 @@ pub fn encode_delete_block(records: &[DeletedRecord]) -> Vec<u8> {
 /// Decodes the content of a delete block.
 pub fn decode_delete_block(content: &[u8]) -> Result<Vec<DeletedRecord>> {
     let mut buf = content;
-    let version = i32::from_be_bytes(
-        take(&mut buf, 4)?
-            .try_into()
-            .map_err(|_| block_err("bad block"))?,
-    );
-    if version != BLOCK_VERSION {
-        return Err(block_err(format!(
-            "delete block version {version} (only {BLOCK_VERSION} is read)"
-        )));
-    }
-    let len = i32::from_be_bytes(
-        take(&mut buf, 4)?
-            .try_into()
-            .map_err(|_| block_err("bad block"))?,
-    );
+    check_version(&mut buf, "delete block")?;
+    let len = read_i32(&mut buf)?;
     let mut body = take(&mut buf, usize::try_from(len).unwrap_or(0))?;
     let schema = AvroSchema::parse(DELETE_RECORD_LIST_SCHEMA).map_err(block_err)?;
     let datum = codec::decode(&schema, &mut body).map_err(block_err)?;
