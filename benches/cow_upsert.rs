@@ -4,47 +4,13 @@
 //!
 //! Run: `cargo bench --bench cow_upsert [-- --large]`
 
-use std::sync::Arc;
+mod common;
+
+use common::batch;
 use std::time::Instant;
 
-use arrow::array::{Int64Array, RecordBatch, StringArray};
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::array::RecordBatch;
 use lake_table::{ChangeBatch, Table, TableConfig, TableType, WriteOptions};
-
-fn batch(ids: impl Iterator<Item = i64>, version: i64) -> RecordBatch {
-    let ids: Vec<i64> = ids.collect();
-    let n = ids.len();
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("id", DataType::Int64, false),
-        Field::new("customer", DataType::Utf8, true),
-        Field::new("status", DataType::Utf8, true),
-        Field::new("amount", DataType::Int64, true),
-        Field::new("region", DataType::Utf8, true),
-        Field::new("v", DataType::Int64, false),
-    ]));
-    let statuses = ["created", "approved", "shipped", "delivered"];
-    RecordBatch::try_new(
-        schema,
-        vec![
-            Arc::new(Int64Array::from(ids.clone())),
-            Arc::new(StringArray::from_iter_values(
-                ids.iter().map(|i| format!("customer-{:08}", i % 100_003)),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                ids.iter()
-                    .map(|i| statuses[(*i as usize + version as usize) % 4]),
-            )),
-            Arc::new(Int64Array::from_iter_values(
-                ids.iter().map(|i| (i * 7919 + version) % 100_000),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                ids.iter().map(|i| format!("r{}", i % 4)),
-            )),
-            Arc::new(Int64Array::from(vec![version; n])),
-        ],
-    )
-    .expect("bench batch")
-}
 
 fn raw_size(b: &RecordBatch) -> usize {
     b.get_array_memory_size()

@@ -6,50 +6,15 @@
 //!
 //! Run: `cargo bench --bench mor`
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod common;
 
-use arrow::array::{Int64Array, RecordBatch, StringArray};
-use arrow::datatypes::{DataType, Field, Schema};
+use common::{batch, best_of};
+use std::sync::Arc;
+use std::time::Instant;
+
 use lake_compaction::{CompactionStrategy, Scheduled, execute_pending, schedule};
-use lake_query::datafusion::prelude::SessionContext;
 use lake_query::{HudiTableProvider, QueryOptions};
 use lake_table::{ChangeBatch, Table, TableConfig, TableType, WriteOptions};
-
-fn batch(ids: impl Iterator<Item = i64>, version: i64) -> RecordBatch {
-    let ids: Vec<i64> = ids.collect();
-    let n = ids.len();
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("id", DataType::Int64, false),
-        Field::new("customer", DataType::Utf8, true),
-        Field::new("status", DataType::Utf8, true),
-        Field::new("amount", DataType::Int64, true),
-        Field::new("region", DataType::Utf8, true),
-        Field::new("v", DataType::Int64, false),
-    ]));
-    let statuses = ["created", "approved", "shipped", "delivered"];
-    RecordBatch::try_new(
-        schema,
-        vec![
-            Arc::new(Int64Array::from(ids.clone())),
-            Arc::new(StringArray::from_iter_values(
-                ids.iter().map(|i| format!("customer-{:08}", i % 100_003)),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                ids.iter()
-                    .map(|i| statuses[(*i as usize + version as usize) % 4]),
-            )),
-            Arc::new(Int64Array::from_iter_values(
-                ids.iter().map(|i| (i * 7919 + version) % 100_000),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                ids.iter().map(|i| format!("r{}", i % 4)),
-            )),
-            Arc::new(Int64Array::from(vec![version; n])),
-        ],
-    )
-    .expect("bench batch")
-}
 
 async fn compact(table: &Table) -> (f64, u64, u64) {
     let started = Instant::now();
@@ -65,26 +30,6 @@ async fn compact(table: &Table) -> (f64, u64, u64) {
     let read: u64 = reports.iter().map(|r| r.bytes_read).sum();
     let records: u64 = reports.iter().map(|r| r.records).sum();
     (started.elapsed().as_secs_f64(), read, records)
-}
-
-async fn best_of(ctx: &SessionContext, sql: &str) -> (Duration, String) {
-    let mut best = Duration::MAX;
-    let mut answer = String::new();
-    for _ in 0..5 {
-        let started = Instant::now();
-        let batches = ctx
-            .sql(sql)
-            .await
-            .expect("plan")
-            .collect()
-            .await
-            .expect("run");
-        best = best.min(started.elapsed());
-        answer = arrow::util::pretty::pretty_format_batches(&batches)
-            .expect("format")
-            .to_string();
-    }
-    (best, answer)
 }
 
 #[tokio::main]

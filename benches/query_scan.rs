@@ -5,8 +5,10 @@
 //!
 //! Run: `cargo bench --bench query_scan`
 
+mod common;
+
+use common::best_of;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use arrow::array::{Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
@@ -14,7 +16,6 @@ use lake_query::datafusion::datasource::file_format::parquet::ParquetFormat;
 use lake_query::datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
-use lake_query::datafusion::prelude::SessionContext;
 use lake_query::{HudiTableProvider, QueryOptions};
 use lake_table::{ChangeBatch, Table, TableConfig, TableType, WriteOptions};
 
@@ -51,26 +52,6 @@ fn batch(from: i64, to: i64) -> RecordBatch {
         ],
     )
     .expect("bench batch")
-}
-
-async fn best_of(ctx: &SessionContext, sql: &str) -> (Duration, String) {
-    let mut best = Duration::MAX;
-    let mut answer = String::new();
-    for _ in 0..5 {
-        let started = Instant::now();
-        let batches = ctx
-            .sql(sql)
-            .await
-            .expect("plan")
-            .collect()
-            .await
-            .expect("run");
-        best = best.min(started.elapsed());
-        answer = arrow::util::pretty::pretty_format_batches(&batches)
-            .expect("format")
-            .to_string();
-    }
-    (best, answer)
 }
 
 #[tokio::main]

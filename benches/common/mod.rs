@@ -1,0 +1,67 @@
+//! Helpers the benches share: the orders rows of the upsert benches and best-of-5 query timing.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use lake_query::datafusion::prelude::SessionContext;
+
+/// Orders rows (`id, customer, status, amount, region, v`) for `ids`, at `version` (the ordering).
+#[allow(dead_code)]
+pub fn batch(ids: impl Iterator<Item = i64>, version: i64) -> RecordBatch {
+    let ids: Vec<i64> = ids.collect();
+    let n = ids.len();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("customer", DataType::Utf8, true),
+        Field::new("status", DataType::Utf8, true),
+        Field::new("amount", DataType::Int64, true),
+        Field::new("region", DataType::Utf8, true),
+        Field::new("v", DataType::Int64, false),
+    ]));
+    let statuses = ["created", "approved", "shipped", "delivered"];
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from(ids.clone())),
+            Arc::new(StringArray::from_iter_values(
+                ids.iter().map(|i| format!("customer-{:08}", i % 100_003)),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                ids.iter()
+                    .map(|i| statuses[(*i as usize + version as usize) % 4]),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                ids.iter().map(|i| (i * 7919 + version) % 100_000),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                ids.iter().map(|i| format!("r{}", i % 4)),
+            )),
+            Arc::new(Int64Array::from(vec![version; n])),
+        ],
+    )
+    .expect("bench batch")
+}
+
+/// Runs a query 5 times; the best time and the last answer, formatted.
+#[allow(dead_code)]
+pub async fn best_of(ctx: &SessionContext, sql: &str) -> (Duration, String) {
+    let mut best = Duration::MAX;
+    let mut answer = String::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let batches = ctx
+            .sql(sql)
+            .await
+            .expect("plan")
+            .collect()
+            .await
+            .expect("run");
+        best = best.min(started.elapsed());
+        answer = arrow::util::pretty::pretty_format_batches(&batches)
+            .expect("format")
+            .to_string();
+    }
+    (best, answer)
+}
