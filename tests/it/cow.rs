@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::kit::{hudi_read, lake_ok, s3, unique};
+use crate::kit::{hudi_read, lake_ok, lake_rows, s3, unique};
 
 /// A small deterministic pseudo-random generator.
 pub struct Rng(u64);
@@ -243,10 +243,7 @@ fn run_scenario(uri: &str, env: &[(String, String)], dir: &Path, table_type: &st
         "{timeline}"
     );
     // lake's own reader agrees with hudi-rs.
-    let mut ours: Vec<Value> = lake_ok(&["read", uri, "--format", "json"], env)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json"))
-        .collect();
+    let mut ours = lake_rows(uri, env);
     ours.sort_by_key(|r| r["order_id"].as_str().unwrap_or_default().to_owned());
     assert_eq!(project(ours), project(got));
 }

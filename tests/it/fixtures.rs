@@ -48,7 +48,7 @@ async fn compare(zip: &str) {
         .read_snapshot(&ReadOptions::default())
         .await
         .expect("lake reads the fixture");
-    let got = batch_rows(schema, &batches, &dir.path().join("lake.parquet"));
+    let got = batch_rows_by(schema, &batches, &dir.path().join("lake.parquet"), "id");
     let expected = hudi_read(&uri, &["--sort", "id"], &[]);
     assert_eq!(got.len(), expected.len(), "{zip}: row count");
     assert_eq!(got, expected, "{zip}");
@@ -60,7 +60,13 @@ async fn compare(zip: &str) {
         .expect("provider");
     ctx.register_table("t", Arc::new(provider))
         .expect("register");
-    let through_sql = sql_rows(&ctx, "SELECT * FROM t", &dir.path().join("sql.parquet")).await;
+    let through_sql = sql_rows_by(
+        &ctx,
+        "SELECT * FROM t",
+        &dir.path().join("sql.parquet"),
+        "id",
+    )
+    .await;
     assert_eq!(through_sql, expected, "{zip} through SQL");
 
     // Time travel to, and changes since, every completed commit but the last.
@@ -74,10 +80,11 @@ async fn compare(zip: &str) {
         .enumerate()
         .take(commits.len().saturating_sub(1))
     {
-        let as_of = sql_rows(
+        let as_of = sql_rows_by(
             &ctx,
             &format!("SELECT * FROM lake_as_of('{uri}', '{c}')"),
             &dir.path().join(format!("a{i}.parquet")),
+            "id",
         )
         .await;
         assert_eq!(
@@ -85,10 +92,11 @@ async fn compare(zip: &str) {
             hudi_read_as_of(&uri, c, "id", &[]),
             "{zip} as of {c}"
         );
-        let changes = sql_rows(
+        let changes = sql_rows_by(
             &ctx,
             &format!("SELECT * FROM lake_changes('{uri}', '{c}')"),
             &dir.path().join(format!("c{i}.parquet")),
+            "id",
         )
         .await;
         let expected = if zip.contains("_v8_") {
@@ -118,37 +126,6 @@ async fn compare(zip: &str) {
         );
         assert_eq!(changes, expected, "{zip} changes since {c}");
     }
-}
-
-/// Runs a query and returns its rows converted like hudi-read.py (meta columns dropped, sorted by id).
-async fn sql_rows(
-    ctx: &lake_query::datafusion::prelude::SessionContext,
-    query: &str,
-    file: &std::path::Path,
-) -> Vec<serde_json::Value> {
-    let df = ctx.sql(query).await.expect("plan");
-    let schema = Arc::new(df.schema().as_arrow().clone());
-    let batches = df.collect().await.expect("query");
-    batch_rows(schema, &batches, file)
-}
-
-/// Writes batches to a Parquet file and returns its rows converted like hudi-read.py.
-fn batch_rows(
-    schema: arrow::datatypes::SchemaRef,
-    batches: &[arrow::array::RecordBatch],
-    file: &std::path::Path,
-) -> Vec<serde_json::Value> {
-    let mut w = parquet::arrow::ArrowWriter::try_new(
-        std::fs::File::create(file).expect("create"),
-        schema,
-        None,
-    )
-    .expect("writer");
-    for b in batches {
-        w.write(b).expect("write");
-    }
-    w.close().expect("close");
-    parquet_rows(file, "id")
 }
 
 macro_rules! fixture_tests {
@@ -255,6 +232,8 @@ async fn compare_mor(zip: &str, sort: &str) {
     }
 }
 
+/// Runs a query and returns its rows converted like hudi-read.py (meta columns dropped), sorted by
+/// `sort`.
 async fn sql_rows_by(
     ctx: &lake_query::datafusion::prelude::SessionContext,
     query: &str,
@@ -267,6 +246,8 @@ async fn sql_rows_by(
     batch_rows_by(schema, &batches, file, sort)
 }
 
+/// Writes batches to a Parquet file and returns its rows converted like hudi-read.py, sorted by
+/// `sort`.
 fn batch_rows_by(
     schema: arrow::datatypes::SchemaRef,
     batches: &[arrow::array::RecordBatch],

@@ -15,7 +15,7 @@ use lake_table::Table;
 use serde_json::{Value, json};
 
 use crate::cow::Rng;
-use crate::kit::{Place, hudi_read, kafka, lake_env, lake_ok, unique};
+use crate::kit::{Place, hudi_read, kafka, lake_env, lake_ok, lake_rows, unique};
 
 async fn create_topic(topic: &str, partitions: i32) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
@@ -213,10 +213,7 @@ async fn killed_and_restarted(p: Place, table_type: &str) {
     assert!(!out.contains("uncommitted"), "{out}");
 
     // Nothing lost, nothing duplicated: the table equals the source.
-    let ours: Vec<Value> = lake_ok(&["read", &p.uri, "--format", "json"], &p.env)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json"))
-        .collect();
+    let ours = lake_rows(&p.uri, &p.env);
     if project(ours.clone()) != project(expected.clone())
         && std::env::var_os("LAKE_TEST_DEBUG").is_some()
     {
@@ -249,10 +246,7 @@ async fn killed_and_restarted(p: Place, table_type: &str) {
     // inline), so the pending compaction runs first; lake's reader must agree before and after.
     if table_type == "mor" {
         lake_ok(&["compact", &p.uri, "--execute-only"], &p.env);
-        let ours: Vec<Value> = lake_ok(&["read", &p.uri, "--format", "json"], &p.env)
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("json"))
-            .collect();
+        let ours = lake_rows(&p.uri, &p.env);
         assert_eq!(
             project(ours),
             project(expected.clone()),
@@ -397,22 +391,16 @@ async fn bad_messages_fail_the_job_or_go_to_dead_letters() {
         ],
         &p.env,
     );
-    let ids: Vec<String> = lake_ok(&["read", &p.uri, "--format", "json"], &p.env)
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).expect("json")["id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()
-        })
+    let ids: Vec<String> = lake_rows(&p.uri, &p.env)
+        .iter()
+        .map(|r| r["id"].as_str().unwrap_or_default().to_owned())
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
     assert_eq!(ids, ["a", "f", "z"]);
-    let mut dead: Vec<(String, String)> = lake_ok(&["read", &dlq, "--format", "json"], &p.env)
-        .lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).expect("json");
+    let mut dead: Vec<(String, String)> = lake_rows(&dlq, &p.env)
+        .iter()
+        .map(|v| {
             (
                 v["offset"].as_str().unwrap_or_default().to_owned(),
                 v["reason"].as_str().unwrap_or_default().to_owned(),
@@ -514,10 +502,7 @@ async fn the_example_config_works_as_documented() {
         ],
         &p.env,
     );
-    let ours: Vec<Value> = lake_ok(&["read", &p.uri, "--format", "json"], &p.env)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json"))
-        .collect();
+    let ours = lake_rows(&p.uri, &p.env);
     assert_eq!(project(ours), project(expected));
 }
 
@@ -571,10 +556,7 @@ async fn sigterm_stops_ingest_cleanly() {
         &p.env,
     );
     lake_ok(&["compact", &p.uri, "--execute-only"], &p.env);
-    let ours: Vec<Value> = lake_ok(&["read", &p.uri, "--format", "json"], &p.env)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json"))
-        .collect();
+    let ours = lake_rows(&p.uri, &p.env);
     assert_eq!(project(ours), project(expected));
 }
 

@@ -47,6 +47,14 @@ pub fn lake_ok(args: &[&str], env: &[(String, String)]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The rows of a table as lake's reader returns them (`lake read --format json`), in file order.
+pub fn lake_rows(uri: &str, env: &[(String, String)]) -> Vec<Value> {
+    lake_ok(&["read", uri, "--format", "json"], env)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("lake read prints JSON lines"))
+        .collect()
+}
+
 /// Reads a table with hudi-rs through ../shared/tools/hudi-read.py; rows sorted by `sort`.
 pub fn hudi_read(uri: &str, extra: &[&str], env: &[(String, String)]) -> Vec<Value> {
     let mut cmd = Command::new(python());

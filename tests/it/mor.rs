@@ -21,6 +21,15 @@ struct Source {
 }
 
 impl Source {
+    fn new(seed: u64) -> Self {
+        Self {
+            rng: Rng::new(seed),
+            live: BTreeMap::new(),
+            pos: 100,
+            next_id: 0,
+        }
+    }
+
     fn event(&mut self, op: &str, before: Option<Value>, after: Option<Value>) -> String {
         self.pos += 10;
         json!({"before": before, "after": after, "op": op, "ts_ms": 1_700_000_000_000u64 + self.pos,
@@ -83,12 +92,7 @@ fn project(rows: Vec<Value>) -> Vec<Value> {
 }
 
 fn lake_rows(p: &Place) -> Vec<Value> {
-    project(
-        lake_ok(&["read", &p.uri, "--format", "json"], &p.env)
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("json"))
-            .collect(),
-    )
+    project(crate::kit::lake_rows(&p.uri, &p.env))
 }
 
 fn pending_compaction(p: &Place) -> bool {
@@ -125,7 +129,8 @@ fn write(p: &Place, src: &mut Source, i: usize) {
     assert!(out.contains("committed "), "{out}");
 }
 
-fn lifecycle(p: &Place) {
+/// The MOR table both scenarios write: keyed by id, partitioned by region, 2 buckets.
+fn create_table(p: &Place) {
     lake_ok(
         &[
             "create",
@@ -141,12 +146,11 @@ fn lifecycle(p: &Place) {
         ],
         &p.env,
     );
-    let mut src = Source {
-        rng: Rng::new(11),
-        live: BTreeMap::new(),
-        pos: 100,
-        next_id: 0,
-    };
+}
+
+fn lifecycle(p: &Place) {
+    create_table(p);
+    let mut src = Source::new(11);
     let mut step = 0;
     for _ in 0..3 {
         write(p, &mut src, step);
@@ -275,27 +279,8 @@ fn mor_lifecycle_matches_the_model_on_s3() {
 /// `lake compact` run again and again while `lake write` commits batch after batch: every write
 /// lands (retrying when a compaction is scheduled under it) and the final rows equal the source's.
 fn compaction_beside_writes(p: &Place) {
-    lake_ok(
-        &[
-            "create",
-            &p.uri,
-            "--type",
-            "mor",
-            "--key",
-            "id",
-            "--partition-by",
-            "region",
-            "--buckets",
-            "2",
-        ],
-        &p.env,
-    );
-    let mut src = Source {
-        rng: Rng::new(5),
-        live: BTreeMap::new(),
-        pos: 100,
-        next_id: 0,
-    };
+    create_table(p);
+    let mut src = Source::new(5);
     let done = std::sync::atomic::AtomicBool::new(false);
     let compactions = std::thread::scope(|s| {
         let compactor = s.spawn(|| {
