@@ -108,7 +108,15 @@ impl LogFile {
         let (head, tail) = rest.split_once(".log.")?;
         let (file_id, instant) = head.rsplit_once('_')?;
         let (version, token) = tail.split_once('_')?;
-        if token.ends_with(".cdc") || file_id.is_empty() {
+        // Hudi's write token is `<digits>-<digits>-<digits>`; anything else (CDC logs, a store's
+        // staging file of an interrupted upload such as `…_0-0-0#1`) is not a log file.
+        let parts: Vec<&str> = token.split('-').collect();
+        if parts.len() != 3
+            || parts
+                .iter()
+                .any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
+            || file_id.is_empty()
+        {
             return None;
         }
         Some(Self {
@@ -175,6 +183,13 @@ mod tests {
             (l.file_id.as_str(), l.version, l.write_token.as_str()),
             ("0712b9f9-0", 2, "1-0-1")
         );
+        for not_a_log in [
+            ".0712b9f9-0_20250126040823628.log.2_1-0-1#1",
+            ".0712b9f9-0_20250126040823628.log.2_1-0-1.cdc",
+            ".0712b9f9-0_20250126040823628.log.2_x",
+        ] {
+            assert!(LogFile::parse("", not_a_log, 1).is_none(), "{not_a_log}");
+        }
     }
 
     #[test]

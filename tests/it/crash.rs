@@ -156,7 +156,15 @@ async fn run(p: &Place, table_type: &str) {
             .lines()
             .filter(|l| l.contains(" deltacommit ") && l.contains("COMPLETED"))
             .count();
-        let logs = files.iter().filter(|p| p.contains(".log.")).count();
+        // (A local store may also leave the staging file of an upload a kill interrupted; it is no
+        // log file and no reader lists it.)
+        let logs = files
+            .iter()
+            .filter(|p| {
+                let (part, name) = p.rsplit_once('/').unwrap_or(("", p.as_str()));
+                lake_table::layout::LogFile::parse(part, name, 0).is_some()
+            })
+            .count();
         assert_eq!(logs, deltacommits * 12, "log files of failed writes remain");
     } else {
         let leftovers: Vec<&String> = files
