@@ -267,6 +267,16 @@ impl Table {
         if expired.is_empty() {
             return Ok(Vec::new());
         }
+        // A write that completed after the timeline was read removed its heartbeat too: only what
+        // is still pending now is rolled back.
+        let timeline = self.timeline().await?;
+        let expired: Vec<Instant> = expired
+            .into_iter()
+            .filter(|i| timeline.find(i.time).is_some_and(|now| !now.is_completed()))
+            .collect();
+        if expired.is_empty() {
+            return Ok(Vec::new());
+        }
         let time = InstantTime::next_after(timeline.latest_time());
         rollback(self, &timeline, time, &expired).await?;
         Ok(expired.iter().map(|i| i.time).collect())

@@ -151,9 +151,9 @@ impl FileSystemView {
     }
 
     /// The latest slice of one file group. A slice without a base file that follows another one
-    /// begins at a compaction that has not completed: readers see the previous base file with the
-    /// logs of both slices (Hudi's `mergeCompactionPendingFileSlices`), while `base_instant` stays
-    /// the new slice's, where writers append.
+    /// begins at a compaction that has not completed: readers see the latest earlier base file with
+    /// the logs of every slice since (Hudi's `mergeCompactionPendingFileSlices`), while
+    /// `base_instant` stays the new slice's, where writers append.
     pub fn latest_slice(&self, partition: &str, file_id: &str) -> Option<FileSlice> {
         self.groups
             .get(&(partition.to_owned(), file_id.to_owned()))
@@ -179,22 +179,27 @@ impl FileSystemView {
     }
 }
 
+/// The latest slice of a file group, merged with every slice before it back to (and including) the
+/// latest one with a base file: slices without a base file begin at compactions that have not
+/// completed (or were withdrawn), and their logs apply on top of that base file.
 fn merged_latest(slices: &BTreeMap<InstantTime, FileSlice>) -> Option<FileSlice> {
-    let mut it = slices.values().rev();
-    let latest = it.next()?;
+    let latest = slices.values().next_back()?;
     if latest.base_file.is_some() {
         return Some(latest.clone());
     }
-    let Some(prev) = it.next() else {
-        return Some(latest.clone());
-    };
+    let mut chain: Vec<&FileSlice> = Vec::new();
+    for s in slices.values().rev() {
+        chain.push(s);
+        if s.base_file.is_some() {
+            break;
+        }
+    }
     let mut merged = latest.clone();
-    merged.base_file = prev.base_file.clone();
-    merged.log_files = prev
-        .log_files
+    merged.base_file = chain.last().and_then(|s| s.base_file.clone());
+    merged.log_files = chain
         .iter()
-        .chain(&latest.log_files)
-        .cloned()
+        .rev()
+        .flat_map(|s| s.log_files.iter().cloned())
         .collect();
     Some(merged)
 }
@@ -233,4 +238,67 @@ async fn replaced_file_groups(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slice(t: &str, base: bool, logs: &[u32]) -> (InstantTime, FileSlice) {
+        let time: InstantTime = t.parse().expect("time");
+        let base_file =
+            base.then(|| BaseFile::parse("", &format!("f-0_0-0-0_{t}.parquet"), 1).expect("base"));
+        let log_files = logs
+            .iter()
+            .map(|v| LogFile::parse("", &format!(".f-0_{t}.log.{v}_0-0-0"), 1).expect("log"))
+            .collect();
+        (
+            time,
+            FileSlice {
+                partition: String::new(),
+                file_id: "f-0".into(),
+                base_instant: time,
+                base_file,
+                log_files,
+            },
+        )
+    }
+
+    #[test]
+    fn slices_without_base_files_merge_back_to_the_latest_base_file() {
+        // A base file, a slice whose compaction was withdrawn, and a pending compaction's slice.
+        let slices: BTreeMap<InstantTime, FileSlice> = [
+            slice("20250101000000000", true, &[1, 2]),
+            slice("20250102000000000", false, &[1]),
+            slice("20250103000000000", false, &[1, 2]),
+        ]
+        .into_iter()
+        .collect();
+        let m = merged_latest(&slices).expect("slice");
+        assert_eq!(m.base_instant.to_string(), "20250103000000000");
+        assert_eq!(
+            m.base_file.as_ref().map(|b| b.instant.to_string()),
+            Some("20250101000000000".to_owned())
+        );
+        let logs: Vec<String> = m
+            .log_files
+            .iter()
+            .map(|l| format!("{}.{}", l.instant, l.version))
+            .collect();
+        assert_eq!(
+            logs,
+            [
+                "20250101000000000.1",
+                "20250101000000000.2",
+                "20250102000000000.1",
+                "20250103000000000.1",
+                "20250103000000000.2"
+            ]
+        );
+        // A slice with a base file stands alone.
+        let mut done = slices.clone();
+        let (t, s) = slice("20250104000000000", true, &[]);
+        done.insert(t, s);
+        assert_eq!(merged_latest(&done).expect("slice").log_files.len(), 0);
+    }
 }
