@@ -52,7 +52,9 @@ pub struct CleanReport {
 
 /// Plans and executes a clean of `table`.
 pub async fn clean(table: &Table, policy: CleanPolicy) -> Result<CleanReport> {
-    let timeline = table.timeline().await?;
+    let start = lake_table::commit::start(table).await?;
+    let start_seq = start.seq;
+    let timeline = start.timeline;
     let writes: Vec<Instant> = timeline.completed_writes().copied().collect();
     let earliest_retained = match policy {
         CleanPolicy::KeepLatestCommits(n) if writes.len() > n.max(1) => {
@@ -64,6 +66,9 @@ pub async fn clean(table: &Table, policy: CleanPolicy) -> Result<CleanReport> {
     // Files a savepoint pins stay.
     let pinned = crate::savepoint::pinned_files(table, &timeline).await?;
     let mut to_delete: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
+    // The earliest instant whose snapshot stays complete: for keep-latest-file-versions, the newest
+    // base instant of a kept slice in a group that loses older ones.
+    let mut complete_from: Option<InstantTime> = earliest_retained;
     for slices in view.file_groups() {
         let keep_from = match policy {
             CleanPolicy::KeepLatestCommits(_) => match earliest_retained {
@@ -78,6 +83,9 @@ pub async fn clean(table: &Table, policy: CleanPolicy) -> Result<CleanReport> {
         let mut keep_from = keep_from.min(slices.len().saturating_sub(1));
         while keep_from > 0 && slices[keep_from].base_file.is_none() {
             keep_from -= 1;
+        }
+        if keep_from > 0 && matches!(policy, CleanPolicy::KeepLatestFileVersions(_)) {
+            complete_from = complete_from.max(Some(slices[keep_from].base_instant));
         }
         for s in &slices[..keep_from] {
             let pinned = |name: &str| pinned.contains(&(s.partition.clone(), name.to_owned()));
@@ -138,12 +146,13 @@ pub async fn clean(table: &Table, policy: CleanPolicy) -> Result<CleanReport> {
         policy,
         time,
         started.elapsed().as_millis() as i64,
-        earliest_retained,
+        complete_from,
         &writes,
         &to_delete,
     );
-    let inflight = Instant::new(time, Action::Clean, State::Inflight);
-    Timeline::complete(storage, layout, &inflight, Bytes::from(meta)).await?;
+    let done = Instant::new(time, Action::Clean, State::Completed);
+    lake_table::commit::decide_and_publish(table, start_seq, &done, Bytes::from(meta), |_| Ok(()))
+        .await?;
     Ok(report)
 }
 

@@ -2,10 +2,12 @@
 //!
 //! **Schedule**: when the strategy says it is due, the latest slice (base file and committed logs)
 //! of every file group with logs and no pending compaction goes into a `HoodieCompactionPlan`,
-//! published as `<t>.compaction.requested`. Scheduling refuses while a write is in flight, and after
-//! publishing it checks that no write started or completed meanwhile (else it withdraws the plan), so
-//! every committed log is either in the plan or in the slice that begins at `t`. Writers that find
-//! the pending compaction append their logs to that new slice; readers merge both slices until the
+//! published as `<t>.compaction.requested`. Scheduling refuses while a write is in flight, and the plan
+//! is decided on the commit ledger after checking every write completed since planning began (one
+//! that touched a planned file group withdraws the plan), so every committed log is either in the
+//! plan or in the slice that begins at `t`; a write still running that logged to a planned group
+//! under the old slice fails its own check against the plan and retries. Writers that find the
+//! pending compaction append their logs to that new slice; readers merge both slices until the
 //! compaction completes.
 //!
 //! **Execute**: `<t>.compaction.inflight`, then one new base file per planned slice at instant `t`
@@ -92,7 +94,8 @@ pub async fn schedule(table: &Table, strategy: CompactionStrategy) -> Result<Sch
             "copy-on-write tables need no compaction".into(),
         ));
     }
-    let timeline = table.timeline().await?;
+    let start = lake_table::commit::start(table).await?;
+    let timeline = start.timeline.clone();
     if let Some(w) = timeline.pending().find(|i| is_write(i)) {
         return Ok(Scheduled::NotDue(format!(
             "write {} is in flight; compaction is scheduled between writes",
@@ -166,23 +169,55 @@ pub async fn schedule(table: &Table, strategy: CompactionStrategy) -> Result<Sch
         extra_metadata: Vec::new(),
     };
     let time = InstantTime::next_after(timeline.latest_time());
-    let storage = table.storage();
-    let layout = table.config().layout();
     let requested = Instant::new(time, Action::Compaction, State::Requested);
-    Timeline::publish(storage, layout, &requested, Bytes::from(plan.to_avro())).await?;
-    // A write that started or completed while we planned may have put logs in the old slices.
-    let after = table.timeline().await?;
-    let raced = after
-        .instants()
+    let planned: HashSet<(String, String)> = plan
+        .operations
         .iter()
-        .filter(|i| i.time != time && is_write(i))
-        .find(|i| !timeline.find(i.time).is_some_and(|b| b.is_completed()));
-    if let Some(w) = raced {
-        storage.delete(&after.instant_path(&requested)).await?;
-        return Ok(Scheduled::NotDue(format!(
-            "write {} ran while planning; the plan was withdrawn",
-            w.time
-        )));
+        .map(|op| (op.partition.clone(), op.file_id.clone()))
+        .collect();
+    let decided = lake_table::commit::decide_and_publish(
+        table,
+        start.seq,
+        &requested,
+        Bytes::from(plan.to_avro()),
+        |e| {
+            if !e.header.rollback.is_empty()
+                || !is_write(&e.instant)
+                || e.instant.state != State::Completed
+            {
+                return Ok(());
+            }
+            let meta = CommitMetadata::from_json_bytes(&e.payload)
+                .map_err(|err| Error::Corrupt(format!("ledger entry {}: {err}", e.seq)))?;
+            let touched: Vec<String> = meta
+                .write_stats()
+                .filter(|s| {
+                    planned.contains(&(
+                        s.partition_path.clone().unwrap_or_default(),
+                        s.file_id.clone(),
+                    ))
+                })
+                .map(|s| s.file_id.clone())
+                .collect();
+            if meta.compacted || touched.is_empty() {
+                return Ok(());
+            }
+            Err(Error::WriteConflict {
+                instant: time.to_string(),
+                other: e.instant.time.to_string(),
+                file_ids: touched,
+            })
+        },
+    )
+    .await;
+    match decided {
+        Ok(_) => {}
+        Err(Error::WriteConflict { other, .. }) => {
+            return Ok(Scheduled::NotDue(format!(
+                "write {other} completed while planning; the plan was withdrawn"
+            )));
+        }
+        Err(e) => return Err(e),
     }
     Ok(Scheduled::Planned {
         instant: time,
@@ -217,7 +252,8 @@ pub async fn execute(
     })?;
     let storage = table.storage();
     let layout = table.config().layout();
-    let timeline = table.timeline().await?;
+    let start = lake_table::commit::start(table).await?;
+    let timeline = start.timeline.clone();
     let inflight = Instant::new(time, Action::Compaction, State::Inflight);
     if !storage.exists(&timeline.instant_path(&inflight)).await? {
         Timeline::publish(storage, layout, &inflight, Bytes::new()).await?;
@@ -260,11 +296,12 @@ pub async fn execute(
     }
     let done = Instant::new(time, Action::Compaction, State::Completed);
     if !storage.exists(&timeline.instant_path(&done)).await? {
-        Timeline::complete(
-            storage,
-            layout,
-            &inflight,
+        lake_table::commit::decide_and_publish(
+            table,
+            start.seq,
+            &done,
             Bytes::from(meta.to_json_bytes()),
+            |_| Ok(()),
         )
         .await?;
     }

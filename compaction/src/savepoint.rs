@@ -219,7 +219,8 @@ pub struct RestoreReport {
 
 /// Restores the table to the savepoint at `to`.
 pub async fn restore(table: &Table, to: InstantTime) -> Result<RestoreReport> {
-    let timeline = table.timeline().await?;
+    let start = lake_table::commit::start(table).await?;
+    let timeline = start.timeline.clone();
     if !timeline
         .savepoints()
         .iter()
@@ -271,6 +272,23 @@ pub async fn restore(table: &Table, to: InstantTime) -> Result<RestoreReport> {
     };
     let requested = Instant::new(time, Action::Restore, State::Requested);
     if pending_restore.is_none() {
+        // Decided on the ledger: no completion of a target can be rolled forward after this, and a
+        // write that began before it fails its conflict check instead of building on removed data.
+        let header = lake_table::commit::Header {
+            file: requested.file_name(),
+            rollback: targets.iter().map(|t| t.time.to_string()).collect(),
+        };
+        lake_table::commit::decide(table, start.seq, time, &header, &[], |e| {
+            if e.header.rollback.is_empty() && e.instant.time > to {
+                return Err(Error::WriteConflict {
+                    instant: time.to_string(),
+                    other: e.instant.time.to_string(),
+                    file_ids: Vec::new(),
+                });
+            }
+            Ok(())
+        })
+        .await?;
         let plan = Datum::Record(vec![
             Datum::Array(targets.iter().map(instant_info).collect()),
             Datum::Union(0, Box::new(Datum::Int(1))),

@@ -7,10 +7,11 @@
 
 use arrow::array::BooleanArray;
 use lake_table::ChangeBatch;
-use lake_table::config::SOURCE_POSITION_FIELD;
 use serde_json::Value;
 
-use crate::rows::{Decoded, TableShape, rows_to_batch, take_object};
+use crate::config::DecoderKind;
+use crate::messages::{DecodeSpec, Message, decode_messages};
+use crate::rows::{Decoded, TableShape, rows_to_batch};
 use crate::{DecodeError, Result};
 
 /// The sortable position of an event in the source: `{binlog file number}.{pos}.{row}`, zero padded,
@@ -41,92 +42,49 @@ pub fn source_position(payload: &Value) -> Option<String> {
         .map(|t| format!("{t:020}"))
 }
 
-/// Decodes JSON Lines of Debezium change-event values.
-pub fn decode_debezium(source: &str, text: &str, shape: &TableShape) -> Result<Decoded> {
-    let mut rows = Vec::new();
-    let mut deletes = Vec::new();
-    let mut skipped = 0;
-    for (i, line) in text.lines().enumerate() {
+/// Decodes JSON Lines of Debezium change-event values: each line is decoded exactly as a Kafka
+/// message value is by `lake ingest` (one decoder, the same logical types and partition moves);
+/// errors name the line.
+pub fn decode_debezium(source: &str, bytes: &[u8], shape: &TableShape) -> Result<Decoded> {
+    let mut msgs = Vec::new();
+    for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
         let line_no = i as u64 + 1;
-        let line = line.trim();
-        if line.is_empty() {
+        let trimmed = line.trim_ascii();
+        if trimmed.is_empty() {
             continue;
         }
-        let v: Value = serde_json::from_str(line)
-            .map_err(|e| DecodeError::new(source, line_no, format!("malformed JSON: {e}")))?;
-        match decode_event(v).map_err(|e| DecodeError::new(source, line_no, e))? {
-            Event::Tombstone => skipped += 1,
-            Event::Change {
-                mut row,
-                delete,
-                position,
-            } => {
-                if shape.ordering_field.as_deref() == Some(SOURCE_POSITION_FIELD) {
-                    let pos = position.ok_or_else(|| {
-                        DecodeError::new(
-                            source,
-                            line_no,
-                            "event has no source position (source.file/pos, lsn or ts_ms)",
-                        )
-                    })?;
-                    row.insert(SOURCE_POSITION_FIELD.into(), Value::String(pos));
-                }
-                rows.push((line_no, Value::Object(row)));
-                deletes.push(delete);
-            }
-        }
-    }
-    let batch = rows_to_batch(source, shape, &rows)?;
-    Ok(Decoded {
-        batch: ChangeBatch::new(batch, BooleanArray::from(deletes)),
-        skipped,
-    })
-}
-
-enum Event {
-    Tombstone,
-    Change {
-        row: serde_json::Map<String, Value>,
-        delete: bool,
-        position: Option<String>,
-    },
-}
-
-fn decode_event(v: Value) -> std::result::Result<Event, String> {
-    let payload = match v {
-        Value::Null => return Ok(Event::Tombstone),
-        Value::Object(mut m) if m.contains_key("payload") && m.contains_key("schema") => {
-            m.remove("payload").unwrap_or(Value::Null)
-        }
-        other => other,
-    };
-    if payload.is_null() {
-        return Ok(Event::Tombstone);
-    }
-    let op = payload
-        .get("op")
-        .and_then(Value::as_str)
-        .ok_or("not a Debezium change event: no \"op\" field")?
-        .to_owned();
-    let position = source_position(&payload);
-    let (image, delete) = match op.as_str() {
-        "c" | "r" | "u" => ("after", false),
-        "d" => ("before", true),
-        other => {
-            return Err(format!(
-                "unknown Debezium op {other:?} (expected c, r, u or d)"
+        if std::str::from_utf8(trimmed).is_err() {
+            return Err(DecodeError::new(
+                source,
+                line_no,
+                "the line is not valid UTF-8",
             ));
         }
+        msgs.push(Message {
+            topic: source.to_owned(),
+            partition: 0,
+            offset: line_no as i64,
+            key: None,
+            value: Some(trimmed.to_vec()),
+        });
+    }
+    let spec = DecodeSpec {
+        kind: DecoderKind::Debezium,
+        shape: shape.clone(),
+        message_key_field: None,
     };
-    let mut payload = take_object(payload).ok_or("payload is not an object")?;
-    let row = payload
-        .remove(image)
-        .and_then(take_object)
-        .ok_or_else(|| format!("op {op:?} event has no {image:?} image"))?;
-    Ok(Event::Change {
-        row,
-        delete,
-        position,
+    let decoded = decode_messages(&msgs, &spec, false)
+        .map_err(|e| DecodeError::new(source, e.offset as u64, e.reason))?;
+    let batch = match decoded.batch {
+        Some(b) => b,
+        None => ChangeBatch::new(
+            rows_to_batch(source, shape, &[])?,
+            BooleanArray::from(Vec::<bool>::new()),
+        ),
+    };
+    Ok(Decoded {
+        batch,
+        skipped: decoded.tombstones,
     })
 }
 
@@ -138,8 +96,8 @@ mod tests {
         TableShape {
             schema: None,
             key_fields: vec!["id".into()],
-            ordering_field: Some(SOURCE_POSITION_FIELD.into()),
-            hints: Vec::new(),
+            ordering_field: Some(lake_table::config::SOURCE_POSITION_FIELD.into()),
+            ..Default::default()
         }
     }
 
@@ -151,7 +109,7 @@ mod tests {
             "{bare}\n{wrapped}\nnull\n{}",
             r#"{"before":{"id":2,"s":"b"},"after":null,"source":{"file":"mysql-bin.000010","pos":4,"row":1},"op":"d"}"#
         );
-        let d = decode_debezium("f.jsonl", &text, &shape()).expect("decodes");
+        let d = decode_debezium("f.jsonl", text.as_bytes(), &shape()).expect("decodes");
         assert_eq!(d.skipped, 1);
         let b = &d.batch.rows;
         assert_eq!(b.num_rows(), 3);
@@ -160,7 +118,9 @@ mod tests {
             (0..3).map(|i| del.value(i)).collect::<Vec<_>>(),
             [false, false, true]
         );
-        let pos = b.column_by_name(SOURCE_POSITION_FIELD).expect("pos");
+        let pos = b
+            .column_by_name(lake_table::config::SOURCE_POSITION_FIELD)
+            .expect("pos");
         let pos = pos
             .as_any()
             .downcast_ref::<arrow::array::StringArray>()
@@ -189,7 +149,7 @@ mod tests {
                 "f:1: op \"d\" event has no \"before\"",
             ),
         ] {
-            let err = decode_debezium("f", text, &shape())
+            let err = decode_debezium("f", text.as_bytes(), &shape())
                 .expect_err(text)
                 .to_string();
             assert!(err.starts_with(want), "{err}");
@@ -210,7 +170,7 @@ mod tests {
         let text = format!(
             "{{\"op\":\"c\",\"after\":{{\"id\":1,\"n\":2}},{src}}}\n{{\"op\":\"c\",\"after\":{{\"id\":2,\"n\":\"x\"}},{src}}}"
         );
-        let err = decode_debezium("f", &text, &shape)
+        let err = decode_debezium("f", text.as_bytes(), &shape)
             .expect_err("bad type")
             .to_string();
         assert!(err.starts_with("f:2:"), "{err}");

@@ -114,9 +114,11 @@ pub fn decode_messages(
     for (i, m) in msgs.iter().enumerate() {
         match decode_one(m, spec, &mut hints) {
             Ok(None) => out.tombstones += 1,
-            Ok(Some((row, delete))) => {
-                rows.push((i as u64, Value::Object(row)));
-                deletes.push(delete);
+            Ok(Some(decoded)) => {
+                for (row, delete) in decoded {
+                    rows.push((i as u64, Value::Object(row)));
+                    deletes.push(delete);
+                }
             }
             Err(reason) if keep_going => out.rejected.push((i, MessageError::of(m, reason))),
             Err(reason) => return Err(MessageError::of(m, reason)),
@@ -140,14 +142,24 @@ pub fn decode_messages(
             }
             Err(e) => {
                 let pos = rows.iter().position(|(i, _)| *i == e.line).unwrap_or(0);
-                let m = &msgs[rows[pos].0 as usize];
+                let bad = rows[pos].0;
+                let m = &msgs[bad as usize];
                 let err = MessageError::of(m, e.reason);
                 if !keep_going {
                     return Err(err);
                 }
-                out.rejected.push((rows[pos].0 as usize, err));
-                rows.remove(pos);
-                deletes.remove(pos);
+                out.rejected.push((bad as usize, err));
+                // Every row of that message goes (a partition move is a delete and an upsert).
+                let mut k = 0;
+                rows.retain(|(i, _)| {
+                    let keep = *i != bad;
+                    if !keep {
+                        deletes.remove(k);
+                    } else {
+                        k += 1;
+                    }
+                    keep
+                });
             }
         }
     }
@@ -156,16 +168,18 @@ pub fn decode_messages(
 /// A decoded row and whether it is a delete.
 type Row = (Map<String, Value>, bool);
 
-/// One message: `None` for a tombstone, else the row and whether it is a delete.
+/// One message: `None` for a tombstone, else its rows (one; two for an update that moves the row
+/// to another partition: the delete of the old copy, then the upsert) and whether each is a delete.
 fn decode_one(
     m: &Message,
     spec: &DecodeSpec,
     hints: &mut BTreeMap<String, DataType>,
-) -> Result<Option<Row>, String> {
+) -> Result<Option<Vec<Row>>, String> {
     let Some(bytes) = &m.value else {
         return Ok(None);
     };
     let v: Value = serde_json::from_slice(bytes).map_err(|e| format!("malformed JSON: {e}"))?;
+    let mut moved_from: Option<Map<String, Value>> = None;
     let (mut row, delete, position) = match spec.kind {
         DecoderKind::Debezium => {
             let (schema, payload) = match v {
@@ -201,13 +215,20 @@ fn decode_one(
                 return Err(format!("op {op:?} event has no {image:?} image"));
             };
             if let Some(schema) = &schema {
-                for (name, conv, dt) in field_types(schema, image) {
-                    if let Some(v) = row.get_mut(&name) {
-                        let taken = std::mem::take(v);
-                        *v = convert(&conv, taken).map_err(|e| format!("column {name}: {e}"))?;
-                    }
-                    hints.entry(name).or_insert(dt);
+                convert_image(schema, image, &mut row, hints)?;
+            }
+            if op == "u"
+                && let Some(Value::Object(mut before)) = p.remove("before")
+                && spec
+                    .shape
+                    .partition_fields
+                    .iter()
+                    .any(|f| before.get(f).is_some_and(|b| Some(b) != row.get(f)))
+            {
+                if let Some(schema) = &schema {
+                    convert_image(schema, "before", &mut before, hints)?;
                 }
+                moved_from = Some(before);
             }
             (row, delete, position)
         }
@@ -218,6 +239,39 @@ fn decode_one(
             (row, false, Some(format!("{:020}", m.offset)))
         }
     };
+    let mut out = Vec::with_capacity(2);
+    if let Some(before) = moved_from {
+        out.push((finish_row(m, spec, before, position.clone())?, true));
+    }
+    row = finish_row(m, spec, row, position)?;
+    out.push((row, delete));
+    Ok(Some(out))
+}
+
+/// Converts an image's values by the envelope schema's logical types and records the types.
+fn convert_image(
+    schema: &Value,
+    image: &str,
+    row: &mut Map<String, Value>,
+    hints: &mut BTreeMap<String, DataType>,
+) -> Result<(), String> {
+    for (name, conv, dt) in field_types(schema, image) {
+        if let Some(v) = row.get_mut(&name) {
+            let taken = std::mem::take(v);
+            *v = convert(&conv, taken).map_err(|e| format!("column {name}: {e}"))?;
+        }
+        hints.entry(name).or_insert(dt);
+    }
+    Ok(())
+}
+
+/// Fills the message-key column and the source position, and checks the record key.
+fn finish_row(
+    m: &Message,
+    spec: &DecodeSpec,
+    mut row: Map<String, Value>,
+    position: Option<String>,
+) -> Result<Map<String, Value>, String> {
     if let Some(col) = &spec.message_key_field {
         let key = m
             .key
@@ -242,7 +296,7 @@ fn decode_one(
             _ => {}
         }
     }
-    Ok(Some((row, delete)))
+    Ok(row)
 }
 
 /// A conversion of a Debezium value into a form the JSON decoder reads as the column's type.

@@ -368,7 +368,7 @@ pub async fn last_checkpoint(
     table: &Table,
     topic: &str,
 ) -> Result<Option<Checkpoint>, lake_table::Error> {
-    let timeline = table.timeline().await?;
+    let timeline = lake_table::commit::start(table).await?.timeline;
     let writes: Vec<_> = timeline.completed_writes().copied().collect();
     for w in writes.iter().rev() {
         if timeline.is_compaction(w.time) {
@@ -498,6 +498,8 @@ async fn flush(
             schema,
             key_fields: config.record_key_fields.clone(),
             ordering_field: config.ordering_field.clone(),
+            partition_fields: config.partition_fields.clone(),
+            unpositioned: String::new(),
             hints: Vec::new(),
         },
         message_key_field: f.spec.message_key_field.clone(),

@@ -9,7 +9,7 @@ use arrow_json::reader::{ReaderBuilder, infer_json_schema_from_iterator};
 use bytes::Bytes;
 use lake_table::ChangeBatch;
 use lake_table::config::SOURCE_POSITION_FIELD;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::{DecodeError, Result};
 
@@ -22,6 +22,14 @@ pub struct TableShape {
     pub key_fields: Vec<String>,
     /// The ordering field, if any.
     pub ordering_field: Option<String>,
+    /// The `_source_position` given to rows that carry none (a manual write of plain rows into a
+    /// table ordered by source position): lake stamps them just after the highest position the
+    /// table has applied, so the correction wins over everything before it and loses to any later
+    /// source event. Empty: such rows sort first.
+    pub unpositioned: String,
+    /// The partition columns: a Debezium update whose `before` image has other values in them
+    /// moves the row, and becomes a delete in the old partition plus the upsert.
+    pub partition_fields: Vec<String>,
     /// Types of columns the source declares (e.g. Debezium's schema envelope), used for columns the
     /// table does not have yet instead of inferring them from the values.
     pub hints: Vec<Field>,
@@ -96,6 +104,72 @@ fn utc_as_offset(schema: &SchemaRef) -> SchemaRef {
     ))
 }
 
+/// Refuses values that the JSON decoder would silently change to fit their column: a fraction or an
+/// out-of-range number in an integer column, more fraction digits than a decimal column's scale.
+fn check_fit(schema: &Schema, row: &Value) -> std::result::Result<(), String> {
+    let Value::Object(map) = row else {
+        return Ok(());
+    };
+    for f in schema.fields() {
+        let Some(v) = map.get(f.name()) else { continue };
+        let bad = |why: &str| {
+            Err(format!(
+                "column {}: {v} {why} ({})",
+                f.name(),
+                f.data_type()
+            ))
+        };
+        let range = match f.data_type() {
+            DataType::Int8 => Some((i8::MIN as i128, i8::MAX as i128)),
+            DataType::Int16 => Some((i16::MIN as i128, i16::MAX as i128)),
+            DataType::Int32 => Some((i32::MIN as i128, i32::MAX as i128)),
+            DataType::Int64 => Some((i64::MIN as i128, i64::MAX as i128)),
+            DataType::UInt8 => Some((0, u8::MAX as i128)),
+            DataType::UInt16 => Some((0, u16::MAX as i128)),
+            DataType::UInt32 => Some((0, u32::MAX as i128)),
+            DataType::UInt64 => Some((0, u64::MAX as i128)),
+            _ => None,
+        };
+        if let Some((lo, hi)) = range {
+            let n: Option<i128> = match v {
+                Value::Number(n) => n
+                    .as_i64()
+                    .map(i128::from)
+                    .or_else(|| n.as_u64().map(i128::from))
+                    .or_else(|| {
+                        n.as_f64()
+                            .filter(|x| x.fract() == 0.0 && x.abs() < 1e38)
+                            .map(|x| x as i128)
+                    }),
+                Value::String(t) => match t.trim().parse::<i128>() {
+                    Ok(n) => Some(n),
+                    Err(_) => return bad("is not an integer"),
+                },
+                _ => continue,
+            };
+            match n {
+                Some(n) if n >= lo && n <= hi => {}
+                Some(_) => return bad("is out of range"),
+                None => return bad("is not an integer"),
+            }
+        }
+        if let DataType::Decimal128(_, scale) | DataType::Decimal256(_, scale) = f.data_type() {
+            let text = match v {
+                Value::Number(n) => n.to_string(),
+                Value::String(t) => t.trim().to_owned(),
+                _ => continue,
+            };
+            let frac = text
+                .split_once('.')
+                .map_or(0, |(_, f)| f.trim_end_matches('0').len());
+            if text.contains(['e', 'E']) || frac > (*scale).max(0) as usize {
+                return bad("has more fraction digits than the column's scale");
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Converts JSON objects (with their line numbers) into a batch in the table's types plus any new
 /// columns (types inferred). A value that does not fit its column names its line.
 pub fn rows_to_batch(
@@ -148,6 +222,9 @@ pub fn rows_to_batch(
             return Err(DecodeError::new(source, line, e));
         }
     };
+    for (line, v) in rows {
+        check_fit(&schema, v).map_err(|e| DecodeError::new(source, *line, e))?;
+    }
     // JSON decoding parses offset time zones only: decode "UTC" columns as "+00:00", then relabel.
     let decode_schema = utc_as_offset(&schema);
     let decode = |vals: &[&Value]| -> std::result::Result<Option<RecordBatch>, String> {
@@ -203,7 +280,10 @@ pub fn decode_json_lines(
             return Err(DecodeError::new(source, line_no, "expected a JSON object"));
         };
         if shape.fills_source_position() && !obj.contains_key(SOURCE_POSITION_FIELD) {
-            obj.insert(SOURCE_POSITION_FIELD.into(), Value::String(String::new()));
+            obj.insert(
+                SOURCE_POSITION_FIELD.into(),
+                Value::String(shape.unpositioned.clone()),
+            );
         }
         rows.push((line_no, v));
     }
@@ -242,7 +322,10 @@ fn with_source_position(
         .collect();
     fields.push(Field::new(SOURCE_POSITION_FIELD, DataType::Utf8, true));
     let mut cols: Vec<ArrayRef> = batch.columns().to_vec();
-    cols.push(Arc::new(StringArray::from(vec![""; batch.num_rows()])));
+    cols.push(Arc::new(StringArray::from(vec![
+        shape.unpositioned.as_str();
+        batch.num_rows()
+    ])));
     RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).map_err(|e| e.to_string())
 }
 
@@ -320,12 +403,4 @@ fn finish_file_batch(
     }
     let batch = with_source_position(batch, shape).map_err(|e| DecodeError::new(source, 0, e))?;
     Ok(all_or_no_deletes(batch, deletes))
-}
-
-/// The map of a JSON object value, `None` for any other value.
-pub(crate) fn take_object(v: Value) -> Option<Map<String, Value>> {
-    match v {
-        Value::Object(m) => Some(m),
-        _ => None,
-    }
 }

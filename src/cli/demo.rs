@@ -167,10 +167,7 @@ async fn sql(
 
 pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     let dir = std::path::absolute(&a.dir).context("demo folder")?;
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
-    }
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    prepare_demo_dir(&dir)?;
     let cluster = MockCluster::new(1).context("starting the embedded Kafka cluster")?;
     let brokers = cluster.bootstrap_servers();
     let (orders_topic, clicks_topic) = ("dbserver1.shop.orders", "clickstream");
@@ -315,5 +312,51 @@ max_delta_commits = 0
     );
     let _ = tokio::task::spawn_blocking(move || drop(producer)).await;
     drop(cluster);
+    Ok(())
+}
+
+/// The file that marks a folder as one `lake demo` made (and may therefore clear).
+const DEMO_MARK: &str = ".lake-demo";
+
+/// Makes `dir` ready for the demo: created if missing; cleared only if it is empty or a previous
+/// demo's folder (it holds the demo's mark and nothing but the demo's tables). Anything else is
+/// refused, so `--dir .` can never wipe a checkout.
+fn prepare_demo_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    if dir.exists() {
+        let entries: Vec<String> = std::fs::read_dir(dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        let ours = |n: &String| matches!(n.as_str(), DEMO_MARK | "orders" | "clickstream");
+        if !entries.is_empty() {
+            // A folder from before the mark existed holds just the demo's two tables.
+            let marked = entries.iter().any(|n| n == DEMO_MARK)
+                || entries
+                    .iter()
+                    .all(|n| dir.join(n).join(".hoodie/hoodie.properties").is_file());
+            if !marked || !entries.iter().all(ours) {
+                anyhow::bail!(
+                    "{} is not empty and is not a previous lake demo folder; pass --dir with a new or empty folder",
+                    dir.display()
+                );
+            }
+            for name in &entries {
+                let p = dir.join(name);
+                if p.is_dir() {
+                    std::fs::remove_dir_all(&p)
+                } else {
+                    std::fs::remove_file(&p)
+                }
+                .with_context(|| format!("clearing {}", p.display()))?;
+            }
+        }
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(
+        dir.join(DEMO_MARK),
+        "a folder made by `lake demo`; it clears it on its next run\n",
+    )
+    .with_context(|| format!("marking {}", dir.display()))?;
     Ok(())
 }

@@ -42,6 +42,11 @@ pub struct Args {
     /// Write operation.
     #[arg(long, value_enum, default_value = "upsert")]
     pub op: Op,
+    /// The `_source_position` of rows that carry none (json/csv/parquet into a table ordered by
+    /// source position). Default: just after the highest position the table has applied, so the
+    /// rows win over every event applied so far and lose to later ones.
+    #[arg(long)]
+    pub ordering_value: Option<String>,
 }
 
 pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
@@ -52,6 +57,11 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
         schema: table.data_schema(&timeline).await?,
         key_fields: config.record_key_fields.clone(),
         ordering_field: config.ordering_field.clone(),
+        partition_fields: config.partition_fields.clone(),
+        unpositioned: match &a.ordering_value {
+            Some(v) => v.clone(),
+            None => table.manual_position(&timeline).await?,
+        },
         hints: Vec::new(),
     };
     let deletes = matches!(a.op, Op::Delete);
@@ -60,10 +70,8 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     for input in &a.inputs {
         let bytes = std::fs::read(input).with_context(|| format!("reading {input}"))?;
         let decoded = match a.format {
-            Format::Json => {
-                decode_json_lines(input, &String::from_utf8_lossy(&bytes), &shape, deletes)?
-            }
-            Format::Debezium => decode_debezium(input, &String::from_utf8_lossy(&bytes), &shape)?,
+            Format::Json => decode_json_lines(input, utf8(input, &bytes)?, &shape, deletes)?,
+            Format::Debezium => decode_debezium(input, &bytes, &shape)?,
             Format::Parquet => decode_parquet(input, bytes.into(), &shape, deletes)?,
             Format::Csv => decode_csv(input, bytes.into(), &shape, deletes)?,
         };
@@ -81,7 +89,7 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     };
     // A conflict with a concurrent writer or a compaction scheduled meanwhile is retried.
     let s = table
-        .write_retrying(batches, opts, 5)
+        .write_retrying(batches, opts, 10)
         .await
         .with_context(|| format!("writing to {}", a.table))?;
     for t in &s.rolled_back {
@@ -103,4 +111,17 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
         None => println!("nothing to commit ({skipped} tombstones skipped)"),
     }
     Ok(())
+}
+
+/// The text of an input file; bytes that are not UTF-8 are an error naming the line, never
+/// replaced.
+fn utf8<'a>(input: &str, bytes: &'a [u8]) -> anyhow::Result<&'a str> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        let line = bytes[..e.valid_up_to()]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1;
+        anyhow::anyhow!("{input}:{line}: the line is not valid UTF-8")
+    })
 }

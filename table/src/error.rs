@@ -49,6 +49,50 @@ pub enum Error {
         /// The file groups both touched.
         file_ids: Vec<String>,
     },
+    /// This write was rolled back by another process (which judged it dead by its heartbeat) before
+    /// it could complete; nothing of it is committed.
+    #[error(
+        "instant {instant} was rolled back by {by} before it could complete (its heartbeat had expired)"
+    )]
+    RolledBack {
+        /// Our instant.
+        instant: String,
+        /// The rollback that won.
+        by: String,
+    },
+    /// The commit ledger was trimmed past the start of this (very long) transaction.
+    #[error("the commit ledger was trimmed past entry {seq}, where this transaction started")]
+    LedgerTrimmed {
+        /// The transaction's start.
+        seq: u64,
+    },
+    /// A commit request failed in a way that leaves unknown whether it took effect; the next
+    /// writer finds out (and completes it if it did). Not retried, so nothing is written twice.
+    #[error("the outcome of publishing {path} is unknown: {reason}")]
+    CommitOutcomeUnknown {
+        /// The file whose creation may or may not have happened.
+        path: String,
+        /// What failed.
+        reason: String,
+    },
+    /// A time-travel read or savepoint as of an instant whose file slices the cleaner removed.
+    #[error(
+        "the table as of {as_of} is no longer complete: the cleaner removed file versions it needs (the earliest instant still readable is {earliest}; savepoint instants to keep them)"
+    )]
+    Cleaned {
+        /// The instant asked for.
+        as_of: String,
+        /// The earliest retained instant.
+        earliest: String,
+    },
+    /// A file the timeline says is committed is missing or unreadable.
+    #[error("committed file {path} is missing or unreadable: {reason}")]
+    Damaged {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A data file could not be read or written.
     #[error("parquet file {path}: {source}")]
     Parquet {
@@ -77,7 +121,9 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Timeline(e) => e.is_retryable(),
-            Error::WriteConflict { .. } => true,
+            Error::WriteConflict { .. }
+            | Error::RolledBack { .. }
+            | Error::LedgerTrimmed { .. } => true,
             _ => false,
         }
     }

@@ -25,6 +25,11 @@ fn as_strings(col: &ArrayRef) -> Result<StringArray> {
 /// The record key of every row; a null or empty key is [`Error::InvalidRecord`].
 pub fn record_keys(batch: &RecordBatch, config: &TableConfig) -> Result<Vec<String>> {
     let fields = &config.record_key_fields;
+    if fields.is_empty() {
+        return Err(Error::Unsupported(
+            "the table defines no record key (hoodie.table.recordkey.fields); lake writes keyed tables only".into(),
+        ));
+    }
     let cols = fields
         .iter()
         .map(|f| column(batch, f).and_then(as_strings))

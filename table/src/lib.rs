@@ -3,6 +3,7 @@
 //! rollback of failed writes, and the snapshot reader that the DataFusion provider builds on.
 
 pub mod avro_block;
+pub mod commit;
 pub mod compaction_plan;
 pub mod config;
 mod error;
@@ -14,7 +15,6 @@ pub mod merge;
 mod parquet_io;
 mod properties;
 mod read;
-mod rollback;
 pub mod schema;
 mod table;
 pub mod view;

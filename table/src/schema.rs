@@ -284,10 +284,33 @@ pub fn is_promotion(from: &DataType, to: &DataType) -> bool {
         || matches!((from, to), (Timestamp(u1, _), Timestamp(u2, _)) if u1 == u2)
 }
 
+/// Whether `name` is a valid Avro name (`[A-Za-z_][A-Za-z0-9_]*`), as Hudi's schemas need.
+pub fn is_avro_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// The table schema after writing a batch with schema `incoming` (both without meta columns).
 ///
-/// `required` are the columns every batch must carry (record key and ordering fields).
+/// `required` are the columns every batch must carry (record key and ordering fields). New column
+/// names must be valid Avro names and a batch may not name a column twice.
 pub fn evolve(table: Option<&Schema>, incoming: &Schema, required: &[String]) -> Result<SchemaRef> {
+    let mut seen = std::collections::HashSet::new();
+    for f in incoming.fields() {
+        let name = f.name();
+        if !seen.insert(name.as_str()) {
+            return Err(schema_err(format!("the batch has two columns named {name:?}")));
+        }
+        let new = table.is_none_or(|t| t.field_with_name(name).is_err());
+        if new && !is_meta_column(name) && !is_avro_name(name) {
+            return Err(schema_err(format!(
+                "column name {name:?} is not a valid Avro name ([A-Za-z_][A-Za-z0-9_]*), which Hudi readers refuse; rename it in the source"
+            )));
+        }
+    }
     for name in required {
         if incoming.field_with_name(name).is_err() {
             return Err(schema_err(format!(
@@ -458,5 +481,19 @@ mod tests {
         assert!(err.to_string().contains("\"v\""), "{err}");
         let no_key = s(vec![Field::new("v", DataType::Float64, true)]);
         assert!(evolve(Some(&table), &no_key, &["id".into()]).is_err());
+        // Names Hudi readers refuse, and a column named twice.
+        let dashed = s(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("user-agent", DataType::Utf8, true),
+        ]);
+        let err = evolve(Some(&table), &dashed, &["id".into()]).expect_err("name");
+        assert!(err.to_string().contains("user-agent"), "{err}");
+        assert!(evolve(None, &dashed, &["id".into()]).is_err());
+        let twice = s(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("id", DataType::Int64, false),
+        ]);
+        assert!(evolve(None, &twice, &["id".into()]).is_err());
+        assert!(is_avro_name("_a1") && !is_avro_name("1a") && !is_avro_name(""));
     }
 }

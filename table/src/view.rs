@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, HashSet};
 use futures::{StreamExt, TryStreamExt};
 use lake_timeline::{Action, InstantTime, Layout, Storage, Timeline};
 
-use crate::Result;
 use crate::layout::{BaseFile, LogFile};
+use crate::{Error, Result};
 
 /// One version of a file group: a base file and the log files appended to it.
 #[derive(Clone, Debug, PartialEq)]
@@ -42,6 +42,9 @@ impl FileSystemView {
         partitions: Option<&[String]>,
         as_of: Option<InstantTime>,
     ) -> Result<Self> {
+        if let Some(t) = as_of {
+            check_not_cleaned(timeline, t).await?;
+        }
         let storage = timeline.storage();
         let files: Vec<(String, String, u64)> = match partitions {
             None => {
@@ -238,6 +241,78 @@ async fn replaced_file_groups(
         }
     }
     Ok(out)
+}
+
+/// The earliest instant whose snapshot the cleaner left complete: the latest
+/// `earliestCommitToRetain` of the completed cleans (`None` when nothing was cleaned).
+pub async fn earliest_retained(timeline: &Timeline) -> Result<Option<InstantTime>> {
+    let cleans: Vec<_> = timeline
+        .by_actions(&[Action::Clean])
+        .filter(|i| i.is_completed())
+        .copied()
+        .collect();
+    let mut earliest: Option<InstantTime> = None;
+    for c in cleans {
+        let path = timeline.instant_path(&c);
+        let bytes = timeline.storage().get(&path).await?;
+        let bad = |reason: String| lake_timeline::Error::Metadata {
+            path: timeline.storage().display(&path),
+            reason,
+        };
+        if bytes.is_empty() {
+            continue;
+        }
+        let (schema, data) = lake_timeline::avro::read_container(&bytes).map_err(bad)?;
+        let fields: serde_json::Value =
+            serde_json::from_str(&schema).map_err(|e| bad(e.to_string()))?;
+        let Some(idx) = fields
+            .get("fields")
+            .and_then(|f| f.as_array())
+            .and_then(|f| {
+                f.iter().position(|f| {
+                    f.get("name").and_then(|n| n.as_str()) == Some("earliestCommitToRetain")
+                })
+            })
+        else {
+            continue;
+        };
+        for d in data {
+            let lake_timeline::avro::Datum::Record(values) = d else {
+                continue;
+            };
+            let value = match values.get(idx) {
+                Some(lake_timeline::avro::Datum::String(s)) => Some(s.clone()),
+                Some(lake_timeline::avro::Datum::Union(_, v)) => match v.as_ref() {
+                    lake_timeline::avro::Datum::String(s) => Some(s.clone()),
+                    _ => None,
+                },
+                _ => None,
+            };
+            if let Some(t) = value.and_then(|v| v.parse::<InstantTime>().ok()) {
+                earliest = earliest.max(Some(t));
+            }
+        }
+    }
+    Ok(earliest)
+}
+
+/// Refuses a read (or a savepoint) as of an instant whose file slices the cleaner has removed,
+/// unless a savepoint kept them.
+pub async fn check_not_cleaned(timeline: &Timeline, as_of: InstantTime) -> Result<()> {
+    if timeline
+        .savepoints()
+        .iter()
+        .any(|s| s.time == as_of && s.is_completed())
+    {
+        return Ok(());
+    }
+    match earliest_retained(timeline).await? {
+        Some(e) if as_of < e => Err(Error::Cleaned {
+            as_of: as_of.to_string(),
+            earliest: e.to_string(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ mod fixtures;
 mod ingest;
 mod kit;
 mod mor;
+mod race;
 mod s3_conformance;
 mod services;
 mod sizing;

@@ -142,6 +142,15 @@ pub struct RuntimeStats {
     pub total_create_time: i64,
 }
 
+/// Runtime stats of a file write: `scan_ms` reading, `merge_ms` merging or creating.
+pub fn metadata_runtime(scan_ms: i64, merge_ms: i64, created: bool) -> RuntimeStats {
+    RuntimeStats {
+        total_scan_time: scan_ms,
+        total_upsert_time: if created { 0 } else { merge_ms },
+        total_create_time: if created { merge_ms } else { 0 },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,14 +186,5 @@ mod tests {
             CommitMetadata::from_json_bytes(b"").expect("empty"),
             CommitMetadata::default()
         );
-    }
-}
-
-/// Runtime stats of a file write: `scan_ms` reading, `merge_ms` merging or creating.
-pub fn metadata_runtime(scan_ms: i64, merge_ms: i64, created: bool) -> RuntimeStats {
-    RuntimeStats {
-        total_scan_time: scan_ms,
-        total_upsert_time: if created { 0 } else { merge_ms },
-        total_create_time: if created { merge_ms } else { 0 },
     }
 }

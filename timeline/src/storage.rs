@@ -238,6 +238,18 @@ impl Storage {
         Ok((res.objects, dirs))
     }
 
+    /// Lists the files below `rel` (recursively) whose path sorts after `rel/<after>`, in no
+    /// particular order (S3's `start-after`).
+    pub async fn list_after(&self, rel: &str, after: &str) -> Result<Vec<ObjectMeta>> {
+        let prefix = self.path(rel);
+        let offset = self.path(&format!("{rel}/{after}"));
+        self.store
+            .list_with_offset(Some(&prefix), &offset)
+            .try_collect()
+            .await
+            .map_err(|e| self.err(rel, e))
+    }
+
     /// Lists every file below `rel`, recursively.
     pub async fn list_recursive(&self, rel: &str) -> Result<Vec<ObjectMeta>> {
         let prefix = self.path(rel);

@@ -12,7 +12,10 @@ use bytes::Bytes;
 use lake_timeline::avro::{self, Datum};
 use lake_timeline::{Action, Instant, InstantTime, State, Storage, Timeline};
 
-use crate::layout::{MARKERS_DIR, file_of_marker};
+use super::heartbeat::expired;
+use super::ledger::{self, Claim, Header};
+use crate::layout::{LogFile, MARKERS_DIR, file_of_marker};
+use crate::log_format::{self, ReadBlock};
 use crate::{Result, Table};
 
 /// Pending instants a writer must roll back before writing: failed commits and deltacommits.
@@ -24,77 +27,14 @@ fn failed_writes(timeline: &Timeline) -> Vec<Instant> {
         .collect()
 }
 
-/// Where a running write keeps its heartbeat (Hudi's `.hoodie/.heartbeat/<instant>`).
-pub(crate) const HEARTBEAT_DIR: &str = ".hoodie/.heartbeat";
-/// How often a running write refreshes its heartbeat.
-pub(crate) const HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
-/// A heartbeat older than this belongs to a writer that died.
-pub const HEARTBEAT_EXPIRY: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Keeps a write's heartbeat fresh until dropped, then removes it.
-pub(crate) struct Heartbeat {
-    task: tokio::task::JoinHandle<()>,
-    storage: Storage,
-    path: String,
-}
-
-impl Heartbeat {
-    /// Starts the heartbeat of the write at `instant`.
-    pub(crate) async fn start(storage: &Storage, instant: InstantTime) -> Result<Self> {
-        let path = format!("{HEARTBEAT_DIR}/{instant}");
-        storage.put(&path, Bytes::new()).await?;
-        let (s, p) = (storage.clone(), path.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(HEARTBEAT_INTERVAL).await;
-                let _ = s.put(&p, Bytes::new()).await;
-            }
-        });
-        Ok(Self {
-            task,
-            storage: storage.clone(),
-            path,
-        })
-    }
-
-    /// Stops refreshing and deletes the heartbeat.
-    pub(crate) async fn stop(self) {
-        self.task.abort();
-        let _ = self.storage.delete(&self.path).await;
-    }
-}
-
-impl Drop for Heartbeat {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Pending writes whose writer is gone: no heartbeat, or one older than [`HEARTBEAT_EXPIRY`].
-async fn expired_writes(storage: &Storage, timeline: &Timeline) -> Result<Vec<Instant>> {
-    let (beats, _) = storage.list_dir(HEARTBEAT_DIR).await?;
-    let now = chrono::Utc::now();
-    let alive: std::collections::HashSet<String> = beats
-        .iter()
-        .filter(|m| {
-            (now - m.last_modified)
-                .to_std()
-                .map_or(true, |age| age < HEARTBEAT_EXPIRY)
-        })
-        .filter_map(|m| m.location.filename().map(str::to_owned))
-        .collect();
-    Ok(failed_writes(timeline)
-        .into_iter()
-        .filter(|i| !alive.contains(&i.time.to_string()))
-        .collect())
-}
-
-/// Rolls back every failed write (and finishes interrupted rollbacks); returns the rolled-back times.
+/// Rolls back every failed write whose writer is gone (heartbeat missing or expired) and finishes
+/// interrupted rollbacks; returns the rolled-back times. Writes that are still running are left
+/// alone: a writer never undoes another live writer's work.
 pub(crate) async fn rollback_failed_writes(
     table: &Table,
     timeline: &Timeline,
 ) -> Result<Vec<InstantTime>> {
-    let failed = failed_writes(timeline);
+    let failed = expired(table.storage(), failed_writes(timeline).into_iter()).await?;
     let pending_rollback = timeline
         .pending()
         .find(|i| i.action == Action::Rollback)
@@ -147,9 +87,23 @@ async fn rollback(
     let storage = table.storage();
     let layout = table.config().layout();
     let started = Clock::now();
+    let owned = decide(table, time, targets).await?;
+    if owned.is_empty() && !targets.is_empty() {
+        return Ok(());
+    }
+    let targets = owned.as_slice();
     let mut per_target = Vec::new();
     for t in targets {
-        per_target.push((*t, marker_files(storage, t.time).await?));
+        let mut files = Vec::new();
+        for (marker, file) in marker_files(storage, t.time).await? {
+            if written_by(storage, &file, t.time).await? {
+                files.push((marker, file));
+            } else {
+                // A log file of the same name that another writer created: not ours to delete.
+                storage.delete(&marker).await?;
+            }
+        }
+        per_target.push((*t, files));
     }
     let requested = Instant::new(time, Action::Rollback, State::Requested);
     if timeline.find(time).is_none() {
@@ -205,6 +159,68 @@ async fn rollback(
         }
     }
     Ok(())
+}
+
+/// Decides on the ledger to roll back `targets` under the rollback instant `time`: targets whose
+/// completion was decided first are published instead (they are not failed after all) and dropped;
+/// returns the targets this rollback owns.
+async fn decide(table: &Table, time: InstantTime, targets: &[Instant]) -> Result<Vec<Instant>> {
+    let storage = table.storage();
+    let mut remaining: Vec<Instant> = targets.to_vec();
+    let mut seen = 0;
+    loop {
+        for e in ledger::entries_after(storage, seen).await? {
+            seen = e.seq;
+            if e.header.rollback.is_empty() {
+                remaining.retain(|t| !e.publishes(t.time));
+            }
+        }
+        if remaining.is_empty() {
+            // Completions decided first: make sure they are visible.
+            super::transaction::start(table).await?;
+            return Ok(remaining);
+        }
+        let header = Header {
+            file: Instant::new(time, Action::Rollback, State::Requested).file_name(),
+            rollback: remaining.iter().map(|t| t.time.to_string()).collect(),
+        };
+        let bytes = ledger::encode(&header, &[]);
+        if ledger::claim(storage, seen + 1, bytes).await? == Claim::Won {
+            if remaining.len() < targets.len() {
+                super::transaction::start(table).await?;
+            }
+            return Ok(remaining);
+        }
+    }
+}
+
+/// Whether the file a marker of `instant` names was written by it: base files carry the instant in
+/// their name; a log file is checked by the instant of its first block (another writer may have
+/// created a log of the same name while this one lost the race).
+async fn written_by(
+    storage: &lake_timeline::Storage,
+    file: &str,
+    instant: InstantTime,
+) -> Result<bool> {
+    let (part, name) = file.rsplit_once('/').unwrap_or(("", file));
+    if LogFile::parse(part, name, 0).is_none() {
+        return Ok(true);
+    }
+    let Some(bytes) = storage.get_opt(file).await? else {
+        return Ok(true);
+    };
+    let first = log_format::read_blocks(&bytes)
+        .into_iter()
+        .find_map(|b| match b {
+            ReadBlock::Block { block, .. } => Some(block),
+            ReadBlock::Corrupt { .. } => None,
+        });
+    let t = instant.to_string();
+    Ok(match first {
+        Some(b) => b.header_value(log_format::header::INSTANT_TIME) == Some(t.as_str()),
+        // Unreadable: only the writer of a torn upload leaves such a file.
+        None => true,
+    })
 }
 
 fn instant_info(i: &Instant) -> Datum {
@@ -263,23 +279,7 @@ impl Table {
     /// writes that are still running alone; for table services that run beside writers.
     pub async fn rollback_expired_writes(&self) -> Result<Vec<InstantTime>> {
         let timeline = self.timeline().await?;
-        let expired = expired_writes(self.storage(), &timeline).await?;
-        if expired.is_empty() {
-            return Ok(Vec::new());
-        }
-        // A write that completed after the timeline was read removed its heartbeat too: only what
-        // is still pending now is rolled back.
-        let timeline = self.timeline().await?;
-        let expired: Vec<Instant> = expired
-            .into_iter()
-            .filter(|i| timeline.find(i.time).is_some_and(|now| !now.is_completed()))
-            .collect();
-        if expired.is_empty() {
-            return Ok(Vec::new());
-        }
-        let time = InstantTime::next_after(timeline.latest_time());
-        rollback(self, &timeline, time, &expired).await?;
-        Ok(expired.iter().map(|i| i.time).collect())
+        rollback_failed_writes(self, &timeline).await
     }
 
     /// Rolls back one pending write instant; returns the rollback instant. Completed instants are

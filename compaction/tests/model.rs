@@ -1,0 +1,354 @@
+//! Randomised model test of the write path: seeded sequences of upserts and deletes (duplicates,
+//! out-of-order and replayed events, keys deleted in one partition and re-created in another,
+//! within one batch and across batches), with compactions and cleans interleaved, on copy-on-write
+//! and merge-on-read tables — optionally behind a store that loses responses or fails requests.
+//! After every step the snapshot must equal a replay model of the writes that reported success.
+//!
+//! `LAKE_SOAK=1` runs many more cases.
+
+mod faults;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use arrow::array::{AsArray, BooleanArray, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use lake_compaction::{CleanPolicy, CompactionStrategy, Scheduled};
+use lake_table::keys::bucket_id;
+use lake_table::timeline::Storage;
+use lake_table::{ChangeBatch, ReadOptions, Table, TableConfig, TableType, WriteOptions};
+
+use faults::{FaultStore, Rng};
+
+const PARTITIONS: [&str; 3] = ["a", "b", "c"];
+const BUCKETS: u32 = 2;
+
+/// One event of a batch.
+#[derive(Clone, Debug)]
+struct Event {
+    id: i64,
+    p: &'static str,
+    ord: i64,
+    val: i64,
+    delete: bool,
+}
+
+/// The replayed state: the winning version of each (key, partition), deletes included where the
+/// table keeps them (merge-on-read logs until compaction).
+#[derive(Default)]
+struct Model {
+    mor: bool,
+    versions: BTreeMap<(i64, &'static str), Event>,
+    /// (partition, bucket) file groups that exist (merge-on-read: a new group never records a
+    /// delete, so no tombstone is kept for it).
+    groups: BTreeSet<(&'static str, u32)>,
+}
+
+impl Model {
+    fn apply(&mut self, batch: &[Event]) {
+        // In-batch: the highest ordering value per (key, partition) wins; ties go to the later row.
+        let mut winners: Vec<Event> = Vec::new();
+        let mut at: HashMap<(i64, &str), usize> = HashMap::new();
+        for e in batch {
+            match at.get(&(e.id, e.p)) {
+                Some(&i) if e.ord >= winners[i].ord => winners[i] = e.clone(),
+                Some(_) => {}
+                None => {
+                    at.insert((e.id, e.p), winners.len());
+                    winners.push(e.clone());
+                }
+            }
+        }
+        let group = |e: &Event| {
+            (
+                e.p,
+                bucket_id(&e.id.to_string(), &["id".to_owned()], BUCKETS),
+            )
+        };
+        // A merge-on-read group gets a log (deletes included) if it exists or receives an upsert.
+        let logged: Vec<_> = winners.iter().filter(|w| !w.delete).map(group).collect();
+        self.groups.extend(logged);
+        for w in winners {
+            let cur = self.versions.get(&(w.id, w.p));
+            if cur.is_some_and(|c| w.ord < c.ord) {
+                continue;
+            }
+            if w.delete && !(self.mor && self.groups.contains(&group(&w))) {
+                self.versions.remove(&(w.id, w.p));
+            } else {
+                self.versions.insert((w.id, w.p), w);
+            }
+        }
+    }
+
+    /// A compaction of every file group with logs: tombstones are gone.
+    fn compacted(&mut self) {
+        self.versions.retain(|_, v| !v.delete);
+    }
+
+    fn rows(&self) -> Vec<(i64, String, i64, i64)> {
+        self.versions
+            .values()
+            .filter(|v| !v.delete)
+            .map(|v| (v.id, v.p.to_owned(), v.ord, v.val))
+            .collect()
+    }
+}
+
+fn batch_of(events: &[Event]) -> ChangeBatch {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("p", DataType::Utf8, false),
+        Field::new("ord", DataType::Int64, false),
+        Field::new("val", DataType::Int64, false),
+    ]));
+    let rows = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from_iter_values(events.iter().map(|e| e.id))),
+            Arc::new(StringArray::from_iter_values(events.iter().map(|e| e.p))),
+            Arc::new(Int64Array::from_iter_values(events.iter().map(|e| e.ord))),
+            Arc::new(Int64Array::from_iter_values(events.iter().map(|e| e.val))),
+        ],
+    )
+    .expect("batch");
+    ChangeBatch::new(
+        rows,
+        BooleanArray::from(events.iter().map(|e| e.delete).collect::<Vec<_>>()),
+    )
+}
+
+async fn snapshot(t: &Table) -> Vec<(i64, String, i64, i64)> {
+    let (_, batches) = t
+        .read_snapshot(&ReadOptions::default())
+        .await
+        .expect("snapshot read");
+    let mut out = Vec::new();
+    for b in batches {
+        let col = |n: &str| b.column_by_name(n).expect("column").clone();
+        let (id, p, ord, val) = (col("id"), col("p"), col("ord"), col("val"));
+        let p = arrow::compute::cast(&p, &DataType::Utf8).expect("utf8");
+        for i in 0..b.num_rows() {
+            out.push((
+                id.as_primitive::<Int64Type>().value(i),
+                p.as_string::<i32>().value(i).to_owned(),
+                ord.as_primitive::<Int64Type>().value(i),
+                val.as_primitive::<Int64Type>().value(i),
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A table on a fault store.
+async fn table_on(store: &FaultStore, name: &str, mor: bool, bucket_index: bool) -> Table {
+    let storage = Storage::new(
+        Arc::new(store.clone()),
+        Default::default(),
+        format!("memory://{name}"),
+    );
+    let config = TableConfig::new(
+        "model",
+        if mor {
+            TableType::MergeOnRead
+        } else {
+            TableType::CopyOnWrite
+        },
+        vec!["id".into()],
+        vec!["p".into()],
+        Some("ord".into()),
+        bucket_index.then_some(BUCKETS),
+    )
+    .expect("config");
+    storage
+        .put(
+            ".hoodie/hoodie.properties",
+            bytes::Bytes::from(config.render()),
+        )
+        .await
+        .expect("create");
+    Table::open_storage(storage).await.expect("open")
+}
+
+/// One seeded case; returns the number of writes that reported success.
+async fn case(seed: u64, mor: bool, bucket_index: bool, faults: bool) -> usize {
+    let mut rng = Rng::new(seed);
+    let name = format!("model_{seed}_{mor}_{bucket_index}_{faults}");
+    let store = FaultStore::new(if faults { rng.next() | 1 } else { 0 });
+    store.set_faults(false);
+    let table = table_on(&store, &name, mor, bucket_index).await;
+    store.set_faults(faults);
+    let mut model = Model {
+        mor,
+        ..Default::default()
+    };
+    let mut ok = 0;
+    let steps = 3 + rng.below(8);
+    for step in 0..steps {
+        let roll = rng.below(10);
+        if mor && roll == 0 {
+            store.set_faults(false);
+            let s = lake_compaction::schedule(
+                &table,
+                CompactionStrategy {
+                    max_delta_commits: 1,
+                    max_log_bytes: 0,
+                },
+            )
+            .await
+            .expect("schedule");
+            if matches!(s, Scheduled::Planned { .. }) {
+                lake_compaction::execute_pending(&table, 2)
+                    .await
+                    .expect("compact");
+                model.compacted();
+            }
+            store.set_faults(faults);
+        } else if roll == 1 {
+            store.set_faults(false);
+            lake_compaction::clean(&table, CleanPolicy::KeepLatestCommits(1))
+                .await
+                .expect("clean");
+            store.set_faults(faults);
+        } else {
+            let n = 1 + rng.below(8);
+            let events: Vec<Event> = (0..n)
+                .map(|_| Event {
+                    id: rng.below(10) as i64,
+                    p: PARTITIONS[rng.below(3) as usize],
+                    ord: rng.below(12) as i64,
+                    val: rng.below(1000) as i64,
+                    delete: rng.below(4) == 0,
+                })
+                .collect();
+            let res = table
+                .write_retrying(vec![batch_of(&events)], WriteOptions::default(), 4)
+                .await;
+            if std::env::var("LAKE_MODEL_DEBUG").is_ok() {
+                eprintln!("write {events:?} -> {res:?}");
+            }
+            match res {
+                Ok(_) => {
+                    model.apply(&events);
+                    ok += 1;
+                }
+                Err(e) => assert!(
+                    faults,
+                    "seed {seed} step {step}: a write failed without faults: {e}"
+                ),
+            }
+        }
+        store.set_faults(false);
+        if std::env::var("LAKE_MODEL_DEBUG").is_ok() {
+            let tl = table.timeline().await.expect("timeline");
+            eprintln!(
+                "step {step}: {:?}",
+                tl.instants()
+                    .iter()
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+            );
+            let files = table.storage().list_recursive("").await.expect("list");
+            for f in files {
+                eprintln!("   {}", table.storage().relative(&f.location));
+            }
+        }
+        let got = snapshot(&table).await;
+        assert_eq!(
+            got,
+            model.rows(),
+            "seed {seed} step {step} (mor {mor}, bucket index {bucket_index}, faults {faults})"
+        );
+        store.set_faults(faults);
+    }
+    ok
+}
+
+fn cases() -> u64 {
+    if std::env::var("LAKE_SOAK").is_ok_and(|v| v == "1") {
+        3000
+    } else {
+        150
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_on_write_equals_the_replay_model() {
+    for seed in 0..cases() {
+        case(seed, false, seed % 2 == 0, false).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_on_read_equals_the_replay_model() {
+    for seed in 0..cases() {
+        case(seed, true, true, false).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_behind_a_faulty_store_commit_exactly_what_reported_success() {
+    let mut ok = 0;
+    if let Some(seed) = std::env::var("LAKE_MODEL_SEED")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    {
+        case(seed, true, true, true).await;
+        return;
+    }
+    for seed in 0..cases() / 2 {
+        ok += case(1000 + seed, seed % 2 == 0, true, true).await;
+    }
+    assert!(
+        ok > 0,
+        "no write succeeded: the faults were too many to test anything"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_response_on_the_commit_point_commits_an_insert_once() {
+    for (i, part) in [
+        "ledger/00000000000000000001",
+        ".commit",
+        ".deltacommit",
+        ".parquet",
+        "_0-0-0",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mor = part.contains("delta") || part.contains("0-0-0") || i == 0;
+        let store = FaultStore::new(0);
+        let t = table_on(&store, &format!("lost_{i}"), mor, true).await;
+        let events: Vec<Event> = (0..20)
+            .map(|id| Event {
+                id,
+                p: PARTITIONS[(id % 3) as usize],
+                ord: 1,
+                val: id * 10,
+                delete: false,
+            })
+            .collect();
+        store.lose_response_of(part);
+        let opts = WriteOptions {
+            operation: lake_table::WriteOperation::Insert,
+            ..Default::default()
+        };
+        let res = t.write_retrying(vec![batch_of(&events)], opts, 4).await;
+        assert!(res.is_ok(), "{part}: {res:?}");
+        let rows = snapshot(&t).await;
+        assert_eq!(
+            rows.len(),
+            20,
+            "{part}: rows committed twice or lost: {rows:?}"
+        );
+        let timeline = t.timeline().await.expect("timeline");
+        assert_eq!(
+            timeline.completed_writes().count(),
+            1,
+            "{part}: {:?}",
+            timeline.instants()
+        );
+    }
+}

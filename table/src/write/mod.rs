@@ -1,0 +1,565 @@
+//! The write client: upsert, insert and delete of Arrow change batches, as one commit (copy-on-write)
+//! or deltacommit (merge-on-read).
+//!
+//! One write is one [`Transaction`]: failed writes whose heartbeat expired are rolled back first, the
+//! batch is resolved per (record key, partition) by the ordering field (ties go to the later row;
+//! [`prepare`]), each record is tagged with its file group by the index, every touched file group is
+//! rewritten ([`cow`]) or gets a new log file ([`mor`]) in parallel, the write is checked against
+//! every decision taken since it began ([`conflict`]), and the completed instant is published last.
+
+mod conflict;
+mod cow;
+mod mor;
+mod prepare;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow::array::{BooleanArray, RecordBatch};
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use lake_timeline::{Action, CommitMetadata, InstantTime, WriteStat};
+
+use crate::commit::rollback::rollback_failed_writes;
+use crate::commit::transaction::{self, Transaction};
+use crate::config::{SOURCE_POSITION_FIELD, TableType};
+
+/// Commit extra metadata: the highest `_source_position` applied to the table so far.
+pub const MAX_POSITION_KEY: &str = "lake.source.position.max";
+use crate::index::{self, DEFAULT_RECORD_SIZE};
+use crate::keys::partition_paths;
+use crate::layout::{BaseFile, PARTITION_METADATA, join, partition_metadata};
+use crate::schema;
+use crate::view::FileSystemView;
+use crate::{Error, Result, Table};
+use conflict::Footprint;
+use mor::LogTarget;
+
+/// Rows to write, with an optional per-row delete flag (a delete row carries at least the key,
+/// partition and ordering columns).
+#[derive(Clone, Debug)]
+pub struct ChangeBatch {
+    /// The rows.
+    pub rows: RecordBatch,
+    /// `true` where the row is a delete; `None` when every row is an upsert.
+    pub is_delete: Option<BooleanArray>,
+}
+
+impl ChangeBatch {
+    /// A batch of upserts.
+    pub fn upserts(rows: RecordBatch) -> Self {
+        Self {
+            rows,
+            is_delete: None,
+        }
+    }
+
+    /// A batch of upserts and deletes.
+    pub fn new(rows: RecordBatch, is_delete: BooleanArray) -> Self {
+        Self {
+            rows,
+            is_delete: Some(is_delete),
+        }
+    }
+}
+
+/// What a write does with its rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteOperation {
+    /// Insert new keys, update existing ones (by the ordering field), apply delete rows.
+    Upsert,
+    /// Append rows without looking up stored keys (duplicates of stored keys are kept, as in Hudi).
+    Insert,
+    /// Delete every key in the batch.
+    Delete,
+}
+
+impl WriteOperation {
+    fn hudi_name(self) -> &'static str {
+        match self {
+            WriteOperation::Upsert => "UPSERT",
+            WriteOperation::Insert => "INSERT",
+            WriteOperation::Delete => "DELETE",
+        }
+    }
+}
+
+/// Per-write options.
+#[derive(Clone, Debug)]
+pub struct WriteOptions {
+    /// The operation.
+    pub operation: WriteOperation,
+    /// Extra commit metadata (e.g. the source checkpoint).
+    pub extra_metadata: BTreeMap<String, String>,
+    /// File groups rewritten at once.
+    pub parallelism: usize,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        Self {
+            operation: WriteOperation::Upsert,
+            extra_metadata: BTreeMap::new(),
+            parallelism: std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .max(2),
+        }
+    }
+}
+
+/// What a completed write did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WriteSummary {
+    /// The completed instant (`None` when the batch was empty and nothing was committed).
+    pub instant: Option<InstantTime>,
+    /// Failed instants rolled back before writing.
+    pub rolled_back: Vec<InstantTime>,
+    /// Rows received.
+    pub rows_in: usize,
+    /// Rows left after deduplication by key.
+    pub rows_deduped: usize,
+    /// New records.
+    pub inserts: u64,
+    /// Records replaced by newer versions.
+    pub updates: u64,
+    /// Records deleted.
+    pub deletes: u64,
+    /// Incoming records older (by the ordering field) than the stored version, hence ignored.
+    pub stale: u64,
+    /// Files written.
+    pub files_written: usize,
+    /// Bytes of files written.
+    pub bytes_written: u64,
+    /// Partitions touched.
+    pub partitions: usize,
+}
+
+/// One file group to rewrite.
+pub(super) struct GroupTask {
+    partition: String,
+    file_id: String,
+    prev: Option<BaseFile>,
+    rows: Vec<usize>,
+    task_id: usize,
+    /// Merge-on-read: the log file this write appends to the group.
+    append: Option<LogTarget>,
+}
+
+pub(super) struct GroupResult {
+    stat: WriteStat,
+    inserts: u64,
+    updates: u64,
+    deletes: u64,
+    stale: u64,
+}
+
+impl Table {
+    /// Writes change batches as one commit. See the module docs for the semantics.
+    pub async fn write(
+        &self,
+        batches: Vec<ChangeBatch>,
+        opts: WriteOptions,
+    ) -> Result<WriteSummary> {
+        if self.config().version != 6 {
+            return Err(Error::Unsupported(format!(
+                "writes to table version {} (lake writes version 6)",
+                self.config().version
+            )));
+        }
+        let mut start = transaction::start(self).await?;
+        let mut summary = WriteSummary {
+            rolled_back: rollback_failed_writes(self, &start.timeline).await?,
+            ..Default::default()
+        };
+        if !summary.rolled_back.is_empty() {
+            start = transaction::start(self).await?;
+        }
+        let timeline = &start.timeline;
+        let table_schema = self.data_schema(timeline).await?;
+        let prepared = self.prepare(batches, table_schema.as_deref(), opts.operation)?;
+        summary.rows_in = prepared.rows.num_rows();
+        if summary.rows_in == 0 {
+            return Ok(summary);
+        }
+        let partitions = partition_paths(&prepared.rows, self.config())?;
+        let winners = self.dedupe(&prepared, &partitions)?;
+        summary.rows_deduped = winners.len();
+
+        let touched: Vec<String> = winners
+            .iter()
+            .map(|r| partitions[*r].clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        summary.partitions = touched.len();
+
+        let view = FileSystemView::load(timeline, Some(&touched), None).await?;
+        let mor = self.config().table_type == TableType::MergeOnRead;
+        let action = if mor {
+            Action::DeltaCommit
+        } else {
+            Action::Commit
+        };
+        let tx = Transaction::begin(self, &start, action, Bytes::new()).await?;
+        let time = tx.time();
+        match self
+            .write_files(
+                &tx,
+                &start,
+                prepared,
+                &partitions,
+                &winners,
+                &view,
+                &opts,
+                &mut summary,
+            )
+            .await
+        {
+            Ok(meta) => {
+                let footprint = Footprint::of(time.to_string(), &meta);
+                tx.commit(Bytes::from(meta.to_json_bytes()), |e| footprint.check(e))
+                    .await?;
+                summary.instant = Some(time);
+                Ok(summary)
+            }
+            Err(e) => {
+                tx.abort().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Tags, writes every touched file group and returns the commit metadata.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_files(
+        &self,
+        tx: &Transaction,
+        start: &transaction::Start,
+        prepared: prepare::Prepared,
+        partitions: &[String],
+        winners: &[usize],
+        view: &FileSystemView,
+        opts: &WriteOptions,
+        summary: &mut WriteSummary,
+    ) -> Result<CommitMetadata> {
+        let timeline = &start.timeline;
+        let time = tx.time();
+        let storage = self.storage();
+        let mor = self.config().table_type == TableType::MergeOnRead;
+        let touched: Vec<String> = winners
+            .iter()
+            .map(|r| partitions[*r].clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+
+        let record_size = match self.config().bucket_count {
+            Some(_) => DEFAULT_RECORD_SIZE,
+            None => {
+                self.record_size_estimate(timeline, &prepared, partitions)
+                    .await?
+            }
+        };
+        let rows = index::Rows {
+            keys: &prepared.keys,
+            partitions,
+            is_delete: &prepared.is_delete,
+            winners,
+            lookup: opts.operation != WriteOperation::Insert,
+            top_up: !mor,
+        };
+        let assignments = index::assign(self.config(), storage, view, &rows, record_size).await?;
+        // File groups under a pending compaction get their logs in the slice the compaction starts.
+        let mut compacting: HashMap<(String, String), InstantTime> = HashMap::new();
+        if mor {
+            let pending: Vec<InstantTime> = timeline
+                .compactions()
+                .filter(|c| !c.is_completed())
+                .map(|c| c.time)
+                .collect();
+            for c in pending {
+                if let Some(plan) = self.compaction_plan(c).await? {
+                    for op in plan.operations {
+                        compacting.insert((op.partition, op.file_id), c);
+                    }
+                }
+            }
+        }
+        let tasks: Vec<GroupTask> = assignments
+            .into_iter()
+            .enumerate()
+            .map(|(task_id, a)| {
+                // Merge-on-read: existing file groups (and, with the bucket index, new ones too)
+                // receive log blocks; new file groups of the simple index get base files.
+                let slice = view.latest_slice(&a.partition, &a.file_id);
+                let compaction = compacting
+                    .get(&(a.partition.clone(), a.file_id.clone()))
+                    .copied();
+                let append = match &slice {
+                    Some(s) if mor => Some(LogTarget::after(s, compaction)),
+                    None if mor && self.config().bucket_count.is_some() => Some(LogTarget {
+                        base_instant: time,
+                        version: 1,
+                        base_file: None,
+                    }),
+                    _ => None,
+                };
+                GroupTask {
+                    partition: a.partition,
+                    file_id: a.file_id,
+                    prev: a.prev,
+                    rows: a.rows,
+                    task_id,
+                    append,
+                }
+            })
+            .collect();
+        for p in &touched {
+            if view.file_ids(p).next().is_none() {
+                let rel = join(p, PARTITION_METADATA);
+                storage
+                    .put_if_absent(&rel, Bytes::from(partition_metadata(time, p)))
+                    .await?;
+            }
+        }
+
+        let prepared = Arc::new(prepared);
+        let written: Vec<Option<GroupResult>> = futures::stream::iter(tasks)
+            .map(|task| {
+                let p = prepared.clone();
+                async move {
+                    if task.append.is_some() {
+                        self.write_log(tx, task, p).await
+                    } else {
+                        self.write_group(tx, task, p, opts.operation).await
+                    }
+                }
+            })
+            .buffer_unordered(opts.parallelism.max(1))
+            .try_collect()
+            .await?;
+
+        let mut meta = CommitMetadata {
+            operation_type: Some(opts.operation.hudi_name().to_owned()),
+            extra_metadata: opts.extra_metadata.clone(),
+            ..Default::default()
+        };
+        meta.extra_metadata.insert(
+            "schema".into(),
+            schema::avro_schema_json(&prepared.schema, &self.config().name)?,
+        );
+        if let Some(max) = self
+            .max_source_position(timeline, &prepared, winners)
+            .await?
+        {
+            meta.extra_metadata.insert(MAX_POSITION_KEY.into(), max);
+        }
+        for r in written.into_iter().flatten() {
+            summary.inserts += r.inserts;
+            summary.updates += r.updates;
+            summary.deletes += r.deletes;
+            summary.stale += r.stale;
+            summary.files_written += 1;
+            summary.bytes_written += r.stat.file_size_in_bytes as u64;
+            let part = r.stat.partition_path.clone().unwrap_or_default();
+            meta.partition_to_write_stats
+                .entry(part)
+                .or_default()
+                .push(r.stat);
+        }
+        Ok(meta)
+    }
+
+    /// The highest `_source_position` the table has applied, counting this write's rows (tables
+    /// ordered by source position only).
+    async fn max_source_position(
+        &self,
+        timeline: &lake_timeline::Timeline,
+        p: &prepare::Prepared,
+        winners: &[usize],
+    ) -> Result<Option<String>> {
+        if self.config().ordering_field.as_deref() != Some(SOURCE_POSITION_FIELD) {
+            return Ok(None);
+        }
+        let col = p
+            .rows
+            .column_by_name(SOURCE_POSITION_FIELD)
+            .and_then(|c| arrow::array::AsArray::as_string_opt::<i32>(c.as_ref()).cloned());
+        let mut max = self.applied_position(timeline).await?;
+        if let Some(col) = col {
+            for &r in winners {
+                if arrow::array::Array::is_valid(&col, r) {
+                    let v = col.value(r);
+                    if max.as_deref().is_none_or(|m| v > m) {
+                        max = Some(v.to_owned());
+                    }
+                }
+            }
+        }
+        Ok(max)
+    }
+
+    /// The highest `_source_position` recorded by the latest completed write.
+    async fn applied_position(&self, timeline: &lake_timeline::Timeline) -> Result<Option<String>> {
+        let last = timeline
+            .completed_writes()
+            .filter(|i| !timeline.is_compaction(i.time))
+            .last();
+        let Some(last) = last else {
+            return Ok(None);
+        };
+        if timeline.layout() != lake_timeline::Layout::V1 {
+            return Ok(None);
+        }
+        let meta = timeline.commit_metadata(last).await?;
+        Ok(meta.extra_metadata.get(MAX_POSITION_KEY).cloned())
+    }
+
+    /// The `_source_position` for rows of a manual write that carry none: just after the highest
+    /// position applied so far (then the write time, so later corrections win over earlier ones).
+    pub async fn manual_position(&self, timeline: &lake_timeline::Timeline) -> Result<String> {
+        let applied = self.applied_position(timeline).await?.unwrap_or_default();
+        Ok(format!("{applied}~manual.{}", InstantTime::now()))
+    }
+
+    /// [`Table::write`], retried up to `attempts` times (with a growing pause) while it fails with a
+    /// retryable error: a conflict with a concurrent writer or with a compaction scheduled under it.
+    pub async fn write_retrying(
+        &self,
+        batches: Vec<ChangeBatch>,
+        opts: WriteOptions,
+        attempts: u32,
+    ) -> Result<WriteSummary> {
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            match self.write(batches.clone(), opts.clone()).await {
+                Err(e) if e.is_retryable() && attempt < attempts => {
+                    // Growing pause with jitter, so racing writers do not retry in lockstep.
+                    let jitter = (uuid::Uuid::new_v4().as_u128() % 50) as u64;
+                    tokio::time::sleep(std::time::Duration::from_millis(
+                        50 * u64::from(attempt) + jitter,
+                    ))
+                    .await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The plan of the compaction at `time` (`None` if its requested file is gone).
+    pub async fn compaction_plan(
+        &self,
+        time: InstantTime,
+    ) -> Result<Option<crate::compaction_plan::CompactionPlan>> {
+        let timeline_dir = self.config().layout().dir();
+        let path = format!("{timeline_dir}/{time}.compaction.requested");
+        match self.storage().get_opt(&path).await? {
+            Some(bytes) => Ok(Some(crate::compaction_plan::CompactionPlan::from_avro(
+                &bytes, time,
+            )?)),
+            None => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use lake_timeline::CHECKPOINT_KEY;
+
+    use super::*;
+    use crate::{TableConfig, TableType};
+
+    fn rows(ids: &[i64], vs: &[i64]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("v", DataType::Int64, false),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(ids.to_vec())),
+                Arc::new(Int64Array::from(vs.to_vec())),
+            ],
+        )
+        .expect("batch")
+    }
+
+    #[tokio::test]
+    async fn write_records_the_checkpoint_and_resolves_by_ordering_field() {
+        let cfg = TableConfig::new(
+            "t",
+            TableType::CopyOnWrite,
+            vec!["id".into()],
+            vec![],
+            Some("v".into()),
+            Some(2),
+        )
+        .expect("config");
+        let t = Table::create("memory://write_checkpoint", cfg)
+            .await
+            .expect("create");
+        let opts = |cp: &str| WriteOptions {
+            extra_metadata: [(CHECKPOINT_KEY.to_owned(), cp.to_owned())].into(),
+            ..Default::default()
+        };
+        // In-batch: id 1 has versions 5 and 3 (5 wins), id 2 two equal versions (the later row wins).
+        let first = t
+            .write(
+                vec![ChangeBatch::upserts(rows(&[1, 1, 2, 2], &[5, 3, 7, 7]))],
+                opts("orders,0:4,1:0"),
+            )
+            .await
+            .expect("write");
+        assert_eq!(
+            (first.rows_in, first.rows_deduped, first.inserts),
+            (4, 2, 2)
+        );
+        // Against stored: an older id 1 is stale, id 2 is deleted by a newer delete, id 3 is new.
+        let second = t
+            .write(
+                vec![ChangeBatch::new(
+                    rows(&[1, 2, 3], &[4, 8, 1]),
+                    BooleanArray::from(vec![false, true, false]),
+                )],
+                opts("orders,0:7,1:0"),
+            )
+            .await
+            .expect("write");
+        assert_eq!(
+            (second.stale, second.deletes, second.inserts, second.updates),
+            (1, 1, 1, 0)
+        );
+        let timeline = t.timeline().await.expect("timeline");
+        let last = timeline.last_completed_write().copied().expect("commit");
+        let meta = timeline.commit_metadata(&last).await.expect("metadata");
+        assert_eq!(meta.checkpoint(), Some("orders,0:7,1:0"));
+        assert_eq!(meta.operation_type.as_deref(), Some("UPSERT"));
+        let (_, batches) = t
+            .read_snapshot(&crate::ReadOptions::default())
+            .await
+            .expect("read");
+        let mut got: Vec<(i64, i64)> = batches
+            .iter()
+            .flat_map(|b| {
+                let ids = b
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .cloned()
+                    .expect("ids");
+                let vs = b
+                    .column(1)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .cloned()
+                    .expect("vs");
+                (0..b.num_rows()).map(move |i| (ids.value(i), vs.value(i)))
+            })
+            .collect();
+        got.sort_unstable();
+        assert_eq!(got, [(1, 5), (3, 1)]);
+    }
+}
