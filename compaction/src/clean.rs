@@ -119,10 +119,10 @@ pub async fn clean(table: &Table, policy: CleanPolicy) -> Result<CleanReport> {
     let started = Clock::now();
     let storage = table.storage();
     let layout = table.config().layout();
-    let time = pending.map_or_else(
-        || InstantTime::next_after(timeline.latest_time()),
-        |p| p.time,
-    );
+    let time = match pending {
+        Some(p) => p.time,
+        None => lake_table::commit::claim_time(storage, timeline.latest_time()).await?,
+    };
     let plan = Bytes::from(plan_bytes(policy, earliest_retained, &writes, &to_delete));
     for state in [State::Requested, State::Inflight] {
         let inst = Instant::new(time, Action::Clean, state);

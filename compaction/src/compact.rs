@@ -168,7 +168,7 @@ pub async fn schedule(table: &Table, strategy: CompactionStrategy) -> Result<Sch
             .collect(),
         extra_metadata: Vec::new(),
     };
-    let time = InstantTime::next_after(timeline.latest_time());
+    let time = lake_table::commit::claim_time(table.storage(), timeline.latest_time()).await?;
     let requested = Instant::new(time, Action::Compaction, State::Requested);
     let planned: HashSet<(String, String)> = plan
         .operations

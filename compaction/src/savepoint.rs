@@ -268,7 +268,7 @@ pub async fn restore(table: &Table, to: InstantTime) -> Result<RestoreReport> {
     let layout = table.config().layout();
     let time = match pending_restore {
         Some(r) => r.time,
-        None => InstantTime::next_after(timeline.latest_time()),
+        None => lake_table::commit::claim_time(storage, timeline.latest_time()).await?,
     };
     let requested = Instant::new(time, Action::Restore, State::Requested);
     if pending_restore.is_none() {

@@ -397,8 +397,16 @@ impl Dec {
                         break;
                     }
                     if n < 0 {
-                        n = -n;
+                        n = n
+                            .checked_neg()
+                            .ok_or_else(|| block_err("bad Avro array block count"))?;
                         codec::read_long(buf).map_err(block_err)?;
+                    }
+                    if n > buf.len() as i64 + 1 {
+                        return Err(block_err(format!(
+                            "Avro array block of {n} items in {} bytes",
+                            buf.len()
+                        )));
                     }
                     for _ in 0..n {
                         item.read(buf)?;
@@ -406,7 +414,11 @@ impl Dec {
                     count += n;
                 }
                 let last = offsets.last().copied().unwrap_or(0);
-                offsets.push(last + count as i32);
+                let next = i32::try_from(count)
+                    .ok()
+                    .and_then(|c| last.checked_add(c))
+                    .ok_or_else(|| block_err("Avro array too long"))?;
+                offsets.push(next);
                 validity.push(true);
             }
             Dec::Struct { validity, children } => {

@@ -264,7 +264,11 @@ mod tests {
         b.extend_from_slice(&1i32.to_be_bytes());
         b.extend_from_slice(&0i32.to_be_bytes());
         b.extend_from_slice(&3i32.to_be_bytes());
-        for (k, v) in [(0i32, "20250126040936578"), (3, "0"), (1, "20250126040826878")] {
+        for (k, v) in [
+            (0i32, "20250126040936578"),
+            (3, "0"),
+            (1, "20250126040826878"),
+        ] {
             b.extend_from_slice(&k.to_be_bytes());
             b.extend_from_slice(&(v.len() as i32).to_be_bytes());
             b.extend_from_slice(v.as_bytes());

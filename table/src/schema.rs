@@ -302,7 +302,9 @@ pub fn evolve(table: Option<&Schema>, incoming: &Schema, required: &[String]) ->
     for f in incoming.fields() {
         let name = f.name();
         if !seen.insert(name.as_str()) {
-            return Err(schema_err(format!("the batch has two columns named {name:?}")));
+            return Err(schema_err(format!(
+                "the batch has two columns named {name:?}"
+            )));
         }
         let new = table.is_none_or(|t| t.field_with_name(name).is_err());
         if new && !is_meta_column(name) && !is_avro_name(name) {

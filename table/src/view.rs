@@ -125,6 +125,16 @@ impl FileSystemView {
                 s.log_files.sort_by_key(|l| (l.instant, l.version));
             }
         }
+        // A file group made only of log files begins with the write that created it (bucket-index
+        // merge-on-read writes); until that write completes the group does not exist — it may still
+        // be rolled back, or lose a race for its bucket to another writer's new group.
+        view.groups.retain(|_, slices| {
+            let has_base = slices.values().any(|s| s.base_file.is_some());
+            let first = slices.keys().next().copied();
+            has_base
+                || first
+                    .is_none_or(|t| timeline.is_committed(t, as_of) || timeline.is_compaction(t))
+        });
         Ok(view)
     }
 

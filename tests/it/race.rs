@@ -17,6 +17,11 @@ fn ids(rows: &[serde_json::Value]) -> Vec<i64> {
 }
 
 async fn run(p: &Place, table_type: &str, trials: u64) {
+    let trials = if std::env::var("LAKE_SOAK").is_ok_and(|v| v == "1") {
+        trials * 10
+    } else {
+        trials
+    };
     let (uri, env, dir) = (p.uri.as_str(), p.env.as_slice(), p.dir.path());
     lake_ok(
         &[
@@ -41,10 +46,13 @@ async fn run(p: &Place, table_type: &str, trials: u64) {
     for trial in 0..trials {
         let writers = 2 + rng.below(2);
         let mut children = Vec::new();
+        // Sometimes the first writer is a long one, so the others start while it runs.
+        let long = rng.below(3) == 0;
         for w in 0..writers {
-            let first = (trial * 10 + w) as i64 * 100;
+            let first = (trial * 10 + w) as i64 * 100_000;
+            let n = if long && w == 0 { 30_000 } else { 100 };
             let f = dir.join(format!("t{trial}w{w}.jsonl"));
-            let text: String = (first..first + 100)
+            let text: String = (first..first + n)
                 .map(|id| {
                     format!(
                         "{{\"id\":{id},\"p\":\"{}\",\"v\":1}}\n",
@@ -61,19 +69,21 @@ async fn run(p: &Place, table_type: &str, trials: u64) {
                 .stderr(Stdio::piped())
                 .spawn()
                 .expect("spawn");
-            children.push((first, child));
+            children.push((first, n, child));
         }
-        for (first, child) in children {
+        let mut log = Vec::new();
+        for (first, n, child) in children {
             let out = child.wait_with_output().expect("wait");
             let stdout = String::from_utf8_lossy(&out.stdout);
             let stderr = String::from_utf8_lossy(&out.stderr);
+            log.push(format!("writer {first}: {} {stdout} {stderr}", out.status));
             assert!(
                 !stdout.contains("rolled back failed instant"),
                 "a writer rolled back a live one:\n{stdout}"
             );
             if out.status.success() {
                 committed += 1;
-                expected.extend(first..first + 100);
+                expected.extend(first..first + n);
             } else {
                 assert!(
                     stderr.contains("write conflict"),
@@ -83,11 +93,23 @@ async fn run(p: &Place, table_type: &str, trials: u64) {
             }
         }
         let got = ids(&lake_rows(uri, env));
-        assert_eq!(
-            got,
-            expected.iter().copied().collect::<Vec<_>>(),
-            "trial {trial}: rows lost or doubled"
-        );
+        let want: Vec<i64> = expected.iter().copied().collect();
+        if got != want {
+            let got_set: BTreeSet<i64> = got.iter().copied().collect();
+            let missing: Vec<_> = expected.difference(&got_set).collect();
+            let extra: Vec<_> = got_set.difference(&expected).collect();
+            let (missing, extra) = (
+                &missing[..missing.len().min(20)],
+                &extra[..extra.len().min(20)],
+            );
+            panic!(
+                "trial {trial}: {} rows, {} expected; missing {missing:?}…; unexpected {extra:?}…\n{}\n{}",
+                got.len(),
+                want.len(),
+                log.join("\n"),
+                lake_ok(&["timeline", uri], env)
+            );
+        }
     }
     assert_eq!(
         ids(&hudi_read(uri, &[], env)),
@@ -98,20 +120,20 @@ async fn run(p: &Place, table_type: &str, trials: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_cow_writers_lose_nothing_local() {
-    run(&Place::local(), "cow", 6).await;
+    run(&Place::local(), "cow", 10).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_mor_writers_lose_nothing_local() {
-    run(&Place::local(), "mor", 6).await;
+    run(&Place::local(), "mor", 10).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_cow_writers_lose_nothing_on_s3() {
-    run(&Place::s3("race"), "cow", 4).await;
+    run(&Place::s3("race"), "cow", 8).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_mor_writers_lose_nothing_on_s3() {
-    run(&Place::s3("racemor"), "mor", 4).await;
+    run(&Place::s3("racemor"), "mor", 8).await;
 }

@@ -376,8 +376,13 @@ fn read_blocks(
             return Ok(());
         }
         if n < 0 {
-            n = -n;
+            n = n.checked_neg().ok_or("bad Avro block count")?;
             read_long(buf)?; // the block's size in bytes
+        }
+        // Every item Hudi's schemas hold takes at least one byte: a count beyond the data is corrupt
+        // (and would otherwise loop for ever over zero-sized reads).
+        if n > buf.len() as i64 + 1 {
+            return Err(format!("Avro block of {n} items in {} bytes", buf.len()));
         }
         for _ in 0..n {
             item(buf)?;

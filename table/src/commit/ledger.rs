@@ -78,7 +78,7 @@ fn entry_path(seq: u64) -> String {
 }
 
 /// Encodes an entry's file: the JSON header, a newline, the payload.
-pub(crate) fn encode(header: &Header, payload: &[u8]) -> Bytes {
+pub fn encode(header: &Header, payload: &[u8]) -> Bytes {
     let mut out = serde_json::to_vec(header).unwrap_or_default();
     out.push(b'\n');
     out.extend_from_slice(payload);
@@ -86,7 +86,7 @@ pub(crate) fn encode(header: &Header, payload: &[u8]) -> Bytes {
 }
 
 /// Decodes an entry's file.
-pub(crate) fn decode(seq: u64, bytes: &Bytes) -> Result<Entry> {
+pub fn decode(seq: u64, bytes: &Bytes) -> Result<Entry> {
     let bad =
         |reason: String| Error::Corrupt(format!("ledger entry {}: {reason}", entry_path(seq)));
     let nl = bytes

@@ -16,4 +16,4 @@ pub(crate) mod transaction;
 
 pub use heartbeat::{heartbeat_expiry, heartbeat_interval};
 pub use ledger::{Entry, Header};
-pub use transaction::{Start, decide, decide_and_publish, start};
+pub use transaction::{Start, claim_time, decide, decide_and_publish, start};

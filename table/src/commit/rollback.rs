@@ -34,7 +34,13 @@ pub(crate) async fn rollback_failed_writes(
     table: &Table,
     timeline: &Timeline,
 ) -> Result<Vec<InstantTime>> {
-    let failed = expired(table.storage(), failed_writes(timeline).into_iter()).await?;
+    let mut failed = expired(table.storage(), failed_writes(timeline).into_iter()).await?;
+    if !failed.is_empty() {
+        // A write that finished (completed, or rolled itself back) after `timeline` was read has no
+        // heartbeat either: only what is still pending now is a failed write.
+        let now = table.timeline().await?;
+        failed.retain(|i| now.find(i.time).is_some_and(|n| !n.is_completed()));
+    }
     let pending_rollback = timeline
         .pending()
         .find(|i| i.action == Action::Rollback)
@@ -44,10 +50,10 @@ pub(crate) async fn rollback_failed_writes(
     }
     let time = match pending_rollback {
         Some(r) => r.time,
-        None => InstantTime::next_after(timeline.latest_time()),
+        None => super::transaction::claim_time(table.storage(), timeline.latest_time()).await?,
     };
-    rollback(table, timeline, time, &failed).await?;
-    Ok(failed.iter().map(|i| i.time).collect())
+    let owned = rollback(table, timeline, time, &failed).await?;
+    Ok(owned.iter().map(|i| i.time).collect())
 }
 
 /// Rolls back one pending write instant.
@@ -56,7 +62,7 @@ pub(crate) async fn rollback_instant(
     timeline: &Timeline,
     target: &Instant,
 ) -> Result<InstantTime> {
-    let time = InstantTime::next_after(timeline.latest_time());
+    let time = super::transaction::claim_time(table.storage(), timeline.latest_time()).await?;
     rollback(table, timeline, time, std::slice::from_ref(target)).await?;
     Ok(time)
 }
@@ -78,18 +84,20 @@ async fn marker_files(storage: &Storage, instant: InstantTime) -> Result<Vec<(St
     Ok(out)
 }
 
+/// Rolls back `targets` under the rollback instant `time`; returns the targets it owned (those no
+/// earlier decision completed or rolled back).
 async fn rollback(
     table: &Table,
     timeline: &Timeline,
     time: InstantTime,
     targets: &[Instant],
-) -> Result<()> {
+) -> Result<Vec<Instant>> {
     let storage = table.storage();
     let layout = table.config().layout();
     let started = Clock::now();
     let owned = decide(table, time, targets).await?;
     if owned.is_empty() && !targets.is_empty() {
-        return Ok(());
+        return Ok(owned);
     }
     let targets = owned.as_slice();
     let mut per_target = Vec::new();
@@ -151,14 +159,15 @@ async fn rollback(
         Datum::Array(targets.iter().map(instant_info).collect()),
     ]);
     let bytes = avro::container_file(&avro::rollback_metadata_schema(), &meta);
-    Timeline::complete(storage, layout, &inflight, Bytes::from(bytes)).await?;
+    let done = Instant::new(time, Action::Rollback, State::Completed);
+    super::transaction::publish_file(storage, layout, &done.file_name(), &bytes).await?;
     for t in targets {
         for state in [State::Inflight, State::Requested] {
             let f = Instant::new(t.time, t.action, state);
             storage.delete(&timeline.instant_path(&f)).await?;
         }
     }
-    Ok(())
+    Ok(targets.to_vec())
 }
 
 /// Decides on the ledger to roll back `targets` under the rollback instant `time`: targets whose
@@ -169,10 +178,25 @@ async fn decide(table: &Table, time: InstantTime, targets: &[Instant]) -> Result
     let mut remaining: Vec<Instant> = targets.to_vec();
     let mut seen = 0;
     loop {
-        for e in ledger::entries_after(storage, seen).await? {
+        let entries = ledger::entries_after(storage, seen).await?;
+        let mut timeline: Option<Timeline> = None;
+        for e in entries {
             seen = e.seq;
             if e.header.rollback.is_empty() {
                 remaining.retain(|t| !e.publishes(t.time));
+            } else if e.instant.time != time && remaining.iter().any(|t| e.rolls_back(t.time)) {
+                // Another rollback decided first: it is on the timeline (pending rollbacks are
+                // resumed, completed ones are done), so the target is not ours. One that died before
+                // publishing its plan left the target for us.
+                if timeline.is_none() {
+                    timeline = Some(table.timeline().await?);
+                }
+                if timeline
+                    .as_ref()
+                    .is_some_and(|tl| tl.find(e.instant.time).is_some())
+                {
+                    remaining.retain(|t| !e.rolls_back(t.time));
+                }
             }
         }
         if remaining.is_empty() {

@@ -109,7 +109,12 @@ async fn superseded(storage: &Storage, e: &Entry) -> Result<bool> {
 }
 
 /// Creates a timeline file if absent; an existing file with other content is a conflict.
-async fn publish_file(storage: &Storage, layout: Layout, file: &str, content: &[u8]) -> Result<()> {
+pub(crate) async fn publish_file(
+    storage: &Storage,
+    layout: Layout,
+    file: &str,
+    content: &[u8],
+) -> Result<()> {
     let rel = format!("{}/{file}", layout.dir());
     let bytes = Bytes::copy_from_slice(content);
     let mut attempt = 0;
@@ -203,9 +208,41 @@ pub async fn decide(
     }
 }
 
-/// Trims published ledger entries no live transaction can still need.
+/// Root-relative folder of instant-time claims.
+const CLAIMS_DIR: &str = ".hoodie/.lake/instants";
+/// Claims older than this are deleted when the ledger is trimmed.
+const CLAIM_RETENTION_MS: i64 = 3_600_000;
+
+/// Claims a new instant time after `after` (and after now) for this process alone: the time is the
+/// create-if-absent of `.hoodie/.lake/instants/<T>`, so two actions — say a write and another
+/// process's rollback — can never share a time (the timeline keeps one instant per time).
+pub async fn claim_time(storage: &Storage, after: Option<InstantTime>) -> Result<InstantTime> {
+    let mut t = InstantTime::next_after(after);
+    loop {
+        if storage
+            .put_if_absent(&format!("{CLAIMS_DIR}/{t}"), Bytes::new())
+            .await?
+        {
+            return Ok(t);
+        }
+        t = InstantTime::next_after(Some(t));
+    }
+}
+
+/// Trims published ledger entries no live transaction can still need, and old time claims.
 async fn trim(table: &Table, head: u64) -> Result<()> {
     let storage = table.storage();
+    let cutoff = InstantTime::now().plus_millis(-CLAIM_RETENTION_MS);
+    for m in storage.list_recursive(CLAIMS_DIR).await? {
+        let old = m
+            .location
+            .filename()
+            .and_then(|n| n.parse::<InstantTime>().ok())
+            .is_some_and(|t| t < cutoff);
+        if old {
+            storage.delete(&storage.relative(&m.location)).await?;
+        }
+    }
     let oldest_live = live(storage).await?.into_iter().map(|(_, s)| s).min();
     let timeline = table.timeline().await?;
     ledger::trim(storage, head, oldest_live, |e| {
@@ -232,8 +269,8 @@ impl Transaction {
         action: Action,
         plan: Bytes,
     ) -> Result<Self> {
-        let time = InstantTime::next_after(start.timeline.latest_time());
         let storage = table.storage();
+        let time = claim_time(storage, start.timeline.latest_time()).await?;
         let heartbeat = Heartbeat::start(storage, time, start.seq).await?;
         let inflight =
             Timeline::start(storage, table.config().layout(), time, action, plan).await?;
