@@ -363,7 +363,19 @@ pub fn decode_csv(
         .map_err(|e| err(1, e.to_string()))?;
     let batches = reader
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| err(0, e.to_string()))?;
+        .map_err(|e| {
+            // The CSV reader counts data rows from 1 ("at line N"); the file line adds the header.
+            let msg = e.to_string();
+            let line = msg
+                .split_once(" at line ")
+                .and_then(|(_, rest)| {
+                    rest.split(|c: char| !c.is_ascii_digit())
+                        .next()
+                        .and_then(|n| n.parse::<u64>().ok())
+                })
+                .map_or(0, |n| n + 1);
+            err(line, msg)
+        })?;
     let batch =
         arrow::compute::concat_batches(&schema, &batches).map_err(|e| err(0, e.to_string()))?;
     finish_file_batch(source, batch, shape, deletes)
@@ -403,4 +415,51 @@ fn finish_file_batch(
     }
     let batch = with_source_position(batch, shape).map_err(|e| DecodeError::new(source, 0, e))?;
     Ok(all_or_no_deletes(batch, deletes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(schema: Schema) -> TableShape {
+        TableShape {
+            schema: Some(Arc::new(schema)),
+            key_fields: vec!["id".into()],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn csv_errors_name_the_file_line() {
+        let s = shape(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("v", DataType::Int64, true),
+        ]));
+        let csv = Bytes::from_static(b"id,v\n1,2\n2,abc\n");
+        let err = decode_csv("f.csv", csv, &s, false).expect_err("bad value");
+        assert_eq!(err.line, 3, "{err}");
+    }
+
+    #[test]
+    fn values_that_do_not_fit_their_column_are_errors() {
+        let s = shape(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("n", DataType::Int32, true),
+            Field::new("d", DataType::Decimal128(10, 2), true),
+        ]));
+        for (line, want) in [
+            (r#"{"id":1,"n":7.9}"#, "column n"),
+            (r#"{"id":1.9,"n":1}"#, "column id"),
+            (r#"{"id":1,"n":3000000000}"#, "out of range"),
+            (r#"{"id":1,"d":"1.234"}"#, "scale"),
+            (r#"{"id":1,"n":"x"}"#, "not an integer"),
+        ] {
+            let text = format!("{{\"id\":0}}\n{line}\n");
+            let err = decode_json_lines("f.jsonl", &text, &s, false).expect_err(line);
+            assert_eq!(err.line, 2, "{line}: {err}");
+            assert!(err.reason.contains(want), "{line}: {err}");
+        }
+        let ok = "{\"id\":1,\"n\":7.0,\"d\":\"1.20\"}\n";
+        decode_json_lines("f.jsonl", ok, &s, false).expect("integral float and exact decimal fit");
+    }
 }

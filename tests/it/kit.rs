@@ -340,3 +340,125 @@ pub fn kafka() -> &'static str {
         format!("127.0.0.1:{port}")
     })
 }
+
+/// A TCP proxy in front of the S3 server that injects faults (on 127.0.0.1): a request reset before
+/// the server applies it, a 503 answer, a response lost after the server applied the request, or a
+/// 300 ms delay. Each decision is taken per chunk of bytes, from a seeded generator.
+pub struct FaultProxy {
+    /// `http://127.0.0.1:<port>`, for `AWS_ENDPOINT_URL`.
+    pub endpoint: String,
+    on: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    injected: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl FaultProxy {
+    /// Starts a proxy to `upstream` (`http://host:port`) that faults `per_mille` of the chunks it
+    /// relays for each kind of fault.
+    pub fn start(upstream: &str, seed: u64, per_mille: u64) -> Self {
+        use std::io::{Read, Write};
+        use std::net::{Shutdown, TcpStream};
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use std::sync::{Arc, Mutex};
+        let target = upstream
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+        let on = Arc::new(AtomicBool::new(true));
+        let injected = Arc::new(AtomicU64::new(0));
+        let rng = Arc::new(Mutex::new(crate::cow::Rng::new(seed)));
+        let roll = {
+            let (on, rng) = (on.clone(), rng.clone());
+            move || -> u64 {
+                if !on.load(Ordering::SeqCst) {
+                    return u64::MAX;
+                }
+                rng.lock().map_or(u64::MAX, |mut r| r.below(1000))
+            }
+        };
+        let stats = injected.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(&target) else {
+                    continue;
+                };
+                let (roll_up, roll_down) = (roll.clone(), roll.clone());
+                let (stats_up, stats_down) = (stats.clone(), stats.clone());
+                let (mut c_in, mut c_out) = (client.try_clone().expect("clone"), client);
+                let (mut s_in, mut s_out) = (server.try_clone().expect("clone"), server);
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let mut first = true;
+                    loop {
+                        let n = match c_in.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let r = roll_up();
+                        if r < per_mille {
+                            // Reset before the server sees (all of) the request.
+                            stats_up.fetch_add(1, Ordering::Relaxed);
+                            let _ = c_in.shutdown(Shutdown::Both);
+                            let _ = s_out.shutdown(Shutdown::Both);
+                            return;
+                        }
+                        if first && r < 2 * per_mille {
+                            stats_up.fetch_add(1, Ordering::Relaxed);
+                            let _ = c_in.write_all(
+                                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                            );
+                            let _ = c_in.shutdown(Shutdown::Both);
+                            let _ = s_out.shutdown(Shutdown::Both);
+                            return;
+                        }
+                        if r < 3 * per_mille {
+                            std::thread::sleep(Duration::from_millis(300));
+                        }
+                        first = false;
+                        if s_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = s_out.shutdown(Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match s_in.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if roll_down() < per_mille {
+                            // The server applied the request; its answer never arrives.
+                            stats_down.fetch_add(1, Ordering::Relaxed);
+                            let _ = s_in.shutdown(Shutdown::Both);
+                            let _ = c_out.shutdown(Shutdown::Both);
+                            return;
+                        }
+                        if c_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = c_out.shutdown(Shutdown::Write);
+                });
+            }
+        });
+        Self {
+            endpoint,
+            on,
+            injected,
+        }
+    }
+
+    /// Stops injecting faults (the proxy keeps relaying).
+    pub fn calm(&self) {
+        self.on.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Faults injected so far.
+    pub fn injected(&self) -> u64 {
+        self.injected.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}

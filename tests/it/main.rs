@@ -4,6 +4,7 @@
 mod cli_errors;
 mod cow;
 mod crash;
+mod faults;
 mod fixtures;
 mod ingest;
 mod kit;
