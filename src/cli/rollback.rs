@@ -18,8 +18,12 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     match a.instant {
         Some(t) => {
             let time = t.parse().context("--instant")?;
-            let r = table.rollback_pending(time).await?;
-            println!("rolled back {time} (rollback instant {r})");
+            match table.rollback_pending(time).await? {
+                Some(r) => println!("rolled back {time} (rollback instant {r})"),
+                None => println!(
+                    "{time} was not rolled back: its commit had been decided first (now published) or another rollback owns it"
+                ),
+            }
         }
         None => {
             let rolled = table.rollback_failed_writes().await?;

@@ -151,6 +151,11 @@ pub(crate) async fn entries_after(storage: &Storage, seq: u64) -> Result<Vec<Ent
     Ok(out)
 }
 
+/// Whether a completion or plan of the instant at `time` is decided on the ledger.
+pub(crate) async fn is_published(storage: &Storage, time: InstantTime) -> Result<bool> {
+    Ok(entries(storage).await?.iter().any(|e| e.publishes(time)))
+}
+
 /// Every entry still on the ledger, in order.
 pub(crate) async fn entries(storage: &Storage) -> Result<Vec<Entry>> {
     entries_after(storage, 0).await
@@ -172,9 +177,14 @@ pub(crate) async fn claim(storage: &Storage, seq: u64, bytes: Bytes) -> Result<C
     let path = entry_path(seq);
     match storage.put_if_absent(&path, bytes.clone()).await {
         Ok(true) => Ok(Claim::Won),
-        Ok(false) => match storage.get_opt(&path).await? {
-            Some(found) if found == bytes => Ok(Claim::Won),
-            _ => Ok(Claim::Lost),
+        Ok(false) => match storage.get_opt(&path).await {
+            Ok(Some(found)) if found == bytes => Ok(Claim::Won),
+            Ok(_) => Ok(Claim::Lost),
+            // It may be ours (an earlier attempt of this put was applied): unknown.
+            Err(read_err) => Err(Error::CommitOutcomeUnknown {
+                path: storage.display(&path),
+                reason: format!("it exists but could not be read back: {read_err}"),
+            }),
         },
         Err(put_err) => match storage.get_opt(&path).await {
             Ok(Some(found)) if found == bytes => Ok(Claim::Won),

@@ -61,10 +61,10 @@ pub(crate) async fn rollback_instant(
     table: &Table,
     timeline: &Timeline,
     target: &Instant,
-) -> Result<InstantTime> {
+) -> Result<Option<InstantTime>> {
     let time = super::transaction::claim_time(table.storage(), timeline.latest_time()).await?;
-    rollback(table, timeline, time, std::slice::from_ref(target)).await?;
-    Ok(time)
+    let owned = rollback(table, timeline, time, std::slice::from_ref(target)).await?;
+    Ok((!owned.is_empty()).then_some(time))
 }
 
 async fn marker_files(storage: &Storage, instant: InstantTime) -> Result<Vec<(String, String)>> {
@@ -295,7 +295,7 @@ impl Table {
     /// Rolls back every failed (pending) write and finishes interrupted rollbacks; returns the
     /// rolled-back instant times.
     pub async fn rollback_failed_writes(&self) -> Result<Vec<InstantTime>> {
-        let timeline = self.timeline().await?;
+        let timeline = super::transaction::start(self).await?.timeline;
         rollback_failed_writes(self, &timeline).await
     }
 
@@ -306,9 +306,11 @@ impl Table {
         rollback_failed_writes(self, &timeline).await
     }
 
-    /// Rolls back one pending write instant; returns the rollback instant. Completed instants are
-    /// refused: undoing committed data is a restore to a savepoint.
-    pub async fn rollback_pending(&self, time: InstantTime) -> Result<InstantTime> {
+    /// Rolls back one pending write instant, even if its writer is still running (that writer then
+    /// fails with [`crate::Error::RolledBack`]); returns the rollback instant, or `None` when the
+    /// instant's completion was decided first (it is published instead) or another rollback owns
+    /// it. Completed instants are refused: undoing committed data is a restore to a savepoint.
+    pub async fn rollback_pending(&self, time: InstantTime) -> Result<Option<InstantTime>> {
         let timeline = self.timeline().await?;
         let target = match timeline.find(time) {
             Some(i)

@@ -369,9 +369,17 @@ impl Transaction {
     pub(crate) async fn abort(mut self) {
         let rolled_back = match self.table.timeline().await {
             Ok(timeline) => {
-                super::rollback::rollback_instant(&self.table, &timeline, &self.inflight)
+                match super::rollback::rollback_instant(&self.table, &timeline, &self.inflight)
                     .await
-                    .is_ok()
+                {
+                    Ok(Some(_)) => true,
+                    // Not ours to roll back: if our completion was decided after all (a claim
+                    // whose answer was lost), our files are committed data and stay.
+                    Ok(None) => !ledger::is_published(self.table.storage(), self.time())
+                        .await
+                        .unwrap_or(true),
+                    Err(_) => false,
+                }
             }
             Err(_) => false,
         };
@@ -490,7 +498,11 @@ mod tests {
             .await
             .expect("begin a");
         let time = a.time();
-        let r = t.rollback_pending(time).await.expect("rollback a");
+        let r = t
+            .rollback_pending(time)
+            .await
+            .expect("rollback a")
+            .expect("a was rolled back");
         let res = a.commit(Bytes::from_static(b"{}"), |_| Ok(())).await;
         assert!(
             matches!(&res, Err(Error::RolledBack { by, .. }) if *by == r.to_string()),
@@ -532,7 +544,7 @@ mod tests {
         .expect("decided");
         drop(a);
         // A rollback of it loses to the earlier decision and publishes the completion instead.
-        t.rollback_pending(time).await.expect("rollback call");
+        assert_eq!(t.rollback_pending(time).await.expect("rollback call"), None);
         let tl = t.timeline().await.expect("timeline");
         assert!(
             tl.find(time).is_some_and(|i| i.is_completed()),
