@@ -17,7 +17,7 @@ use bytes::Bytes;
 use lake_table::timeline::avro::{self, Datum};
 use lake_table::timeline::{Action, Instant, InstantTime, State, Timeline};
 use lake_table::view::FileSystemView;
-use lake_table::{Result, Table};
+use lake_table::{Error, Result, Table};
 
 /// Which file versions to keep.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,6 +130,42 @@ pub async fn clean(table: &Table, policy: CleanPolicy) -> Result<CleanReport> {
             Timeline::publish(storage, layout, &inst, plan.clone()).await?;
         }
     }
+    let meta = metadata_bytes(
+        policy,
+        time,
+        started.elapsed().as_millis() as i64,
+        complete_from,
+        &writes,
+        &to_delete,
+    );
+    // Decided before anything is deleted: a savepoint decided since planning may pin files of the
+    // plan, so the clean then stands down (the next run plans again with the savepoint in view).
+    let done = Instant::new(time, Action::Clean, State::Completed);
+    let header = lake_table::commit::Header {
+        file: done.file_name(),
+        rollback: Vec::new(),
+    };
+    let decided = lake_table::commit::decide(table, start_seq, time, &header, &meta, |e| {
+        if e.instant.action == Action::Savepoint && e.header.rollback.is_empty() {
+            return Err(Error::WriteConflict {
+                instant: time.to_string(),
+                other: e.instant.time.to_string(),
+                file_ids: Vec::new(),
+            });
+        }
+        Ok(())
+    })
+    .await;
+    match decided {
+        Ok(_) => {}
+        Err(Error::WriteConflict { .. }) => {
+            return Ok(CleanReport {
+                earliest_retained,
+                ..Default::default()
+            });
+        }
+        Err(e) => return Err(e),
+    }
     let mut report = CleanReport {
         instant: Some(time),
         earliest_retained,
@@ -142,17 +178,7 @@ pub async fn clean(table: &Table, policy: CleanPolicy) -> Result<CleanReport> {
             report.bytes_deleted += size;
         }
     }
-    let meta = metadata_bytes(
-        policy,
-        time,
-        started.elapsed().as_millis() as i64,
-        complete_from,
-        &writes,
-        &to_delete,
-    );
-    let done = Instant::new(time, Action::Clean, State::Completed);
-    lake_table::commit::decide_and_publish(table, start_seq, &done, Bytes::from(meta), |_| Ok(()))
-        .await?;
+    lake_table::commit::publish(table, &done, &meta).await?;
     Ok(report)
 }
 

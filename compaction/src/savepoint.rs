@@ -60,7 +60,8 @@ pub async fn create_savepoint(
     instant: Option<InstantTime>,
     comment: &str,
 ) -> Result<InstantTime> {
-    let timeline = table.timeline().await?;
+    let start = lake_table::commit::start(table).await?;
+    let timeline = start.timeline.clone();
     let target = match instant {
         Some(t) => *timeline
             .completed_writes()
@@ -108,13 +109,32 @@ pub async fn create_savepoint(
     let layout = table.config().layout();
     let inflight = Instant::new(target.time, Action::Savepoint, State::Inflight);
     Timeline::publish(storage, layout, &inflight, Bytes::new()).await?;
-    Timeline::complete(
-        storage,
-        layout,
-        &inflight,
+    // Decided on the ledger: a clean decided since we listed the files may have removed some, so
+    // the savepoint is then refused (create it again: the cleaner keeps what it pins from then on).
+    let done = Instant::new(target.time, Action::Savepoint, State::Completed);
+    let decided = lake_table::commit::decide_and_publish(
+        table,
+        start.seq,
+        &done,
         Bytes::from(avro::container_file(SAVEPOINT_SCHEMA, &meta)),
+        |e| {
+            if e.instant.action == Action::Clean && e.header.rollback.is_empty() {
+                return Err(Error::WriteConflict {
+                    instant: target.time.to_string(),
+                    other: e.instant.time.to_string(),
+                    file_ids: Vec::new(),
+                });
+            }
+            Ok(())
+        },
     )
-    .await?;
+    .await;
+    if let Err(e) = decided {
+        let _ = storage
+            .delete(&start.timeline.instant_path(&inflight))
+            .await;
+        return Err(e);
+    }
     Ok(target.time)
 }
 
@@ -219,7 +239,16 @@ pub struct RestoreReport {
 
 /// Restores the table to the savepoint at `to`.
 pub async fn restore(table: &Table, to: InstantTime) -> Result<RestoreReport> {
-    let start = lake_table::commit::start(table).await?;
+    // Writes whose writer is gone are rolled back first; a live one makes the restore wait.
+    let start = lake_table::commit::start_for_restore(table).await?;
+    if start
+        .timeline
+        .pending()
+        .any(|i| matches!(i.action, Action::Commit | Action::DeltaCommit))
+    {
+        table.rollback_expired_writes().await?;
+    }
+    let start = lake_table::commit::start_for_restore(table).await?;
     let timeline = start.timeline.clone();
     if !timeline
         .savepoints()
@@ -248,6 +277,10 @@ pub async fn restore(table: &Table, to: InstantTime) -> Result<RestoreReport> {
         )));
     }
     let started = Clock::now();
+    let planned = match pending_restore {
+        Some(r) => Some(restore_plan_targets(table, &timeline, r.time).await?),
+        None => None,
+    };
     let mut targets: Vec<Instant> = timeline
         .instants()
         .iter()
@@ -261,6 +294,8 @@ pub async fn restore(table: &Table, to: InstantTime) -> Result<RestoreReport> {
                 )
         })
         .filter(|i| Some(i.time) != pending_restore.map(|r| r.time))
+        // An interrupted restore finishes exactly the instants it planned.
+        .filter(|i| planned.as_ref().is_none_or(|p| p.contains(&i.time)))
         .copied()
         .collect();
     targets.reverse();
@@ -342,8 +377,9 @@ pub async fn restore(table: &Table, to: InstantTime) -> Result<RestoreReport> {
                 files.push(file.to_owned());
             }
         }
-        let completed = Instant::new(t.time, action, State::Completed);
-        storage.delete(&timeline.instant_path(&completed)).await?;
+        // Data files first, the completed file after them: a restore killed in between still finds
+        // the instant's file list when it runs again (readers meanwhile get a clear error naming a
+        // missing file, never silently older rows).
         files.sort();
         files.dedup();
         for f in &files {
@@ -353,6 +389,8 @@ pub async fn restore(table: &Table, to: InstantTime) -> Result<RestoreReport> {
         for m in markers {
             storage.delete(&storage.relative(&m.location)).await?;
         }
+        let completed = Instant::new(t.time, action, State::Completed);
+        storage.delete(&timeline.instant_path(&completed)).await?;
         for state in [State::Inflight, State::Requested] {
             let i = Instant::new(t.time, action, state);
             storage.delete(&timeline.instant_path(&i)).await?;
@@ -361,6 +399,16 @@ pub async fn restore(table: &Table, to: InstantTime) -> Result<RestoreReport> {
     }
     for s in timeline.savepoints().iter().filter(|s| s.time > to) {
         delete_savepoint(table, s.time).await?;
+    }
+    // A roll-forward that raced the decision may have put a target's completed file back.
+    for t in &targets {
+        let action = if timeline.is_compaction(t.time) {
+            Action::Compaction
+        } else {
+            t.action
+        };
+        let completed = Instant::new(t.time, action, State::Completed);
+        storage.delete(&timeline.instant_path(&completed)).await?;
     }
     let meta = Datum::Record(vec![
         Datum::str(time.to_string()),
@@ -378,4 +426,37 @@ pub async fn restore(table: &Table, to: InstantTime) -> Result<RestoreReport> {
     )
     .await?;
     Ok(report)
+}
+
+/// The instants an interrupted restore planned to roll back (its `HoodieRestorePlan`).
+async fn restore_plan_targets(
+    table: &Table,
+    timeline: &Timeline,
+    restore: InstantTime,
+) -> Result<Vec<InstantTime>> {
+    let requested = Instant::new(restore, Action::Restore, State::Requested);
+    let path = timeline.instant_path(&requested);
+    let bytes = table.storage().get(&path).await?;
+    let bad = |reason: String| {
+        Error::Corrupt(format!(
+            "restore plan {}: {reason}",
+            table.storage().display(&path)
+        ))
+    };
+    let (_, data) = avro::read_container(&bytes).map_err(bad)?;
+    let mut out = Vec::new();
+    for d in data {
+        let Datum::Record(fields) = d else { continue };
+        let Some(Datum::Array(items)) = fields.first() else {
+            return Err(bad("no instantsToRollback".into()));
+        };
+        for item in items {
+            if let Datum::Record(info) = item
+                && let Some(Datum::String(t)) = info.first()
+            {
+                out.push(t.parse().map_err(|_| bad(format!("bad instant {t:?}")))?);
+            }
+        }
+    }
+    Ok(out)
 }

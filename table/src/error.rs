@@ -60,6 +60,15 @@ pub enum Error {
         /// The rollback that won.
         by: String,
     },
+    /// A restore is decided but not finished (it was interrupted, or is still running); nothing else
+    /// starts until it completes.
+    #[error(
+        "restore {instant} is in progress or was interrupted; run `lake restore` again to finish it"
+    )]
+    RestoreInProgress {
+        /// The restore instant.
+        instant: String,
+    },
     /// The commit ledger was trimmed past the start of this (very long) transaction.
     #[error("the commit ledger was trimmed past entry {seq}, where this transaction started")]
     LedgerTrimmed {
@@ -123,7 +132,8 @@ impl Error {
             Error::Timeline(e) => e.is_retryable(),
             Error::WriteConflict { .. }
             | Error::RolledBack { .. }
-            | Error::LedgerTrimmed { .. } => true,
+            | Error::LedgerTrimmed { .. }
+            | Error::RestoreInProgress { .. } => true,
             _ => false,
         }
     }

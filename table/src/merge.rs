@@ -79,16 +79,30 @@ pub fn decode_logs(
                         blocks.push((path.clone(), block));
                     }
                 }
-                ReadBlock::Corrupt { .. } => out.corrupt_blocks += 1,
+                // lake writes every log file whole, and Hudi's readers skip a corrupt block only
+                // as the torn tail of a failed append; a corrupt stretch in a committed slice's log
+                // is damage, and skipping it would silently return older values.
+                ReadBlock::Corrupt { offset, len } => {
+                    return Err(Error::Damaged {
+                        path: path.clone(),
+                        reason: format!("corrupt log data at byte {offset} ({len} bytes)"),
+                    });
+                }
             }
         }
     }
     for (path, block) in blocks {
         let Some(instant) = block.header_value(header::INSTANT_TIME) else {
-            continue;
+            return Err(Error::Damaged {
+                path,
+                reason: "a log block without an instant time".into(),
+            });
         };
         let Ok(time) = instant.parse::<InstantTime>() else {
-            continue;
+            return Err(Error::Damaged {
+                path,
+                reason: format!("a log block with the instant time {instant:?}"),
+            });
         };
         if rolled_back.contains(instant) || !timeline.is_committed(time, as_of) {
             continue;

@@ -125,6 +125,9 @@ impl FileSystemView {
                 s.log_files.sort_by_key(|l| (l.instant, l.version));
             }
         }
+        if timeline.layout() == Layout::V1 {
+            view.verify(timeline, partitions, as_of, &replaced).await?;
+        }
         // A file group made only of log files begins with the write that created it (bucket-index
         // merge-on-read writes); until that write completes the group does not exist — it may still
         // be rolled back, or lose a race for its bucket to another writer's new group.
@@ -136,6 +139,92 @@ impl FileSystemView {
                     .is_none_or(|t| timeline.is_committed(t, as_of) || timeline.is_compaction(t))
         });
         Ok(view)
+    }
+
+    /// Checks the listing against the commit metadata: the files the completed writes (as of
+    /// `as_of`) put into each file group's latest slice — its newest base file and the log files of
+    /// that slice — must all be there. A committed file that is missing is an error naming it, never
+    /// a silently older version (the cleaner only ever removes older slices).
+    async fn verify(
+        &self,
+        timeline: &Timeline,
+        partitions: Option<&[String]>,
+        as_of: Option<InstantTime>,
+        replaced: &HashSet<(String, String)>,
+    ) -> Result<()> {
+        let in_scope = |p: &str| partitions.is_none_or(|ps| ps.iter().any(|x| x == p));
+        // (partition, file id) -> (newest base instant, its path); log paths with their slice base.
+        let mut bases: BTreeMap<(String, String), (InstantTime, String)> = BTreeMap::new();
+        let mut logs: Vec<(String, String, InstantTime, String)> = Vec::new();
+        let writes: Vec<_> = timeline.completed_writes_until(as_of).copied().collect();
+        let metas: Vec<_> = futures::stream::iter(writes.clone())
+            .map(|w| async move { timeline.commit_metadata_cached(&w).await })
+            .buffered(16)
+            .try_collect()
+            .await?;
+        for (w, meta) in writes.iter().zip(metas) {
+            for s in meta.write_stats() {
+                let Some(path) = s.path.as_deref().filter(|p| !p.is_empty()) else {
+                    continue;
+                };
+                let part = s.partition_path.clone().unwrap_or_default();
+                if !in_scope(&part) || replaced.contains(&(part.clone(), s.file_id.clone())) {
+                    continue;
+                }
+                let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+                if BaseFile::parse(dir, name, 0).is_some() {
+                    let slot = bases
+                        .entry((part, s.file_id.clone()))
+                        .or_insert((w.time, path.to_owned()));
+                    if w.time >= slot.0 {
+                        *slot = (w.time, path.to_owned());
+                    }
+                } else if let Some(l) = LogFile::parse(dir, name, 0) {
+                    logs.push((part, s.file_id.clone(), l.instant, path.to_owned()));
+                }
+            }
+        }
+        let storage = timeline.storage();
+        let missing = |path: &str, what: &str| Error::Damaged {
+            path: storage.display(path),
+            reason: format!("the timeline says {what} is committed, but it is not in the listing"),
+        };
+        for ((part, id), (t, path)) in &bases {
+            let listed = self
+                .groups
+                .get(&(part.clone(), id.clone()))
+                .and_then(|slices| slices.values().rev().find_map(|s| s.base_file.as_ref()));
+            match listed {
+                Some(b) if b.instant >= *t => {}
+                _ => return Err(missing(path, "this base file")),
+            }
+        }
+        for (part, id, base, path) in &logs {
+            let Some(slices) = self.groups.get(&(part.clone(), id.clone())) else {
+                // A group with no committed base file and no listed log at all.
+                if !bases.contains_key(&(part.clone(), id.clone())) {
+                    return Err(missing(path, "this log file"));
+                }
+                continue;
+            };
+            // Only the latest slices matter: older ones may have been cleaned.
+            let newest_base = slices
+                .values()
+                .rev()
+                .find_map(|s| s.base_file.as_ref())
+                .map(|b| b.instant);
+            if newest_base.is_some_and(|nb| *base < nb) {
+                continue;
+            }
+            let name = path.rsplit('/').next().unwrap_or(path);
+            let present = slices
+                .values()
+                .any(|s| s.log_files.iter().any(|l| l.name == name));
+            if !present {
+                return Err(missing(path, "this log file"));
+            }
+        }
+        Ok(())
     }
 
     fn slice_mut(

@@ -2,6 +2,7 @@
 //! 127.0.0.1), every table checked against hudi-rs, the reference reader.
 
 mod cli_errors;
+mod corrupt;
 mod cow;
 mod crash;
 mod faults;

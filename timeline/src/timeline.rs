@@ -212,6 +212,33 @@ impl Timeline {
         })
     }
 
+    /// [`Timeline::commit_metadata`] through a process-wide cache (completed instant files never
+    /// change; the cache holds at most a few thousand).
+    pub async fn commit_metadata_cached(
+        &self,
+        instant: &Instant,
+    ) -> Result<std::sync::Arc<CommitMetadata>> {
+        use std::collections::HashMap;
+        use std::sync::{Arc, Mutex, OnceLock};
+        static CACHE: OnceLock<Mutex<HashMap<String, Arc<CommitMetadata>>>> = OnceLock::new();
+        const MAX: usize = 4096;
+        let key = self.storage.display(&self.instant_path(instant));
+        let cache = CACHE.get_or_init(Default::default);
+        if let Some(hit) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+            return Ok(hit);
+        }
+        let meta = Arc::new(self.commit_metadata(instant).await?);
+        if instant.is_completed()
+            && let Ok(mut c) = cache.lock()
+        {
+            if c.len() >= MAX {
+                c.clear();
+            }
+            c.insert(key, meta.clone());
+        }
+        Ok(meta)
+    }
+
     /// Publishes an instant state: creates its file only if absent. Losing the race to another writer
     /// is [`Error::CommitConflict`].
     pub async fn publish(

@@ -22,7 +22,7 @@
 //!   transaction that finds its start trimmed away fails with a retryable error.
 
 use bytes::Bytes;
-use lake_timeline::{Instant, InstantTime, Storage};
+use lake_timeline::{Action, Instant, InstantTime, Storage};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -65,7 +65,9 @@ impl Entry {
 
     /// Whether this entry publishes (completes or schedules) the instant at `time`.
     pub fn publishes(&self, time: InstantTime) -> bool {
-        self.header.rollback.is_empty() && self.instant.time == time
+        self.header.rollback.is_empty()
+            && self.instant.time == time
+            && self.instant.action != Action::Savepoint
     }
 }
 
@@ -142,21 +144,63 @@ pub(crate) async fn entries_after(storage: &Storage, seq: u64) -> Result<Vec<Ent
     }
     let mut out = Vec::with_capacity(seqs.len());
     for s in seqs {
-        // Entries are never rewritten; one trimmed between listing and reading is older than any
-        // live transaction's start, so it is skipped.
-        if let Some(bytes) = storage.get_opt(&entry_path(s)).await? {
-            out.push(decode(s, &bytes)?);
+        match storage.get_opt(&entry_path(s)).await? {
+            Some(bytes) => out.push(decode(s, &bytes)?),
+            // Trimmed between listing and reading: this transaction started too long ago.
+            None => return Err(Error::LedgerTrimmed { seq }),
         }
     }
     Ok(out)
 }
 
+/// The decisions of every entry still on the ledger, in order, without their payloads. Entries
+/// never change, so their headers are kept in a process-wide cache: a transaction's start reads
+/// only the entries it has not seen before.
+pub(crate) async fn headers(storage: &Storage) -> Result<Vec<Entry>> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static CACHE: OnceLock<Mutex<HashMap<String, Entry>>> = OnceLock::new();
+    const MAX: usize = 16_384;
+    let cache = CACHE.get_or_init(Default::default);
+    let mut out = Vec::new();
+    for s in sequence_numbers(storage, None).await? {
+        let key = storage.display(&entry_path(s));
+        if let Some(hit) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+            out.push(hit);
+            continue;
+        }
+        let Some(bytes) = storage.get_opt(&entry_path(s)).await? else {
+            // Trimmed since listing: it was published and old.
+            continue;
+        };
+        let mut e = decode(s, &bytes)?;
+        e.payload = Bytes::new();
+        if let Ok(mut c) = cache.lock() {
+            if c.len() >= MAX {
+                c.clear();
+            }
+            c.insert(key, e.clone());
+        }
+        out.push(e);
+    }
+    Ok(out)
+}
+
+/// One entry with its payload (`None` if it was trimmed).
+pub(crate) async fn entry(storage: &Storage, seq: u64) -> Result<Option<Entry>> {
+    match storage.get_opt(&entry_path(seq)).await? {
+        Some(bytes) => Ok(Some(decode(seq, &bytes)?)),
+        None => Ok(None),
+    }
+}
+
 /// Whether a completion or plan of the instant at `time` is decided on the ledger.
 pub(crate) async fn is_published(storage: &Storage, time: InstantTime) -> Result<bool> {
-    Ok(entries(storage).await?.iter().any(|e| e.publishes(time)))
+    Ok(headers(storage).await?.iter().any(|e| e.publishes(time)))
 }
 
 /// Every entry still on the ledger, in order.
+#[cfg(test)]
 pub(crate) async fn entries(storage: &Storage) -> Result<Vec<Entry>> {
     entries_after(storage, 0).await
 }
@@ -174,33 +218,36 @@ pub(crate) enum Claim {
 /// recognised by reading the entry back: equal bytes mean it is ours. If the outcome cannot be
 /// learned, the error is [`Error::CommitOutcomeUnknown`], which is not retryable.
 pub(crate) async fn claim(storage: &Storage, seq: u64, bytes: Bytes) -> Result<Claim> {
+    const ATTEMPTS: u32 = 4;
     let path = entry_path(seq);
-    match storage.put_if_absent(&path, bytes.clone()).await {
-        Ok(true) => Ok(Claim::Won),
-        Ok(false) => match storage.get_opt(&path).await {
-            Ok(Some(found)) if found == bytes => Ok(Claim::Won),
-            Ok(_) => Ok(Claim::Lost),
-            // It may be ours (an earlier attempt of this put was applied): unknown.
-            Err(read_err) => Err(Error::CommitOutcomeUnknown {
-                path: storage.display(&path),
-                reason: format!("it exists but could not be read back: {read_err}"),
-            }),
-        },
-        Err(put_err) => match storage.get_opt(&path).await {
-            Ok(Some(found)) if found == bytes => Ok(Claim::Won),
-            Ok(Some(_)) => Ok(Claim::Lost),
-            Ok(None) => Err(put_err.into()),
-            Err(read_err) => Err(Error::CommitOutcomeUnknown {
-                path: storage.display(&path),
-                reason: format!("{put_err}; reading it back: {read_err}"),
-            }),
-        },
+    let mut last = String::new();
+    for attempt in 0..ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
+        }
+        // The same create again is harmless: it either creates our entry or finds one.
+        match storage.put_if_absent(&path, bytes.clone()).await {
+            Ok(true) => return Ok(Claim::Won),
+            Ok(false) => {}
+            Err(e) => last = e.to_string(),
+        }
+        match storage.get_opt(&path).await {
+            Ok(Some(found)) if found == bytes => return Ok(Claim::Won),
+            Ok(Some(_)) => return Ok(Claim::Lost),
+            Ok(None) => {}
+            Err(e) => last = e.to_string(),
+        }
     }
+    Err(Error::CommitOutcomeUnknown {
+        path: storage.display(&path),
+        reason: format!("creating the ledger entry failed and it could not be read back: {last}"),
+    })
 }
 
 /// Deletes entries older than both `KEEP` entries behind `head` and `oldest_live` (the earliest
-/// start of a live transaction), but only those whose publication is on the timeline
-/// (`published(entry)`): an unpublished one must stay for a later transaction to roll forward.
+/// start of a live transaction), but only those that are done: rollbacks, and publications whose
+/// file is on the timeline (`published(entry)`) or that a later decision rolled back (a restore).
+/// An unpublished one must stay for a later transaction to roll forward.
 pub(crate) async fn trim(
     storage: &Storage,
     head: u64,
@@ -213,8 +260,13 @@ pub(crate) async fn trim(
     if limit == 0 {
         return Ok(());
     }
-    for e in entries(storage).await? {
-        if e.seq >= limit || !published(&e) {
+    let all = headers(storage).await?;
+    for (i, e) in all.iter().enumerate() {
+        let superseded = all[i + 1..].iter().any(|l| l.rolls_back(e.instant.time));
+        // A restore's entry must outlive the restore: it keeps writers out until it completes.
+        let rollback = !e.header.rollback.is_empty() && e.instant.action != Action::Restore;
+        let done = rollback || published(e) || superseded;
+        if e.seq >= limit || !done {
             break;
         }
         storage.delete(&entry_path(e.seq)).await?;

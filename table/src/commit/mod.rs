@@ -16,4 +16,6 @@ pub(crate) mod transaction;
 
 pub use heartbeat::{heartbeat_expiry, heartbeat_interval};
 pub use ledger::{Entry, Header};
-pub use transaction::{Start, claim_time, decide, decide_and_publish, start};
+pub use transaction::{
+    Start, claim_time, decide, decide_and_publish, publish, start, start_for_restore,
+};

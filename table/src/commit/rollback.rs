@@ -191,11 +191,23 @@ async fn decide(table: &Table, time: InstantTime, targets: &[Instant]) -> Result
                 if timeline.is_none() {
                     timeline = Some(table.timeline().await?);
                 }
-                if timeline
-                    .as_ref()
-                    .is_some_and(|tl| tl.find(e.instant.time).is_some())
-                {
-                    remaining.retain(|t| !e.rolls_back(t.time));
+                let Some(tl) = timeline.as_ref() else {
+                    continue;
+                };
+                match tl.find(e.instant.time) {
+                    // Finished but killed before its last step: remove the target's instant
+                    // files, which is all that was left to do.
+                    Some(r) if r.is_completed() => {
+                        for t in remaining.iter().filter(|t| e.rolls_back(t.time)) {
+                            for state in [State::Inflight, State::Requested] {
+                                let f = Instant::new(t.time, t.action, state);
+                                storage.delete(&tl.instant_path(&f)).await?;
+                            }
+                        }
+                        remaining.retain(|t| !e.rolls_back(t.time));
+                    }
+                    Some(_) => remaining.retain(|t| !e.rolls_back(t.time)),
+                    None => {}
                 }
             }
         }

@@ -55,27 +55,67 @@ pub struct Start {
 }
 
 /// Reads the ledger head, then the timeline, and publishes any decision up to the head whose
-/// timeline file is missing (its writer died between deciding and publishing).
+/// timeline file is missing (its writer died between deciding and publishing). Refuses, retryably,
+/// while a restore is decided but not finished: what it reads would still show instants the restore
+/// is removing.
 pub async fn start(table: &Table) -> Result<Start> {
+    start_inner(table, false).await
+}
+
+/// [`start`] for the restore that finishes itself.
+pub async fn start_for_restore(table: &Table) -> Result<Start> {
+    start_inner(table, true).await
+}
+
+async fn start_inner(table: &Table, restoring: bool) -> Result<Start> {
     let storage = table.storage();
     let seq = ledger::head(storage).await?;
     let timeline = table.timeline().await?;
     if seq == 0 {
         return Ok(Start { seq, timeline });
     }
+    let headers = ledger::headers(storage).await?;
     let mut rolled = false;
-    for e in ledger::entries(storage).await? {
+    for (i, e) in headers.iter().enumerate() {
         if e.seq > seq {
             break;
         }
-        if !e.header.rollback.is_empty() || reflected(&timeline, &e) {
+        if e.instant.action == Action::Restore && !e.header.rollback.is_empty() {
+            let done = timeline
+                .find(e.instant.time)
+                .is_some_and(|r| r.is_completed());
+            if !done && !restoring {
+                return Err(Error::RestoreInProgress {
+                    instant: e.instant.time.to_string(),
+                });
+            }
             continue;
         }
-        if superseded(storage, &e).await? {
+        if !e.header.rollback.is_empty() || reflected(&timeline, e) {
             continue;
         }
-        publish_file(storage, table.config().layout(), &e.header.file, &e.payload).await?;
+        if headers[i + 1..]
+            .iter()
+            .any(|l| l.rolls_back(e.instant.time))
+        {
+            continue;
+        }
+        let Some(full) = ledger::entry(storage, e.seq).await? else {
+            continue;
+        };
+        let layout = table.config().layout();
+        publish_file(storage, layout, &full.header.file, &full.payload).await?;
         rolled = true;
+        // A restore decided while we published must not find its target back.
+        let now = ledger::headers(storage).await?;
+        if now
+            .iter()
+            .any(|l| l.seq > e.seq && l.rolls_back(e.instant.time))
+        {
+            storage
+                .delete(&format!("{}/{}", layout.dir(), full.header.file))
+                .await?;
+        }
     }
     let timeline = if rolled {
         table.timeline().await?
@@ -97,15 +137,6 @@ fn reflected(timeline: &Timeline, e: &Entry) -> bool {
             .iter()
             .any(|s| s.time == e.instant.time && s.state >= e.instant.state),
     }
-}
-
-/// Whether a later rollback decision undid this publication's instant (e.g. a restore), so that
-/// rolling it forward would resurrect it.
-async fn superseded(storage: &Storage, e: &Entry) -> Result<bool> {
-    Ok(ledger::entries_after(storage, e.seq)
-        .await?
-        .iter()
-        .any(|later| later.rolls_back(e.instant.time)))
 }
 
 /// Creates a timeline file if absent; an existing file with other content is a conflict.
@@ -152,6 +183,17 @@ pub(crate) async fn publish_file(
     }
 }
 
+/// Publishes a decided timeline file (create-if-absent; the same bytes already there are ours).
+pub async fn publish(table: &Table, file: &Instant, content: &[u8]) -> Result<()> {
+    publish_file(
+        table.storage(),
+        table.config().layout(),
+        &file.file_name(),
+        content,
+    )
+    .await
+}
+
 /// Decides on the ledger to publish `file` with `content`, checking every entry decided after
 /// `start` with `check` (which fails to refuse), then publishes it. A lost claim re-checks the entry
 /// that won and claims the next one. Fails with [`Error::RolledBack`] if a rollback of the instant
@@ -188,6 +230,17 @@ pub async fn decide(
 ) -> Result<u64> {
     let storage = table.storage();
     let bytes = ledger::encode(header, payload);
+    // A rollback (or restore) of this instant decided before our start counts too.
+    if let Some(r) = ledger::headers(storage)
+        .await?
+        .into_iter()
+        .find(|e| e.seq <= start && e.rolls_back(time))
+    {
+        return Err(Error::RolledBack {
+            instant: time.to_string(),
+            by: r.instant.time.to_string(),
+        });
+    }
     let mut seen = start;
     loop {
         for e in ledger::entries_after(storage, seen).await? {
@@ -246,7 +299,13 @@ async fn trim(table: &Table, head: u64) -> Result<()> {
     let oldest_live = live(storage).await?.into_iter().map(|(_, s)| s).min();
     let timeline = table.timeline().await?;
     ledger::trim(storage, head, oldest_live, |e| {
-        !e.header.rollback.is_empty() || reflected(&timeline, e)
+        if e.instant.action == Action::Restore {
+            timeline
+                .find(e.instant.time)
+                .is_some_and(|r| r.is_completed())
+        } else {
+            reflected(&timeline, e)
+        }
     })
     .await
 }
@@ -356,7 +415,11 @@ impl Transaction {
                 Err(e)
             }
             Err(e) => {
-                self.abort().await;
+                if self.abort().await {
+                    // The claim did land (its answer was lost): the commit is decided and
+                    // published.
+                    return Ok(done);
+                }
                 Err(e)
             }
         }
@@ -366,7 +429,10 @@ impl Transaction {
     /// can never undo a completion), its files and markers deleted. Best effort: if the rollback
     /// fails, the markers stay, so the next writer's rollback (once the heartbeat has expired)
     /// finds every file this transaction may have written.
-    pub(crate) async fn abort(mut self) {
+    /// Returns whether the transaction turned out to be decided after all (its completion is on
+    /// the ledger), in which case nothing is deleted.
+    pub(crate) async fn abort(mut self) -> bool {
+        let mut decided = false;
         let rolled_back = match self.table.timeline().await {
             Ok(timeline) => {
                 match super::rollback::rollback_instant(&self.table, &timeline, &self.inflight)
@@ -375,9 +441,12 @@ impl Transaction {
                     Ok(Some(_)) => true,
                     // Not ours to roll back: if our completion was decided after all (a claim
                     // whose answer was lost), our files are committed data and stay.
-                    Ok(None) => !ledger::is_published(self.table.storage(), self.time())
-                        .await
-                        .unwrap_or(true),
+                    Ok(None) => {
+                        decided = ledger::is_published(self.table.storage(), self.time())
+                            .await
+                            .unwrap_or(true);
+                        !decided
+                    }
                     Err(_) => false,
                 }
             }
@@ -385,9 +454,15 @@ impl Transaction {
         };
         if rolled_back {
             self.discard().await;
-        } else if let Some(h) = self.heartbeat.take() {
-            h.stop().await;
+        } else {
+            if decided {
+                self.clear_markers().await;
+            }
+            if let Some(h) = self.heartbeat.take() {
+                h.stop().await;
+            }
         }
+        decided
     }
 
     /// Deletes the files this transaction created and its markers.
@@ -557,6 +632,46 @@ mod tests {
             .expect("write");
         let tl = t.timeline().await.expect("timeline");
         assert!(tl.find(time).is_some_and(|i| i.is_completed()));
+    }
+
+    #[tokio::test]
+    async fn a_decided_restore_keeps_writers_out_until_it_completes() {
+        let t = table("tx_restore").await;
+        t.write(vec![rows(&[1])], WriteOptions::default())
+            .await
+            .expect("write");
+        let s = start(&t).await.expect("start");
+        let r = claim_time(t.storage(), s.timeline.latest_time())
+            .await
+            .expect("time");
+        let requested = Instant::new(r, Action::Restore, State::Requested);
+        decide(
+            &t,
+            s.seq,
+            r,
+            &Header {
+                file: requested.file_name(),
+                rollback: vec!["20200101000000000".into()],
+            },
+            b"",
+            |_| Ok(()),
+        )
+        .await
+        .expect("restore decided");
+        let res = t.write(vec![rows(&[2])], WriteOptions::default()).await;
+        assert!(
+            matches!(&res, Err(Error::RestoreInProgress { instant }) if *instant == r.to_string()),
+            "{res:?}"
+        );
+        // Once the restore completes, writers go on.
+        let done = Instant::new(r, Action::Restore, State::Completed);
+        t.storage()
+            .put(&s.timeline.instant_path(&done), Bytes::new())
+            .await
+            .expect("complete");
+        t.write(vec![rows(&[2])], WriteOptions::default())
+            .await
+            .expect("write after the restore");
     }
 
     #[tokio::test]
