@@ -34,7 +34,12 @@ pub(crate) async fn rollback_failed_writes(
     table: &Table,
     timeline: &Timeline,
 ) -> Result<Vec<InstantTime>> {
-    let mut failed = expired(table.storage(), failed_writes(timeline).into_iter()).await?;
+    let pending = failed_writes(timeline);
+    let mut failed = if pending.is_empty() {
+        Vec::new()
+    } else {
+        expired(table.storage(), pending.into_iter()).await?
+    };
     if !failed.is_empty() {
         // A write that finished (completed, or rolled itself back) after `timeline` was read has no
         // heartbeat either: only what is still pending now is a failed write.
