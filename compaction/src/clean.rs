@@ -178,7 +178,11 @@ pub async fn clean(table: &Table, policy: CleanPolicy) -> Result<CleanReport> {
             report.bytes_deleted += size;
         }
     }
-    lake_table::commit::publish(table, &done, &meta).await?;
+    match lake_table::commit::publish(table, &done, &meta).await {
+        // Another run of this same clean completed it first: the files are gone either way.
+        Ok(()) | Err(Error::Timeline(lake_table::timeline::Error::CommitConflict { .. })) => {}
+        Err(e) => return Err(e),
+    }
     Ok(report)
 }
 

@@ -128,9 +128,34 @@ pub async fn schedule(table: &Table, strategy: CompactionStrategy) -> Result<Sch
         }
     }
     let view = FileSystemView::load(&timeline, None, None).await?;
+    // Only logs that completed deltacommits wrote: a running writer's log is not the plan's to take
+    // (that writer then fails its check against the plan and retries in the new slice).
+    let mut committed_logs: HashSet<(String, String)> = HashSet::new();
+    let deltas: Vec<Instant> = timeline
+        .completed_writes()
+        .filter(|i| i.action == Action::DeltaCommit)
+        .copied()
+        .collect();
+    for d in &deltas {
+        for s in timeline.commit_metadata_cached(d).await?.write_stats() {
+            if let Some(path) = &s.path {
+                let name = path.rsplit('/').next().unwrap_or(path);
+                committed_logs.insert((
+                    s.partition_path.clone().unwrap_or_default(),
+                    name.to_owned(),
+                ));
+            }
+        }
+    }
     let candidates: Vec<FileSlice> = view
         .latest_slices()
         .into_iter()
+        .map(|mut s| {
+            let part = s.partition.clone();
+            s.log_files
+                .retain(|l| committed_logs.contains(&(part.clone(), l.name.clone())));
+            s
+        })
         .filter(|s| !s.log_files.is_empty())
         .filter(|s| !pending_groups.contains(&(s.partition.clone(), s.file_id.clone())))
         .collect();
@@ -181,6 +206,14 @@ pub async fn schedule(table: &Table, strategy: CompactionStrategy) -> Result<Sch
         &requested,
         Bytes::from(plan.to_avro()),
         |e| {
+            if e.instant.action == Action::Restore {
+                // A restore may delete files of the planned slices.
+                return Err(Error::WriteConflict {
+                    instant: time.to_string(),
+                    other: e.instant.time.to_string(),
+                    file_ids: Vec::new(),
+                });
+            }
             if !e.header.rollback.is_empty()
                 || !is_write(&e.instant)
                 || e.instant.state != State::Completed

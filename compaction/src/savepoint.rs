@@ -108,7 +108,12 @@ pub async fn create_savepoint(
     let storage = table.storage();
     let layout = table.config().layout();
     let inflight = Instant::new(target.time, Action::Savepoint, State::Inflight);
-    Timeline::publish(storage, layout, &inflight, Bytes::new()).await?;
+    if !storage
+        .exists(&start.timeline.instant_path(&inflight))
+        .await?
+    {
+        Timeline::publish(storage, layout, &inflight, Bytes::new()).await?;
+    }
     // Decided on the ledger: a clean decided since we listed the files may have removed some, so
     // the savepoint is then refused (create it again: the cleaner keeps what it pins from then on).
     let done = Instant::new(target.time, Action::Savepoint, State::Completed);
@@ -146,7 +151,13 @@ fn chrono_now_secs() -> i64 {
 
 /// Deletes the savepoint at `instant`.
 pub async fn delete_savepoint(table: &Table, instant: InstantTime) -> Result<()> {
-    let timeline = table.timeline().await?;
+    // Not while a restore is in progress (it may be restoring to this savepoint).
+    let timeline = lake_table::commit::start(table).await?.timeline;
+    remove_savepoint(table, &timeline, instant).await
+}
+
+/// Removes a savepoint's files from the timeline.
+async fn remove_savepoint(table: &Table, timeline: &Timeline, instant: InstantTime) -> Result<()> {
     if !timeline.savepoints().iter().any(|s| s.time == instant) {
         return Err(Error::Unsupported(format!(
             "there is no savepoint at {instant}"
@@ -239,18 +250,40 @@ pub struct RestoreReport {
 
 /// Restores the table to the savepoint at `to`.
 pub async fn restore(table: &Table, to: InstantTime) -> Result<RestoreReport> {
-    // Writes whose writer is gone are rolled back first; a live one makes the restore wait.
-    let start = lake_table::commit::start_for_restore(table).await?;
-    if start
+    let first = lake_table::commit::start_for_restore(table).await?;
+    let pending_restore = first
         .timeline
         .pending()
-        .any(|i| matches!(i.action, Action::Commit | Action::DeltaCommit))
+        .find(|i| i.action == Action::Restore)
+        .copied();
+    // Writes whose writer is gone are rolled back first; a live one makes the restore wait. (An
+    // interrupted restore finishes exactly its plan instead.)
+    if pending_restore.is_none()
+        && first
+            .timeline
+            .pending()
+            .any(|i| matches!(i.action, Action::Commit | Action::DeltaCommit))
     {
         table.rollback_expired_writes().await?;
     }
     let start = lake_table::commit::start_for_restore(table).await?;
     let timeline = start.timeline.clone();
-    if !timeline
+    let pending_restore = timeline
+        .pending()
+        .find(|i| i.action == Action::Restore)
+        .copied();
+    if let Some(r) = pending_restore {
+        // An interrupted restore goes on to the savepoint it planned, whatever else happened since.
+        let (planned_to, _) = restore_plan(table, &timeline, r.time).await?;
+        if planned_to != Some(to) {
+            return Err(Error::Unsupported(format!(
+                "restore {} to {} was interrupted; run it again with --to {}",
+                r.time,
+                planned_to.map_or("?".into(), |t| t.to_string()),
+                planned_to.map_or("?".into(), |t| t.to_string()),
+            )));
+        }
+    } else if !timeline
         .savepoints()
         .iter()
         .any(|s| s.time == to && s.is_completed())
@@ -259,10 +292,6 @@ pub async fn restore(table: &Table, to: InstantTime) -> Result<RestoreReport> {
             "there is no savepoint at {to}; restore needs one"
         )));
     }
-    let pending_restore = timeline
-        .pending()
-        .find(|i| i.action == Action::Restore)
-        .copied();
     if pending_restore.is_none()
         && let Some(w) = timeline.pending().find(|i| {
             matches!(
@@ -278,7 +307,7 @@ pub async fn restore(table: &Table, to: InstantTime) -> Result<RestoreReport> {
     }
     let started = Clock::now();
     let planned = match pending_restore {
-        Some(r) => Some(restore_plan_targets(table, &timeline, r.time).await?),
+        Some(r) => Some(restore_plan(table, &timeline, r.time).await?.1),
         None => None,
     };
     let mut targets: Vec<Instant> = timeline
@@ -307,13 +336,20 @@ pub async fn restore(table: &Table, to: InstantTime) -> Result<RestoreReport> {
     };
     let requested = Instant::new(time, Action::Restore, State::Requested);
     if pending_restore.is_none() {
-        // Decided on the ledger: no completion of a target can be rolled forward after this, and a
-        // write that began before it fails its conflict check instead of building on removed data.
+        let plan = Datum::Record(vec![
+            Datum::Array(targets.iter().map(instant_info).collect()),
+            Datum::Union(0, Box::new(Datum::Int(1))),
+            Datum::Union(1, Box::new(Datum::str(to.to_string()))),
+        ]);
+        let plan = avro::container_file(&restore_plan_schema(), &plan);
+        // Decided on the ledger, with the plan: no completion of a target can be rolled forward
+        // after this, a write that began before it fails its conflict check instead of building on
+        // removed data, and if this process dies now the next start publishes the plan.
         let header = lake_table::commit::Header {
             file: requested.file_name(),
             rollback: targets.iter().map(|t| t.time.to_string()).collect(),
         };
-        lake_table::commit::decide(table, start.seq, time, &header, &[], |e| {
+        lake_table::commit::decide(table, start.seq, time, &header, &plan, |e| {
             if e.header.rollback.is_empty() && e.instant.time > to {
                 return Err(Error::WriteConflict {
                     instant: time.to_string(),
@@ -324,18 +360,7 @@ pub async fn restore(table: &Table, to: InstantTime) -> Result<RestoreReport> {
             Ok(())
         })
         .await?;
-        let plan = Datum::Record(vec![
-            Datum::Array(targets.iter().map(instant_info).collect()),
-            Datum::Union(0, Box::new(Datum::Int(1))),
-            Datum::Union(1, Box::new(Datum::str(to.to_string()))),
-        ]);
-        Timeline::publish(
-            storage,
-            layout,
-            &requested,
-            Bytes::from(avro::container_file(&restore_plan_schema(), &plan)),
-        )
-        .await?;
+        lake_table::commit::publish(table, &requested, &plan).await?;
     }
     let inflight = Instant::new(time, Action::Restore, State::Inflight);
     if !storage.exists(&timeline.instant_path(&inflight)).await? {
@@ -398,7 +423,7 @@ pub async fn restore(table: &Table, to: InstantTime) -> Result<RestoreReport> {
         report.rolled_back.push(t.time);
     }
     for s in timeline.savepoints().iter().filter(|s| s.time > to) {
-        delete_savepoint(table, s.time).await?;
+        remove_savepoint(table, &timeline, s.time).await?;
     }
     // A roll-forward that raced the decision may have put a target's completed file back.
     for t in &targets {
@@ -428,12 +453,12 @@ pub async fn restore(table: &Table, to: InstantTime) -> Result<RestoreReport> {
     Ok(report)
 }
 
-/// The instants an interrupted restore planned to roll back (its `HoodieRestorePlan`).
-async fn restore_plan_targets(
+/// The savepoint and the instants an interrupted restore planned (its `HoodieRestorePlan`).
+async fn restore_plan(
     table: &Table,
     timeline: &Timeline,
     restore: InstantTime,
-) -> Result<Vec<InstantTime>> {
+) -> Result<(Option<InstantTime>, Vec<InstantTime>)> {
     let requested = Instant::new(restore, Action::Restore, State::Requested);
     let path = timeline.instant_path(&requested);
     let bytes = table.storage().get(&path).await?;
@@ -444,6 +469,7 @@ async fn restore_plan_targets(
         ))
     };
     let (_, data) = avro::read_container(&bytes).map_err(bad)?;
+    let mut to = None;
     let mut out = Vec::new();
     for d in data {
         let Datum::Record(fields) = d else { continue };
@@ -457,6 +483,11 @@ async fn restore_plan_targets(
                 out.push(t.parse().map_err(|_| bad(format!("bad instant {t:?}")))?);
             }
         }
+        if let Some(Datum::Union(_, v)) = fields.get(2)
+            && let Datum::String(t) = v.as_ref()
+        {
+            to = t.parse().ok();
+        }
     }
-    Ok(out)
+    Ok((to, out))
 }

@@ -94,6 +94,13 @@ pub enum Error {
         /// The earliest retained instant.
         earliest: String,
     },
+    /// The table changed while it was being read (a file listed by an older timeline is gone);
+    /// reading again sees a consistent state.
+    #[error("the table changed while it was read ({reason}); read it again")]
+    Changed {
+        /// What was found.
+        reason: String,
+    },
     /// A file the timeline says is committed is missing or unreadable.
     #[error("committed file {path} is missing or unreadable: {reason}")]
     Damaged {
@@ -133,7 +140,8 @@ impl Error {
             Error::WriteConflict { .. }
             | Error::RolledBack { .. }
             | Error::LedgerTrimmed { .. }
-            | Error::RestoreInProgress { .. } => true,
+            | Error::RestoreInProgress { .. }
+            | Error::Changed { .. } => true,
             _ => false,
         }
     }

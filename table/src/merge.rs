@@ -55,6 +55,13 @@ impl LogRecords {
     }
 }
 
+/// Whether lake wrote this log file (whole, in one put): its write token is lake's.
+fn written_whole(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    crate::layout::LogFile::parse("", name, 0)
+        .is_some_and(|l| l.write_token == crate::layout::WRITE_TOKEN)
+}
+
 /// Decodes the blocks of a slice's log files (`files`: each file's display path and bytes, in write
 /// order) into records aligned to `schema`, keeping only blocks visible at `as_of`.
 pub fn decode_logs(
@@ -79,14 +86,18 @@ pub fn decode_logs(
                         blocks.push((path.clone(), block));
                     }
                 }
-                // lake writes every log file whole, and Hudi's readers skip a corrupt block only
-                // as the torn tail of a failed append; a corrupt stretch in a committed slice's log
-                // is damage, and skipping it would silently return older values.
+                // lake writes every log file whole (write token `0-0-0`), so a corrupt stretch in
+                // one of its logs is damage, and skipping it would silently return older values.
+                // Hudi appends to logs where the store allows it, and its readers skip the torn
+                // block of a failed append; lake does the same for logs it did not write.
                 ReadBlock::Corrupt { offset, len } => {
-                    return Err(Error::Damaged {
-                        path: path.clone(),
-                        reason: format!("corrupt log data at byte {offset} ({len} bytes)"),
-                    });
+                    if written_whole(path) {
+                        return Err(Error::Damaged {
+                            path: path.clone(),
+                            reason: format!("corrupt log data at byte {offset} ({len} bytes)"),
+                        });
+                    }
+                    out.corrupt_blocks += 1;
                 }
             }
         }

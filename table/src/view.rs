@@ -125,8 +125,18 @@ impl FileSystemView {
                 s.log_files.sort_by_key(|l| (l.instant, l.version));
             }
         }
-        if timeline.layout() == Layout::V1 {
-            view.verify(timeline, partitions, as_of, &replaced).await?;
+        if timeline.layout() == Layout::V1
+            && let Err(e) = view.verify(timeline, partitions, as_of, &replaced).await
+        {
+            // A compaction and a clean between reading the timeline and listing look like damage:
+            // if the timeline moved on meanwhile, the caller should simply read again.
+            let now = Timeline::load(storage, timeline.layout()).await?;
+            if now.fingerprint() != timeline.fingerprint() {
+                return Err(Error::Changed {
+                    reason: e.to_string(),
+                });
+            }
+            return Err(e);
         }
         // A file group made only of log files begins with the write that created it (bucket-index
         // merge-on-read writes); until that write completes the group does not exist — it may still

@@ -108,6 +108,18 @@ fn check(p: &Place, src: &Source, step: &str) {
     // whenever no compaction is pending.
     if !pending_compaction(p) {
         let got = project(hudi_read(&p.uri, &["--sort", "id"], &p.env));
+        if got != expected && std::env::var("LAKE_TEST_DEBUG").is_ok() {
+            eprintln!("{}", lake_ok(&["timeline", &p.uri, "--all"], &p.env));
+            let script = "import sys,os,pyarrow.fs as f\nu=sys.argv[1]\nif u.startswith('s3://'):\n  fs=f.S3FileSystem(endpoint_override=os.environ['AWS_ENDPOINT_URL'],access_key='testing',secret_key='testing',scheme='http',region='us-east-1');root=u[5:]\nelse:\n  fs=f.LocalFileSystem();root=u\nfor i in fs.get_file_info(f.FileSelector(root,recursive=True)):\n  print(i.path,i.size)";
+            let out = std::process::Command::new(crate::kit::python())
+                .arg("-c")
+                .arg(script)
+                .arg(&p.uri)
+                .envs(p.env.iter().cloned())
+                .output()
+                .expect("list");
+            eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+        }
         assert_eq!(got, expected, "hudi-rs after {step}");
     }
 }
@@ -402,8 +414,31 @@ fn killed_services(p: &mut Place) {
     }
     // A restore killed part way, then run again: the table is the savepoint's, exactly.
     let restore = ["restore", &p.uri, "--to", &t];
-    let killed_restore = !run_killed(p, &restore, rng.below(full / 2 + 1));
-    std::thread::sleep(Duration::from_millis(700));
+    let mut killed_restore = false;
+    let stray = p.dir.path().join("stray.jsonl");
+    std::fs::write(&stray, src.batch(5)).expect("stray batch");
+    for _ in 0..3 {
+        killed_restore |= !run_killed(p, &restore, rng.below(full / 2 + 1));
+        std::thread::sleep(Duration::from_millis(700));
+        // A write now either runs before the restore was decided (the restore then undoes it) or
+        // is refused while the restore is unfinished; it never half-applies.
+        let out = crate::kit::lake_env(
+            &[
+                "write",
+                &p.uri,
+                "--format",
+                "debezium",
+                "--input",
+                stray.to_str().expect("utf8"),
+            ],
+            &p.env,
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() || stderr.contains("restore"),
+            "a write beside an interrupted restore failed otherwise: {stderr}"
+        );
+    }
     lake_ok(&restore, &p.env);
     src.live = at_savepoint;
     check(p, &src, "the restore after a killed one");

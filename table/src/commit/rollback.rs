@@ -218,7 +218,7 @@ async fn decide(table: &Table, time: InstantTime, targets: &[Instant]) -> Result
         }
         if remaining.is_empty() {
             // Completions decided first: make sure they are visible.
-            super::transaction::start(table).await?;
+            super::transaction::start_for_restore(table).await?;
             return Ok(remaining);
         }
         let header = Header {
@@ -228,7 +228,7 @@ async fn decide(table: &Table, time: InstantTime, targets: &[Instant]) -> Result
         let bytes = ledger::encode(&header, &[]);
         if ledger::claim(storage, seen + 1, bytes).await? == Claim::Won {
             if remaining.len() < targets.len() {
-                super::transaction::start(table).await?;
+                super::transaction::start_for_restore(table).await?;
             }
             return Ok(remaining);
         }

@@ -80,30 +80,59 @@ async fn start_inner(table: &Table, restoring: bool) -> Result<Start> {
         if e.seq > seq {
             break;
         }
-        if e.instant.action == Action::Restore && !e.header.rollback.is_empty() {
-            let done = timeline
-                .find(e.instant.time)
-                .is_some_and(|r| r.is_completed());
-            if !done && !restoring {
+        let layout = table.config().layout();
+        if e.instant.action == Action::Restore {
+            // A restore's entry carries its plan; a restore killed before publishing the plan is
+            // put on the timeline here, so that running `lake restore` again finishes it.
+            let on_timeline = timeline.find(e.instant.time);
+            if on_timeline.is_some_and(|r| r.is_completed()) {
+                continue;
+            }
+            if on_timeline.is_none()
+                && let Some(full) = ledger::entry(storage, e.seq).await?
+                && !full.payload.is_empty()
+            {
+                publish_file(storage, layout, &full.header.file, &full.payload).await?;
+                rolled = true;
+            }
+            if !restoring {
                 return Err(Error::RestoreInProgress {
                     instant: e.instant.time.to_string(),
                 });
             }
             continue;
         }
-        if !e.header.rollback.is_empty() || reflected(&timeline, e) {
+        if !e.header.rollback.is_empty() {
             continue;
         }
-        if headers[i + 1..]
+        // A later restore undid this publication: never roll it forward. The restore removes it
+        // itself (data files first); only once the restore has completed is a completed file still
+        // here a leftover of a roll-forward that raced it, and removed.
+        if let Some(undo) = headers[i + 1..]
             .iter()
-            .any(|l| l.rolls_back(e.instant.time))
+            .find(|l| l.rolls_back(e.instant.time))
         {
+            let restore_done = timeline
+                .find(undo.instant.time)
+                .is_some_and(|r| r.is_completed());
+            if restore_done
+                && timeline
+                    .find(e.instant.time)
+                    .is_some_and(|t| t.is_completed())
+            {
+                storage
+                    .delete(&format!("{}/{}", layout.dir(), e.header.file))
+                    .await?;
+                rolled = true;
+            }
+            continue;
+        }
+        if reflected(&timeline, e) {
             continue;
         }
         let Some(full) = ledger::entry(storage, e.seq).await? else {
             continue;
         };
-        let layout = table.config().layout();
         publish_file(storage, layout, &full.header.file, &full.payload).await?;
         rolled = true;
         // A restore decided while we published must not find its target back.
