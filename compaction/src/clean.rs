@@ -123,6 +123,7 @@ pub async fn clean(table: &Table, policy: CleanPolicy) -> Result<CleanReport> {
         Some(p) => p.time,
         None => lake_table::commit::claim_time(storage, timeline.latest_time()).await?,
     };
+    let heartbeat = lake_table::commit::Heartbeat::start(storage, time, start_seq).await?;
     let plan = Bytes::from(plan_bytes(policy, earliest_retained, &writes, &to_delete));
     for state in [State::Requested, State::Inflight] {
         let inst = Instant::new(time, Action::Clean, state);
@@ -183,6 +184,7 @@ pub async fn clean(table: &Table, policy: CleanPolicy) -> Result<CleanReport> {
         Ok(()) | Err(Error::Timeline(lake_table::timeline::Error::CommitConflict { .. })) => {}
         Err(e) => return Err(e),
     }
+    heartbeat.stop().await;
     Ok(report)
 }
 

@@ -286,6 +286,8 @@ pub async fn execute(
     let storage = table.storage();
     let layout = table.config().layout();
     let start = lake_table::commit::start(table).await?;
+    // Alive while it runs: the ledger is not trimmed past its start, however long it takes.
+    let heartbeat = lake_table::commit::Heartbeat::start(storage, time, start.seq).await?;
     let timeline = start.timeline.clone();
     let inflight = Instant::new(time, Action::Compaction, State::Inflight);
     if !storage.exists(&timeline.instant_path(&inflight)).await? {
@@ -344,6 +346,7 @@ pub async fn execute(
     for m in markers {
         let _ = storage.delete(&storage.relative(&m.location)).await;
     }
+    heartbeat.stop().await;
     Ok(report)
 }
 

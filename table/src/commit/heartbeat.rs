@@ -36,7 +36,7 @@ pub fn heartbeat_expiry() -> Duration {
 }
 
 /// Keeps a transaction's heartbeat fresh until stopped or dropped.
-pub(crate) struct Heartbeat {
+pub struct Heartbeat {
     task: tokio::task::JoinHandle<()>,
     storage: Storage,
     path: String,
@@ -44,7 +44,7 @@ pub(crate) struct Heartbeat {
 
 impl Heartbeat {
     /// Starts the heartbeat of the transaction at `instant`, which began at ledger entry `start`.
-    pub(crate) async fn start(storage: &Storage, instant: InstantTime, start: u64) -> Result<Self> {
+    pub async fn start(storage: &Storage, instant: InstantTime, start: u64) -> Result<Self> {
         let path = format!("{HEARTBEAT_DIR}/{instant}");
         let content = Bytes::from(start.to_string());
         storage.put(&path, content.clone()).await?;
@@ -64,7 +64,7 @@ impl Heartbeat {
     }
 
     /// Stops refreshing and deletes the heartbeat.
-    pub(crate) async fn stop(self) {
+    pub async fn stop(self) {
         self.task.abort();
         let _ = self.storage.delete(&self.path).await;
     }

@@ -14,7 +14,7 @@ pub mod ledger;
 pub(crate) mod rollback;
 pub(crate) mod transaction;
 
-pub use heartbeat::{heartbeat_expiry, heartbeat_interval};
+pub use heartbeat::{Heartbeat, heartbeat_expiry, heartbeat_interval};
 pub use ledger::{Entry, Header};
 pub use transaction::{
     Start, claim_time, decide, decide_and_publish, publish, start, start_for_restore,

@@ -209,6 +209,7 @@ impl Table {
                 prepared,
                 &partitions,
                 &winners,
+                &touched,
                 &view,
                 &opts,
                 &mut summary,
@@ -238,6 +239,7 @@ impl Table {
         prepared: prepare::Prepared,
         partitions: &[String],
         winners: &[usize],
+        touched: &[String],
         view: &FileSystemView,
         opts: &WriteOptions,
         summary: &mut WriteSummary,
@@ -246,12 +248,6 @@ impl Table {
         let time = tx.time();
         let storage = self.storage();
         let mor = self.config().table_type == TableType::MergeOnRead;
-        let touched: Vec<String> = winners
-            .iter()
-            .map(|r| partitions[*r].clone())
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
 
         let record_size = match self.config().bucket_count {
             Some(_) => DEFAULT_RECORD_SIZE,
@@ -314,7 +310,7 @@ impl Table {
                 }
             })
             .collect();
-        for p in &touched {
+        for p in touched {
             if view.file_ids(p).next().is_none() {
                 let rel = join(p, PARTITION_METADATA);
                 storage
