@@ -172,6 +172,16 @@ async fn run(table_type: &str, seed: u64) {
     );
     assert!(proxy.injected() > 0, "no fault was injected");
     assert!(ok > 0, "no command succeeded ({failed} failed)");
+    // hudi-rs 0.5.0 skips logs in the slice of a pending compaction: finish any a faulty `lake
+    // compact` left before comparing with it.
+    if table_type == "mor" {
+        lake_ok(&["compact", uri, "--execute-only", "--skip-clean"], &direct);
+        assert_eq!(
+            rows_of(&lake_rows(uri, &direct)),
+            flat(&model),
+            "after the compaction"
+        );
+    }
     let hudi: Vec<(i64, i64)> = rows_of(&hudi_read(uri, &[], &direct));
     assert_eq!(hudi, flat(&model), "hudi-rs disagrees after the faults");
 }
