@@ -309,8 +309,8 @@ fn rollback_plan(
 }
 
 impl Table {
-    /// Rolls back every failed (pending) write and finishes interrupted rollbacks; returns the
-    /// rolled-back instant times.
+    /// Publishes decided commits, then rolls back every failed write whose heartbeat expired and
+    /// finishes interrupted rollbacks; returns the rolled-back instant times.
     pub async fn rollback_failed_writes(&self) -> Result<Vec<InstantTime>> {
         let timeline = super::transaction::start(self).await?.timeline;
         rollback_failed_writes(self, &timeline).await
@@ -319,8 +319,7 @@ impl Table {
     /// Rolls back the pending writes whose writer is gone (heartbeat missing or expired), leaving
     /// writes that are still running alone; for table services that run beside writers.
     pub async fn rollback_expired_writes(&self) -> Result<Vec<InstantTime>> {
-        let timeline = self.timeline().await?;
-        rollback_failed_writes(self, &timeline).await
+        self.rollback_failed_writes().await
     }
 
     /// Rolls back one pending write instant, even if its writer is still running (that writer then
