@@ -38,6 +38,8 @@ struct Event {
 #[derive(Default)]
 struct Model {
     mor: bool,
+    /// Table-wide keys (the global simple index).
+    global: bool,
     versions: BTreeMap<(i64, &'static str), Event>,
     /// (partition, bucket) file groups that exist (merge-on-read: a new group never records a
     /// delete, so no tombstone is kept for it).
@@ -46,6 +48,9 @@ struct Model {
 
 impl Model {
     fn apply(&mut self, batch: &[Event]) {
+        if self.global {
+            return self.apply_global(batch);
+        }
         // In-batch: the highest ordering value per (key, partition) wins; ties go to the later row.
         let mut winners: Vec<Event> = Vec::new();
         let mut at: HashMap<(i64, &str), usize> = HashMap::new();
@@ -78,6 +83,57 @@ impl Model {
             } else {
                 self.versions.insert((w.id, w.p), w);
             }
+        }
+    }
+
+    /// Table-wide keys: the latest version per key wins in the batch (ties go to the later row); an
+    /// upsert older than the key's live version in another partition is dropped, otherwise that
+    /// copy is deleted (with the upsert's ordering value); a delete applies wherever the key lives.
+    fn apply_global(&mut self, batch: &[Event]) {
+        let mut winners: Vec<Event> = Vec::new();
+        let mut at: HashMap<i64, usize> = HashMap::new();
+        for e in batch {
+            match at.get(&e.id) {
+                Some(&i) if e.ord >= winners[i].ord => winners[i] = e.clone(),
+                Some(_) => {}
+                None => {
+                    at.insert(e.id, winners.len());
+                    winners.push(e.clone());
+                }
+            }
+        }
+        for w in winners {
+            let elsewhere: Vec<(&'static str, i64)> = self
+                .versions
+                .iter()
+                .filter(|((id, p), v)| *id == w.id && *p != w.p && !v.delete)
+                .map(|((_, p), v)| (*p, v.ord))
+                .collect();
+            if !w.delete && elsewhere.iter().any(|(_, ord)| *ord > w.ord) {
+                continue;
+            }
+            for (p, _) in elsewhere {
+                self.apply_simple(Event {
+                    p,
+                    delete: true,
+                    ..w.clone()
+                });
+            }
+            self.apply_simple(w);
+        }
+    }
+
+    /// One resolved event with the simple index: a merge-on-read delete leaves a tombstone where
+    /// the partition stores the key (its base file holds it until compaction).
+    fn apply_simple(&mut self, w: Event) {
+        let cur = self.versions.get(&(w.id, w.p));
+        if cur.is_some_and(|c| w.ord < c.ord) {
+            return;
+        }
+        if w.delete && !(self.mor && cur.is_some()) {
+            self.versions.remove(&(w.id, w.p));
+        } else {
+            self.versions.insert((w.id, w.p), w);
         }
     }
 
@@ -142,13 +198,13 @@ async fn snapshot(t: &Table) -> Vec<(i64, String, i64, i64)> {
 }
 
 /// A table on a fault store.
-async fn table_on(store: &FaultStore, name: &str, mor: bool, bucket_index: bool) -> Table {
+async fn table_on(store: &FaultStore, name: &str, mor: bool, index: Index) -> Table {
     let storage = Storage::new(
         Arc::new(store.clone()),
         Default::default(),
         format!("memory://{name}"),
     );
-    let config = TableConfig::new(
+    let mut config = TableConfig::new(
         "model",
         if mor {
             TableType::MergeOnRead
@@ -158,9 +214,10 @@ async fn table_on(store: &FaultStore, name: &str, mor: bool, bucket_index: bool)
         vec!["id".into()],
         vec!["p".into()],
         Some("ord".into()),
-        bucket_index.then_some(BUCKETS),
+        (index == Index::Bucket).then_some(BUCKETS),
     )
     .expect("config");
+    config.global_index = index == Index::Global;
     storage
         .put(
             ".hoodie/hoodie.properties",
@@ -171,16 +228,26 @@ async fn table_on(store: &FaultStore, name: &str, mor: bool, bucket_index: bool)
     Table::open_storage(storage).await.expect("open")
 }
 
+/// The key index of a model table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Index {
+    Bucket,
+    Simple,
+    /// Table-wide keys.
+    Global,
+}
+
 /// One seeded case; returns the number of writes that reported success.
-async fn case(seed: u64, mor: bool, bucket_index: bool, faults: bool) -> usize {
+async fn case(seed: u64, mor: bool, index: Index, faults: bool) -> usize {
     let mut rng = Rng::new(seed);
-    let name = format!("model_{seed}_{mor}_{bucket_index}_{faults}");
+    let name = format!("model_{seed}_{mor}_{index:?}_{faults}");
     let store = FaultStore::new(if faults { rng.next() | 1 } else { 0 });
     store.set_faults(false);
-    let table = table_on(&store, &name, mor, bucket_index).await;
+    let table = table_on(&store, &name, mor, index).await;
     store.set_faults(faults);
     let mut model = Model {
         mor,
+        global: index == Index::Global,
         ..Default::default()
     };
     let mut ok = 0;
@@ -258,7 +325,7 @@ async fn case(seed: u64, mor: bool, bucket_index: bool, faults: bool) -> usize {
         assert_eq!(
             got,
             model.rows(),
-            "seed {seed} step {step} (mor {mor}, bucket index {bucket_index}, faults {faults})"
+            "seed {seed} step {step} (mor {mor}, index {index:?}, faults {faults})"
         );
         store.set_faults(faults);
     }
@@ -276,14 +343,33 @@ fn cases() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_on_write_equals_the_replay_model() {
     for seed in 0..cases() {
-        case(seed, false, seed % 2 == 0, false).await;
+        let index = if seed % 2 == 0 {
+            Index::Bucket
+        } else {
+            Index::Simple
+        };
+        case(seed, false, index, false).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn merge_on_read_equals_the_replay_model() {
     for seed in 0..cases() {
-        case(seed, true, true, false).await;
+        case(seed, true, Index::Bucket, false).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn table_wide_keys_equal_the_replay_model() {
+    if let Some(seed) = std::env::var("LAKE_MODEL_SEED")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    {
+        case(seed, seed % 2 == 1, Index::Global, false).await;
+        return;
+    }
+    for seed in 0..cases() {
+        case(seed, seed % 2 == 1, Index::Global, false).await;
     }
 }
 
@@ -294,11 +380,11 @@ async fn writes_behind_a_faulty_store_commit_exactly_what_reported_success() {
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
     {
-        case(seed, true, true, true).await;
+        case(seed, true, Index::Bucket, true).await;
         return;
     }
     for seed in 0..cases() / 2 {
-        ok += case(1000 + seed, seed % 2 == 0, true, true).await;
+        ok += case(1000 + seed, seed % 2 == 0, Index::Bucket, true).await;
     }
     assert!(
         ok > 0,
@@ -320,7 +406,7 @@ async fn a_lost_response_on_the_commit_point_commits_an_insert_once() {
     {
         let mor = part.contains("delta") || part.contains("0-0-0") || i == 0;
         let store = FaultStore::new(0);
-        let t = table_on(&store, &format!("lost_{i}"), mor, true).await;
+        let t = table_on(&store, &format!("lost_{i}"), mor, Index::Bucket).await;
         let events: Vec<Event> = (0..20)
             .map(|id| Event {
                 id,

@@ -160,6 +160,11 @@ pub struct TableSpec {
     /// Partition fields.
     #[serde(default)]
     pub partition_by: Vec<String>,
+    /// Key index of a table this job creates: `bucket` (default), `simple`, or `global` (table-wide
+    /// keys: a record whose partition value changed is deleted from its old partition — for sources
+    /// without before images).
+    #[serde(default = "default_index")]
+    pub index: String,
     /// Buckets per partition (bucket index).
     #[serde(default = "default_buckets")]
     pub buckets: u32,
@@ -178,6 +183,10 @@ pub struct TableSpec {
 
 fn default_type() -> String {
     "cow".into()
+}
+
+fn default_index() -> String {
+    "bucket".into()
 }
 
 fn default_buckets() -> u32 {
@@ -247,6 +256,12 @@ impl PipelineConfig {
             if t.decoder == DecoderKind::Json && t.key.is_empty() && t.message_key_field.is_none() {
                 return Err(format!(
                     "tables[{i}]: the json decoder needs key = [...] or message_key_field"
+                ));
+            }
+            if !matches!(t.index.as_str(), "bucket" | "simple" | "global") {
+                return Err(format!(
+                    "tables[{i}]: index must be bucket, simple or global, not {:?}",
+                    t.index
                 ));
             }
             if t.buckets == 0 {

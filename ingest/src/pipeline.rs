@@ -416,15 +416,16 @@ async fn ensure_table(f: &mut Flow) -> Result<Table, IngestError> {
             .clone()
             .unwrap_or_else(|| SOURCE_POSITION_FIELD.to_owned()),
     );
-    let cfg = TableConfig::new(
+    let mut cfg = TableConfig::new(
         &TableConfig::name_from_uri(&f.uri),
         table_type,
         key,
         f.spec.partition_by.clone(),
         ordering,
-        Some(f.spec.buckets),
+        (f.spec.index == "bucket").then_some(f.spec.buckets),
     )
     .map_err(|source| table_err(f, source))?;
+    cfg.global_index = f.spec.index == "global";
     let table = match Table::create(&f.uri, cfg).await {
         Ok(t) => t,
         Err(lake_table::Error::TableExists { .. }) => Table::open(&f.uri)

@@ -26,7 +26,9 @@ pub struct Args {
     #[arg(long)]
     pub name: Option<String>,
     /// Record index: `bucket` (hash of the key into a fixed number of file groups per partition; no
-    /// lookup cost) or `simple` (key lookup; file groups sized by --target-file-size).
+    /// lookup cost), `simple` (key lookup in the touched partitions; file groups sized by
+    /// --target-file-size) or `global` (table-wide keys: an upsert whose partition value changed
+    /// deletes the key's copy in its old partition; every write looks keys up in all partitions).
     #[arg(long, value_enum, default_value = "bucket")]
     pub index: Index,
     /// Buckets of the bucket index per partition: each bucket is one file group, so choose about
@@ -46,6 +48,8 @@ pub enum Index {
     Bucket,
     /// Hudi's simple (key lookup) index.
     Simple,
+    /// Hudi's global simple index, moving keys whose partition changed.
+    Global,
 }
 
 pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
@@ -68,9 +72,10 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
         Some(ordering),
         match a.index {
             Index::Bucket => Some(a.buckets),
-            Index::Simple => None,
+            Index::Simple | Index::Global => None,
         },
     )?;
+    config.global_index = matches!(a.index, Index::Global);
     config.target_file_size = a.target_file_size;
     config.small_file_limit = a.target_file_size / 6 * 5;
     let table = Table::create(&a.table, config)
@@ -88,7 +93,12 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
         match c.bucket_count {
             Some(n) => format!("bucket index with {n} buckets"),
             None => format!(
-                "simple index, target file size {} bytes",
+                "{} index, target file size {} bytes",
+                if c.global_index {
+                    "global (table-wide keys)"
+                } else {
+                    "simple"
+                },
                 c.target_file_size
             ),
         },

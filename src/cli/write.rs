@@ -97,7 +97,7 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     }
     match s.instant {
         Some(t) => println!(
-            "committed {t}: {} rows in ({} after dedupe, {skipped} tombstones skipped), {} inserted, {} updated, {} deleted, {} stale ignored; {} files, {} bytes, {} partitions",
+            "committed {t}: {} rows in ({} after dedupe, {skipped} tombstones skipped), {} inserted, {} updated, {} deleted, {} stale ignored; {} files, {} bytes, {} partitions{}",
             s.rows_in,
             s.rows_deduped,
             s.inserts,
@@ -106,7 +106,11 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
             s.stale,
             s.files_written,
             s.bytes_written,
-            s.partitions
+            s.partitions,
+            match s.retries {
+                0 => String::new(),
+                n => format!("; retried {n} times after conflicts"),
+            }
         ),
         None => println!("nothing to commit ({skipped} tombstones skipped)"),
     }

@@ -41,6 +41,7 @@ const BUCKETS: &str = "hoodie.bucket.index.num.buckets";
 const BUCKET_HASH_FIELD: &str = "hoodie.bucket.index.hash.field";
 const MAX_FILE_SIZE: &str = "hoodie.parquet.max.file.size";
 const SMALL_FILE_LIMIT: &str = "hoodie.parquet.small.file.limit";
+const UPDATE_PARTITION_PATH: &str = "hoodie.simple.index.update.partition.path";
 
 /// Hudi's default target base-file size (`hoodie.parquet.max.file.size`, 120 MiB).
 pub const DEFAULT_TARGET_FILE_SIZE: u64 = 125_829_120;
@@ -166,6 +167,11 @@ pub struct TableConfig {
     pub small_file_limit: u64,
     /// Fields hashed into buckets (defaults to the record key fields).
     pub bucket_hash_fields: Vec<String>,
+    /// Table-wide record keys (Hudi's `GLOBAL_SIMPLE` index with
+    /// `hoodie.simple.index.update.partition.path=true`): a key lives in one partition of the whole
+    /// table, and an upsert whose partition value changed deletes the copy in the old partition.
+    /// Needs the simple index (`bucket_count` `None`).
+    pub global_index: bool,
     /// Every key as read or to be written, including those lake does not interpret.
     pub raw: BTreeMap<String, String>,
 }
@@ -218,6 +224,7 @@ impl TableConfig {
             bucket_count,
             target_file_size: DEFAULT_TARGET_FILE_SIZE,
             small_file_limit: DEFAULT_SMALL_FILE_LIMIT,
+            global_index: false,
             raw: BTreeMap::new(),
         })
     }
@@ -323,6 +330,12 @@ impl TableConfig {
         if bucket_hash_fields.is_empty() {
             bucket_hash_fields = record_key_fields.clone();
         }
+        // Hudi's global indexes (GLOBAL_SIMPLE, GLOBAL_BLOOM, RECORD_INDEX) keep keys table-wide.
+        let global_index = bucket_count.is_none()
+            && get(INDEX_TYPE).is_some_and(|t| {
+                let t = t.to_ascii_uppercase();
+                t.starts_with("GLOBAL_") || t == "RECORD_INDEX"
+            });
         Ok(Self {
             name,
             database: get(DATABASE).map(str::to_owned),
@@ -339,6 +352,7 @@ impl TableConfig {
             target_file_size,
             small_file_limit,
             bucket_hash_fields,
+            global_index,
             raw,
         })
     }
@@ -383,6 +397,23 @@ impl TableConfig {
                 set(BUCKETS, n.to_string());
                 set(BUCKET_HASH_FIELD, self.bucket_hash_fields.join(","));
             }
+            None if self.global_index => {
+                let kept = self.raw.get(INDEX_TYPE).filter(|t| {
+                    let t = t.to_ascii_uppercase();
+                    t.starts_with("GLOBAL_") || t == "RECORD_INDEX"
+                });
+                set(
+                    INDEX_TYPE,
+                    kept.cloned().unwrap_or_else(|| "GLOBAL_SIMPLE".to_owned()),
+                );
+                let moves = self.raw.get(UPDATE_PARTITION_PATH).cloned();
+                set(
+                    UPDATE_PARTITION_PATH,
+                    moves.unwrap_or_else(|| "true".to_owned()),
+                );
+                set(MAX_FILE_SIZE, self.target_file_size.to_string());
+                set(SMALL_FILE_LIMIT, self.small_file_limit.to_string());
+            }
             None => {
                 set(INDEX_TYPE, "SIMPLE".to_owned());
                 set(MAX_FILE_SIZE, self.target_file_size.to_string());
@@ -395,6 +426,18 @@ impl TableConfig {
             crc32fast::hash(format!("{db}.{}", self.name).as_bytes()).to_string(),
         );
         m
+    }
+
+    /// Why lake cannot write this table's key index, if it cannot: a global index that keeps a moved
+    /// key in its old partition (`hoodie.simple.index.update.partition.path=false`).
+    pub fn unwritable_index(&self) -> Option<String> {
+        let keeps = self
+            .raw
+            .get(UPDATE_PARTITION_PATH)
+            .is_some_and(|v| v.eq_ignore_ascii_case("false"));
+        (self.global_index && keeps).then(|| {
+            format!("{UPDATE_PARTITION_PATH}=false (lake moves a key to its new partition)")
+        })
     }
 
     /// Renders `hoodie.properties`.
@@ -441,6 +484,34 @@ mod tests {
         assert_eq!(back.key_generator, KeyGenerator::Complex);
         assert_eq!(back.bucket_count, Some(8));
         assert_eq!(back.layout(), Layout::V1);
+        assert!(!back.global_index);
+    }
+
+    #[test]
+    fn global_index_round_trips_as_hudi_global_simple() {
+        let mut c = TableConfig::new(
+            "users",
+            TableType::CopyOnWrite,
+            vec!["id".into()],
+            vec!["country".into()],
+            Some("ts".into()),
+            None,
+        )
+        .expect("config");
+        c.global_index = true;
+        let e = c.to_entries();
+        assert_eq!(e[INDEX_TYPE], "GLOBAL_SIMPLE");
+        assert_eq!(e[UPDATE_PARTITION_PATH], "true");
+        let back = TableConfig::parse(&c.render()).expect("parse");
+        assert!(back.global_index);
+        assert_eq!(back.bucket_count, None);
+        assert_eq!(back.unwritable_index(), None);
+        // Other Hudi global indexes are table-wide too; keeping moved keys in place is not written.
+        let hudi = "hoodie.table.name=t\nhoodie.table.version=6\nhoodie.table.recordkey.fields=id\n\
+                    hoodie.index.type=GLOBAL_BLOOM\nhoodie.simple.index.update.partition.path=false\n";
+        let t = TableConfig::parse(hudi).expect("parse");
+        assert!(t.global_index);
+        assert!(t.unwritable_index().is_some());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Tagging: which file group each record of a write goes to.
 //!
-//! Two indexes, as in Hudi:
+//! Three indexes, as in Hudi:
 //! - **bucket** (lake's default): `bucket = hash(key) % N` per partition, one file group per bucket;
 //!   locating a key reads nothing.
 //! - **simple** (key lookup): the record keys of the touched partitions' latest base files are read
@@ -8,6 +8,10 @@
 //!   incoming key); updates and deletes go to the file group holding the key, and new records fill
 //!   file groups smaller than the small-file limit up to the target file size, then new file groups
 //!   of the target size, estimating bytes per record from the previous commit.
+//! - **global simple** (table-wide keys): the simple index, plus [`stored_versions`], which finds
+//!   the live version of each incoming key in *every* partition (key and ordering columns of every
+//!   latest file slice, merged with its logs), so the writer can delete the copy a moved key left
+//!   in its old partition.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -16,14 +20,19 @@ use futures::{StreamExt, TryStreamExt};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
 
+use arrow::array::{ArrayRef, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use std::sync::Arc;
+
+use crate::Table;
 use crate::config::TableConfig;
 use crate::keys::bucket_id;
 use crate::layout::{BaseFile, bucket_of_file_id, new_file_id};
 use crate::parquet_io::StoreReader;
-use crate::schema::RECORD_KEY;
+use crate::schema::{RECORD_KEY, align_batch};
 use crate::view::FileSystemView;
 use crate::{Error, Result};
-use lake_timeline::Storage;
+use lake_timeline::{Storage, Timeline};
 
 /// The rows one file group receives in a write.
 #[derive(Debug)]
@@ -116,52 +125,22 @@ fn assign_buckets(
     Ok(out)
 }
 
-/// The record keys stored in a base file, or `None` when its footer key range holds none of `wanted`
-/// (sorted).
-async fn stored_keys(
-    storage: &Storage,
-    file: &BaseFile,
-    wanted: &[&str],
-) -> Result<Option<(Vec<String>, u64)>> {
-    let perr = |source| Error::Parquet {
-        path: storage.display(&file.path()),
-        source,
-    };
-    let reader = StoreReader::new(storage, &file.path(), file.size);
-    let builder = ParquetRecordBatchStreamBuilder::new(reader)
-        .await
-        .map_err(perr)?;
-    let meta = builder.metadata().file_metadata();
-    let rows = meta.num_rows().max(0) as u64;
-    let kv = |k: &str| {
-        meta.key_value_metadata()
-            .and_then(|kvs| kvs.iter().find(|e| e.key == k))
-            .and_then(|e| e.value.clone())
-    };
-    if let (Some(min), Some(max)) = (kv("hoodie_min_record_key"), kv("hoodie_max_record_key")) {
-        let from = wanted.partition_point(|k| *k < min.as_str());
-        if from == wanted.len() || wanted[from] > max.as_str() {
-            return Ok(None);
-        }
+/// The record keys stored in a base file (none when its footer key range holds none of `wanted`,
+/// sorted).
+async fn stored_keys(storage: &Storage, file: &BaseFile, wanted: &[&str]) -> Result<Vec<String>> {
+    let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new(
+        RECORD_KEY,
+        DataType::Utf8,
+        true,
+    )]));
+    let mut keys = Vec::new();
+    for b in key_columns(storage, file, wanted, &schema).await? {
+        let col = b.column(0).as_any().downcast_ref::<StringArray>().ok_or_else(|| {
+            Error::Unsupported(format!("{} has no string {RECORD_KEY} column", file.path()))
+        })?;
+        keys.extend(col.iter().flatten().map(str::to_owned));
     }
-    let mask = ProjectionMask::columns(builder.parquet_schema(), [RECORD_KEY]);
-    let stream = builder.with_projection(mask).build().map_err(perr)?;
-    let batches: Vec<_> = stream.try_collect().await.map_err(perr)?;
-    let mut keys = Vec::with_capacity(rows as usize);
-    for b in batches {
-        let col = b
-            .column_by_name(RECORD_KEY)
-            .and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned())
-            .ok_or_else(|| {
-                Error::Unsupported(format!("{} has no string {RECORD_KEY} column", file.path()))
-            })?;
-        keys.extend(
-            (0..col.len())
-                .filter(|i| col.is_valid(*i))
-                .map(|i| col.value(i).to_owned()),
-        );
-    }
-    Ok(Some((keys, rows)))
+    Ok(keys)
 }
 
 async fn assign_by_lookup(
@@ -195,13 +174,13 @@ async fn assign_by_lookup(
         // Where each incoming key is stored, reading only the key column of files whose range fits.
         let mut location: HashMap<&str, usize> = HashMap::new();
         if rows.lookup {
-            let found: Vec<Option<(Vec<String>, u64)>> = futures::stream::iter(slices.iter())
+            let found: Vec<Vec<String>> = futures::stream::iter(slices.iter())
                 .map(|f| stored_keys(storage, f, &wanted))
                 .buffered(8)
                 .try_collect()
                 .await?;
             for (slot, keys) in found.iter().enumerate() {
-                for k in keys.iter().flat_map(|(keys, _)| keys) {
+                for k in keys {
                     if let Ok(i) = wanted.binary_search(&k.as_str()) {
                         location.insert(wanted[i], slot);
                     }
@@ -254,4 +233,121 @@ async fn assign_by_lookup(
         }
     }
     Ok(out)
+}
+
+/// The live stored versions of some keys, anywhere in the table.
+#[derive(Debug, Default)]
+pub(crate) struct StoredVersions {
+    /// Key → (partition, index into `ordering`) of each live version.
+    pub found: HashMap<String, Vec<(String, usize)>>,
+    /// The stored ordering value of every version found (`None` without an ordering field).
+    pub ordering: Option<ArrayRef>,
+}
+
+/// Finds the live version of every key in `wanted` in every latest file slice of `view` (which must
+/// list the whole table): base files are read for their key and ordering columns only, and skipped
+/// when their footer key range holds no wanted key; slices with logs are merged first, so deleted
+/// keys are not found. This is the cost of table-wide keys: every base file whose key range
+/// overlaps the batch is read, in every partition.
+pub(crate) async fn stored_versions(
+    table: &Table,
+    timeline: &Timeline,
+    view: &FileSystemView,
+    wanted: &[&str],
+    ordering: Option<(&str, &DataType)>,
+) -> Result<StoredVersions> {
+    let mut fields = vec![Field::new(RECORD_KEY, DataType::Utf8, true)];
+    if let Some((name, ty)) = ordering {
+        fields.push(Field::new(name, ty.clone(), true));
+    }
+    let schema: SchemaRef = Arc::new(Schema::new(fields));
+    let mut sorted: Vec<&str> = wanted.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let slices = view.latest_slices();
+    let read: Vec<(String, Vec<RecordBatch>)> = futures::stream::iter(slices)
+        .map(|slice| {
+            let schema = schema.clone();
+            let sorted = &sorted;
+            async move {
+                let batches = if slice.log_files.is_empty() {
+                    match &slice.base_file {
+                        Some(base) => key_columns(table.storage(), base, sorted, &schema).await?,
+                        None => Vec::new(),
+                    }
+                } else {
+                    table
+                        .read_merged_slice(timeline, &slice, &schema, None)
+                        .await?
+                };
+                Ok::<_, Error>((slice.partition, batches))
+            }
+        })
+        .buffered(8)
+        .try_collect()
+        .await?;
+    let mut out = StoredVersions::default();
+    let mut values: Vec<ArrayRef> = Vec::new();
+    for (partition, batches) in read {
+        for b in batches {
+            let keys = b
+                .column(0)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .ok_or_else(|| Error::Corrupt(format!("{RECORD_KEY} is not a string column")))?;
+            for row in 0..b.num_rows() {
+                if keys.is_null(row) || sorted.binary_search(&keys.value(row)).is_err() {
+                    continue;
+                }
+                out.found
+                    .entry(keys.value(row).to_owned())
+                    .or_default()
+                    .push((partition.clone(), values.len()));
+                values.push(match b.columns().get(1) {
+                    Some(c) => c.slice(row, 1),
+                    None => b.column(0).slice(row, 1),
+                });
+            }
+        }
+    }
+    if ordering.is_some() && !values.is_empty() {
+        let refs: Vec<&dyn Array> = values.iter().map(|a| a.as_ref()).collect();
+        out.ordering = Some(arrow::compute::concat(&refs)?);
+    }
+    Ok(out)
+}
+
+/// The key (and ordering) columns of a base file, aligned to `schema`; nothing when its footer key
+/// range holds none of `wanted` (sorted).
+async fn key_columns(
+    storage: &Storage,
+    file: &BaseFile,
+    wanted: &[&str],
+    schema: &SchemaRef,
+) -> Result<Vec<RecordBatch>> {
+    let perr = |source| Error::Parquet {
+        path: storage.display(&file.path()),
+        source,
+    };
+    let reader = StoreReader::new(storage, &file.path(), file.size);
+    let builder = ParquetRecordBatchStreamBuilder::new(reader)
+        .await
+        .map_err(perr)?;
+    let meta = builder.metadata().file_metadata();
+    let kv = |k: &str| {
+        meta.key_value_metadata()
+            .and_then(|kvs| kvs.iter().find(|e| e.key == k))
+            .and_then(|e| e.value.clone())
+    };
+    if let (Some(min), Some(max)) = (kv("hoodie_min_record_key"), kv("hoodie_max_record_key")) {
+        let from = wanted.partition_point(|k| *k < min.as_str());
+        if from == wanted.len() || wanted[from] > max.as_str() {
+            return Ok(Vec::new());
+        }
+    }
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    let mask = ProjectionMask::columns(builder.parquet_schema(), names);
+    let stream = builder.with_projection(mask).build().map_err(perr)?;
+    let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(perr)?;
+    batches.iter().map(|b| align_batch(b, schema)).collect()
 }

@@ -20,6 +20,13 @@ pub struct Table {
 impl Table {
     /// Creates a new table at `uri`; fails if one already exists there.
     pub async fn create(uri: &str, config: TableConfig) -> Result<Self> {
+        if config.global_index && config.bucket_count.is_some() {
+            return Err(Error::Config {
+                path: PROPERTIES_PATH.into(),
+                reason: "table-wide keys (the global index) need the simple index, not buckets"
+                    .into(),
+            });
+        }
         let storage = Storage::try_from_uri(uri)?;
         if !storage
             .put_if_absent(PROPERTIES_PATH, Bytes::from(config.render()))

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use crate::cow::Rng;
 use crate::kit::{Place, hudi_read, kafka, lake_env, lake_ok, lake_rows, unique};
 
-async fn create_topic(topic: &str, partitions: i32) {
+pub(crate) async fn create_topic(topic: &str, partitions: i32) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", kafka())
         .create()
@@ -36,9 +36,9 @@ async fn create_topic(topic: &str, partitions: i32) {
 }
 
 /// A message's key and value (`None` value: a tombstone).
-type Kv = (Option<String>, Option<String>);
+pub(crate) type Kv = (Option<String>, Option<String>);
 
-async fn produce(topic: &str, msgs: &[Kv]) {
+pub(crate) async fn produce(topic: &str, msgs: &[Kv]) {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", kafka())
         .set("acks", "all")

@@ -7,6 +7,7 @@ mod cow;
 mod crash;
 mod faults;
 mod fixtures;
+mod global;
 mod ingest;
 mod kit;
 mod mor;

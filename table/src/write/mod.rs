@@ -9,6 +9,7 @@
 
 mod conflict;
 mod cow;
+mod global;
 mod mor;
 mod prepare;
 
@@ -32,7 +33,7 @@ use crate::layout::{BaseFile, PARTITION_METADATA, join, partition_metadata};
 use crate::schema;
 use crate::view::FileSystemView;
 use crate::{Error, Result, Table};
-use conflict::Footprint;
+use conflict::{Footprint, Reach};
 use mor::LogTarget;
 
 /// Rows to write, with an optional per-row delete flag (a delete row carries at least the key,
@@ -132,6 +133,8 @@ pub struct WriteSummary {
     pub bytes_written: u64,
     /// Partitions touched.
     pub partitions: usize,
+    /// Attempts that failed with a retryable error (a conflict) before this one committed.
+    pub retries: u32,
 }
 
 /// One file group to rewrite.
@@ -166,6 +169,9 @@ impl Table {
                 self.config().version
             )));
         }
+        if let Some(why) = self.config().unwritable_index() {
+            return Err(Error::Unsupported(format!("writes with {why}")));
+        }
         let mut start = transaction::start(self).await?;
         let mut summary = WriteSummary {
             rolled_back: rollback_failed_writes(self, &start.timeline).await?,
@@ -176,14 +182,28 @@ impl Table {
         }
         let timeline = &start.timeline;
         let table_schema = self.data_schema(timeline).await?;
-        let prepared = self.prepare(batches, table_schema.as_deref(), opts.operation)?;
+        let mut prepared = self.prepare(batches, table_schema.as_deref(), opts.operation)?;
         summary.rows_in = prepared.rows.num_rows();
         if summary.rows_in == 0 {
             return Ok(summary);
         }
-        let partitions = partition_paths(&prepared.rows, self.config())?;
-        let winners = self.dedupe(&prepared, &partitions)?;
-        summary.rows_deduped = winners.len();
+        let mut partitions = partition_paths(&prepared.rows, self.config())?;
+        // Table-wide keys: resolve per key, then find each key's stored partition in the whole table.
+        let global = self.config().global_index && opts.operation != WriteOperation::Insert;
+        let (winners, view) = if global {
+            let winners = self.dedupe_global(&prepared)?;
+            summary.rows_deduped = winners.len();
+            let view = FileSystemView::load(timeline, None, None).await?;
+            let routed = self
+                .route_global(timeline, &view, &mut prepared, &mut partitions, winners)
+                .await?;
+            summary.stale += routed.stale;
+            (routed.winners, Some(view))
+        } else {
+            let winners = self.dedupe(&prepared, &partitions)?;
+            summary.rows_deduped = winners.len();
+            (winners, None)
+        };
 
         let touched: Vec<String> = winners
             .iter()
@@ -193,7 +213,10 @@ impl Table {
             .collect();
         summary.partitions = touched.len();
 
-        let view = FileSystemView::load(timeline, Some(&touched), None).await?;
+        let view = match view {
+            Some(v) => v,
+            None => FileSystemView::load(timeline, Some(&touched), None).await?,
+        };
         let mor = self.config().table_type == TableType::MergeOnRead;
         let action = if mor {
             Action::DeltaCommit
@@ -217,7 +240,12 @@ impl Table {
             .await
         {
             Ok(meta) => {
-                let footprint = Footprint::of(time.to_string(), &meta);
+                let reach = match self.config().bucket_count {
+                    _ if global => Reach::Table,
+                    Some(_) => Reach::Buckets,
+                    None => Reach::Partitions,
+                };
+                let footprint = Footprint::of(time.to_string(), &meta, reach);
                 tx.commit(Bytes::from(meta.to_json_bytes()), |e| footprint.check(e))
                     .await?;
                 summary.instant = Some(time);
@@ -430,6 +458,10 @@ impl Table {
         loop {
             attempt += 1;
             match self.write(batches.clone(), opts.clone()).await {
+                Ok(mut s) => {
+                    s.retries = attempt - 1;
+                    return Ok(s);
+                }
                 Err(e) if e.is_retryable() && attempt < attempts => {
                     // Growing pause with jitter, so racing writers do not retry in lockstep.
                     let jitter = (uuid::Uuid::new_v4().as_u128() % 50) as u64;
