@@ -135,9 +135,13 @@ async fn stored_keys(storage: &Storage, file: &BaseFile, wanted: &[&str]) -> Res
     )]));
     let mut keys = Vec::new();
     for b in key_columns(storage, file, wanted, &schema).await? {
-        let col = b.column(0).as_any().downcast_ref::<StringArray>().ok_or_else(|| {
-            Error::Unsupported(format!("{} has no string {RECORD_KEY} column", file.path()))
-        })?;
+        let col = b
+            .column(0)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| {
+                Error::Unsupported(format!("{} has no string {RECORD_KEY} column", file.path()))
+            })?;
         keys.extend(col.iter().flatten().map(str::to_owned));
     }
     Ok(keys)

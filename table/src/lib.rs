@@ -1,24 +1,25 @@
-//! Hudi tables: the table config, schemas and meta columns, key generation and the bucket index,
-//! file naming, the file-system view, Parquet base files, the copy-on-write write client with
-//! rollback of failed writes, and the snapshot reader that the DataFusion provider builds on.
+//! Hudi tables, by part: the table config ([`config`]), key generation ([`keys`]) and the indexes,
+//! file naming ([`layout`]); [`format`](mod@format) — the bytes (schemas, Avro blocks, log framing, Parquet,
+//! compaction plans); [`commit`] — the one home of the commit lifecycle (transaction, ledger,
+//! heartbeats, rollback); the write client (upsert, insert, delete as one commit); and [`read`] —
+//! the file-system view, the merge-on-read merge and the snapshot reader the DataFusion provider
+//! builds on.
 
-pub mod avro_block;
 pub mod commit;
-pub mod compaction_plan;
 pub mod config;
 mod error;
+pub mod format;
 mod index;
 pub mod keys;
 pub mod layout;
-pub mod log_format;
-pub mod merge;
-mod parquet_io;
 mod properties;
-mod read;
-pub mod schema;
+pub mod read;
 mod table;
-pub mod view;
 mod write;
+
+pub(crate) use format::parquet_io;
+pub use format::{avro_block, compaction_plan, log_format, schema};
+pub use read::{merge, view};
 
 pub use config::{TableConfig, TableType};
 pub use error::{Error, Result};

@@ -14,7 +14,7 @@
 //!   (for a publication, the exact bytes of the timeline file it publishes). Sequence numbers are
 //!   dense; the first decision about an instant wins (a completion before a rollback of the same
 //!   instant completes it; a rollback first makes the completion fail with
-//!   [`Error::RolledBack`](crate::Error::RolledBack)).
+//!   [`Error::RolledBack`]).
 //! - A publication's timeline file is written after its entry. A transaction that begins rolls
 //!   forward every entry whose file is missing, so what it reads equals the ledger up to its start,
 //!   and what it checks at commit is exactly the entries after it.

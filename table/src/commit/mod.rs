@@ -1,9 +1,9 @@
 //! The commit lifecycle, in one place: every action that changes the timeline goes through here.
 //!
-//! - [`heartbeat`]: running transactions prove they are alive; only expired ones are rolled back.
+//! - `heartbeat`: running transactions prove they are alive; only expired ones are rolled back.
 //! - [`ledger`]: the serialization point of decisions (completions, plans, rollbacks) on the store.
-//! - [`transaction`]: begin → markers and data files → conflict check → decide → publish, or abort.
-//! - [`rollback`]: undoing failed instants, decided on the ledger so it never undoes a completion.
+//! - `transaction`: begin → markers and data files → conflict check → decide → publish, or abort.
+//! - `rollback`: undoing failed instants, decided on the ledger so it never undoes a completion.
 //!
 //! The fencing rule: a process rolls back only instants whose heartbeat has expired, and a rollback
 //! and a completion of the same instant are both ledger decisions, so exactly one of them wins; the

@@ -1,0 +1,9 @@
+//! Reading a table: the file-system view of committed file slices ([`view`]), the merge-on-read
+//! merge of base files with their logs ([`merge`]) and the snapshot reader ([`ReadOptions`]) the
+//! DataFusion provider builds on.
+
+pub mod merge;
+mod snapshot;
+pub mod view;
+
+pub use snapshot::ReadOptions;
