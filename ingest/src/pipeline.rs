@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{ArrayRef, RecordBatch, StringArray};
+use arrow::array::{ArrayRef, BinaryArray, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use lake_compaction::{CompactionStrategy, Scheduled, execute_pending, schedule};
 use lake_table::config::SOURCE_POSITION_FIELD;
@@ -625,7 +625,9 @@ fn offset_ranges(msgs: &[Message]) -> String {
     format!("topic {topic} {}", parts.join(", "))
 }
 
-/// Rows of the dead-letter table: where the message was, its raw key and value, and why.
+/// Rows of the dead-letter table: where the message was, its key and value, and why. A key or value
+/// that is not UTF-8 text is kept byte for byte in `key_bytes` / `value_bytes` (its text column is
+/// then null), never replaced.
 fn dead_letter_rows(msgs: &[Message], rejected: &[(usize, MessageError)]) -> RecordBatch {
     let schema = Arc::new(Schema::new(vec![
         Field::new("topic", DataType::Utf8, false),
@@ -634,6 +636,8 @@ fn dead_letter_rows(msgs: &[Message], rejected: &[(usize, MessageError)]) -> Rec
         Field::new("key", DataType::Utf8, true),
         Field::new("value", DataType::Utf8, true),
         Field::new("reason", DataType::Utf8, false),
+        Field::new("key_bytes", DataType::Binary, true),
+        Field::new("value_bytes", DataType::Binary, true),
     ]));
     let pick = |f: &dyn Fn(&Message, &MessageError) -> Option<String>| -> ArrayRef {
         Arc::new(StringArray::from(
@@ -643,21 +647,24 @@ fn dead_letter_rows(msgs: &[Message], rejected: &[(usize, MessageError)]) -> Rec
                 .collect::<Vec<_>>(),
         ))
     };
+    let text = |b: Option<&[u8]>| b.and_then(|b| std::str::from_utf8(b).ok().map(str::to_owned));
+    let raw = |get: &dyn Fn(&Message) -> Option<&[u8]>| -> ArrayRef {
+        Arc::new(BinaryArray::from(
+            rejected
+                .iter()
+                .map(|(i, _)| get(&msgs[*i]).filter(|b| std::str::from_utf8(b).is_err()))
+                .collect::<Vec<_>>(),
+        ))
+    };
     let columns = vec![
         pick(&|m, _| Some(m.topic.clone())),
         pick(&|m, _| Some(m.partition.to_string())),
         pick(&|m, _| Some(m.offset.to_string())),
-        pick(&|m, _| {
-            m.key
-                .as_deref()
-                .map(|k| String::from_utf8_lossy(k).into_owned())
-        }),
-        pick(&|m, _| {
-            m.value
-                .as_deref()
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-        }),
+        pick(&|m, _| text(m.key.as_deref())),
+        pick(&|m, _| text(m.value.as_deref())),
         pick(&|_, e| Some(e.reason.clone())),
+        raw(&|m| m.key.as_deref()),
+        raw(&|m| m.value.as_deref()),
     ];
     // The schema and columns are built together above; they always agree.
     RecordBatch::try_new(schema.clone(), columns).unwrap_or_else(|_| RecordBatch::new_empty(schema))

@@ -48,6 +48,12 @@ pub const DEFAULT_TARGET_FILE_SIZE: u64 = 125_829_120;
 /// Hudi's default small-file limit (`hoodie.parquet.small.file.limit`, 100 MiB).
 pub const DEFAULT_SMALL_FILE_LIMIT: u64 = 104_857_600;
 
+/// Whether a `hoodie.index.type` keeps record keys unique in the whole table.
+fn is_global_index(t: &str) -> bool {
+    let t = t.to_ascii_uppercase();
+    t.starts_with("GLOBAL_") || t == "RECORD_INDEX" || t == "HBASE"
+}
+
 /// Copy-on-write or merge-on-read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TableType {
@@ -330,12 +336,9 @@ impl TableConfig {
         if bucket_hash_fields.is_empty() {
             bucket_hash_fields = record_key_fields.clone();
         }
-        // Hudi's global indexes (GLOBAL_SIMPLE, GLOBAL_BLOOM, RECORD_INDEX) keep keys table-wide.
-        let global_index = bucket_count.is_none()
-            && get(INDEX_TYPE).is_some_and(|t| {
-                let t = t.to_ascii_uppercase();
-                t.starts_with("GLOBAL_") || t == "RECORD_INDEX"
-            });
+        // Hudi's global indexes (GLOBAL_SIMPLE, GLOBAL_BLOOM, RECORD_INDEX, HBASE) keep keys
+        // table-wide.
+        let global_index = bucket_count.is_none() && get(INDEX_TYPE).is_some_and(is_global_index);
         Ok(Self {
             name,
             database: get(DATABASE).map(str::to_owned),
@@ -398,19 +401,14 @@ impl TableConfig {
                 set(BUCKET_HASH_FIELD, self.bucket_hash_fields.join(","));
             }
             None if self.global_index => {
-                let kept = self.raw.get(INDEX_TYPE).filter(|t| {
-                    let t = t.to_ascii_uppercase();
-                    t.starts_with("GLOBAL_") || t == "RECORD_INDEX"
-                });
+                let kept = self.raw.get(INDEX_TYPE).filter(|t| is_global_index(t));
                 set(
                     INDEX_TYPE,
                     kept.cloned().unwrap_or_else(|| "GLOBAL_SIMPLE".to_owned()),
                 );
-                let moves = self.raw.get(UPDATE_PARTITION_PATH).cloned();
-                set(
-                    UPDATE_PARTITION_PATH,
-                    moves.unwrap_or_else(|| "true".to_owned()),
-                );
+                if kept.is_none() {
+                    set(UPDATE_PARTITION_PATH, "true".to_owned());
+                }
                 set(MAX_FILE_SIZE, self.target_file_size.to_string());
                 set(SMALL_FILE_LIMIT, self.small_file_limit.to_string());
             }
@@ -431,13 +429,22 @@ impl TableConfig {
     /// Why lake cannot write this table's key index, if it cannot: a global index that keeps a moved
     /// key in its old partition (`hoodie.simple.index.update.partition.path=false`).
     pub fn unwritable_index(&self) -> Option<String> {
-        let keeps = self
+        if !self.global_index {
+            return None;
+        }
+        // Each Hudi global index has its own switch, with its own default.
+        let kind = self.raw.get(INDEX_TYPE).map(|t| t.to_ascii_uppercase());
+        let (key, default) = match kind.as_deref() {
+            Some("GLOBAL_BLOOM") => ("hoodie.bloom.index.update.partition.path", true),
+            Some("RECORD_INDEX") => ("hoodie.record.index.update.partition.path", false),
+            Some("HBASE") => ("hoodie.hbase.index.update.partition.path", false),
+            _ => (UPDATE_PARTITION_PATH, true),
+        };
+        let moves = self
             .raw
-            .get(UPDATE_PARTITION_PATH)
-            .is_some_and(|v| v.eq_ignore_ascii_case("false"));
-        (self.global_index && keeps).then(|| {
-            format!("{UPDATE_PARTITION_PATH}=false (lake moves a key to its new partition)")
-        })
+            .get(key)
+            .map_or(default, |v| !v.eq_ignore_ascii_case("false"));
+        (!moves).then(|| format!("{key}=false (lake moves a key to its new partition)"))
     }
 
     /// Renders `hoodie.properties`.
@@ -507,11 +514,28 @@ mod tests {
         assert_eq!(back.bucket_count, None);
         assert_eq!(back.unwritable_index(), None);
         // Other Hudi global indexes are table-wide too; keeping moved keys in place is not written.
-        let hudi = "hoodie.table.name=t\nhoodie.table.version=6\nhoodie.table.recordkey.fields=id\n\
-                    hoodie.index.type=GLOBAL_BLOOM\nhoodie.simple.index.update.partition.path=false\n";
-        let t = TableConfig::parse(hudi).expect("parse");
-        assert!(t.global_index);
-        assert!(t.unwritable_index().is_some());
+        let hudi = |index: &str, extra: &str| {
+            let text = format!(
+                "hoodie.table.name=t\nhoodie.table.version=6\nhoodie.table.recordkey.fields=id\n\
+                 hoodie.index.type={index}\n{extra}"
+            );
+            TableConfig::parse(&text).expect("parse")
+        };
+        let bloom = hudi("GLOBAL_BLOOM", "");
+        assert!(bloom.global_index && bloom.unwritable_index().is_none());
+        let keeps = hudi(
+            "GLOBAL_BLOOM",
+            "hoodie.bloom.index.update.partition.path=false\n",
+        );
+        assert!(keeps.unwritable_index().is_some());
+        // The record index keeps moved keys in place unless told otherwise (Hudi's default).
+        assert!(hudi("RECORD_INDEX", "").unwritable_index().is_some());
+        let moves = hudi(
+            "RECORD_INDEX",
+            "hoodie.record.index.update.partition.path=true\n",
+        );
+        assert!(moves.unwritable_index().is_none());
+        assert!(!hudi("SIMPLE", "").global_index);
     }
 
     #[test]

@@ -30,7 +30,7 @@ use crate::keys::bucket_id;
 use crate::layout::{BaseFile, bucket_of_file_id, new_file_id};
 use crate::parquet_io::StoreReader;
 use crate::schema::{RECORD_KEY, align_batch};
-use crate::view::FileSystemView;
+use crate::view::{FileSlice, FileSystemView};
 use crate::{Error, Result};
 use lake_timeline::{Storage, Timeline};
 
@@ -62,6 +62,9 @@ pub(crate) struct Rows<'a> {
     /// Whether new records may top up small existing file groups (not for merge-on-read, whose
     /// key lookup reads base files only, so new keys must land in base files).
     pub top_up: bool,
+    /// Rows whose file group is already known (the global index's deletes of a moved key's old
+    /// copy, found by merging the group's slice): row → file id.
+    pub pinned: &'a HashMap<usize, String>,
 }
 
 /// Bytes per record Hudi assumes when nothing has been written yet.
@@ -69,15 +72,16 @@ pub(crate) const DEFAULT_RECORD_SIZE: u64 = 1024;
 
 /// Assigns every row to a file group with the table's index.
 pub(crate) async fn assign(
-    config: &TableConfig,
-    storage: &Storage,
+    table: &Table,
+    timeline: &Timeline,
     view: &FileSystemView,
     rows: &Rows<'_>,
     record_size: u64,
 ) -> Result<Vec<Assignment>> {
+    let config = table.config();
     match config.bucket_count {
         Some(n) => assign_buckets(config, view, rows, n),
-        None => assign_by_lookup(config, storage, view, rows, record_size.max(1)).await,
+        None => assign_by_lookup(table, timeline, view, rows, record_size.max(1)).await,
     }
 }
 
@@ -148,12 +152,14 @@ async fn stored_keys(storage: &Storage, file: &BaseFile, wanted: &[&str]) -> Res
 }
 
 async fn assign_by_lookup(
-    config: &TableConfig,
-    storage: &Storage,
+    table: &Table,
+    timeline: &Timeline,
     view: &FileSystemView,
     rows: &Rows<'_>,
     record_size: u64,
 ) -> Result<Vec<Assignment>> {
+    let config = table.config();
+    let storage = table.storage();
     if !config.populate_meta_fields {
         return Err(Error::Unsupported(
             "writes to tables without meta fields".into(),
@@ -168,18 +174,28 @@ async fn assign_by_lookup(
     }
     let mut out: Vec<Assignment> = Vec::new();
     for (partition, part_rows) in by_partition {
-        let slices: Vec<BaseFile> = view
+        let slices: Vec<FileSlice> = view
             .file_ids(partition)
             .filter_map(|id| view.latest_slice(partition, id))
-            .filter_map(|s| s.base_file.clone())
             .collect();
         let mut wanted: Vec<&str> = part_rows.iter().map(|r| rows.keys[*r].as_str()).collect();
         wanted.sort_unstable();
-        // Where each incoming key is stored, reading only the key column of files whose range fits.
+        // Where each incoming key is stored: the key column of base files whose range fits, and the
+        // keys of the slice's log records (a log may hold a key its base file does not).
         let mut location: HashMap<&str, usize> = HashMap::new();
         if rows.lookup {
             let found: Vec<Vec<String>> = futures::stream::iter(slices.iter())
-                .map(|f| stored_keys(storage, f, &wanted))
+                .map(|slice| {
+                    let wanted = &wanted;
+                    async move {
+                        let mut keys = match &slice.base_file {
+                            Some(b) => stored_keys(storage, b, wanted).await?,
+                            None => Vec::new(),
+                        };
+                        keys.extend(table.log_keys(timeline, slice).await?);
+                        Ok::<_, Error>(keys)
+                    }
+                })
                 .buffered(8)
                 .try_collect()
                 .await?;
@@ -194,8 +210,12 @@ async fn assign_by_lookup(
         let mut per_file: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
         let mut inserts: Vec<usize> = Vec::new();
         for &row in &part_rows {
-            match location.get(rows.keys[row].as_str()) {
-                Some(slot) => per_file.entry(*slot).or_default().push(row),
+            let pinned = rows
+                .pinned
+                .get(&row)
+                .and_then(|id| slices.iter().position(|f| f.file_id == *id));
+            match pinned.or_else(|| location.get(rows.keys[row].as_str()).copied()) {
+                Some(slot) => per_file.entry(slot).or_default().push(row),
                 None if rows.is_delete[row] => {}
                 None => inserts.push(row),
             }
@@ -207,10 +227,13 @@ async fn assign_by_lookup(
             if next == inserts.len() {
                 break;
             }
-            if !rows.top_up || f.size >= config.small_file_limit {
+            let Some(base) = f.base_file.as_ref().filter(|_| rows.top_up) else {
+                continue;
+            };
+            if base.size >= config.small_file_limit {
                 continue;
             }
-            let room = (config.target_file_size.saturating_sub(f.size) / record_size) as usize;
+            let room = (config.target_file_size.saturating_sub(base.size) / record_size) as usize;
             let take = room.min(inserts.len() - next);
             per_file
                 .entry(slot)
@@ -223,7 +246,7 @@ async fn assign_by_lookup(
             out.push(Assignment {
                 partition: partition.to_owned(),
                 file_id: f.file_id.clone(),
-                prev: Some(f.clone()),
+                prev: f.base_file.clone(),
                 rows,
             });
         }
@@ -239,11 +262,22 @@ async fn assign_by_lookup(
     Ok(out)
 }
 
+/// Where a live stored version of a key is.
+#[derive(Debug)]
+pub(crate) struct StoredAt {
+    /// Partition path.
+    pub partition: String,
+    /// File group.
+    pub file_id: String,
+    /// Index into [`StoredVersions::ordering`].
+    pub at: usize,
+}
+
 /// The live stored versions of some keys, anywhere in the table.
 #[derive(Debug, Default)]
 pub(crate) struct StoredVersions {
-    /// Key → (partition, index into `ordering`) of each live version.
-    pub found: HashMap<String, Vec<(String, usize)>>,
+    /// Key → each live version.
+    pub found: HashMap<String, Vec<StoredAt>>,
     /// The stored ordering value of every version found (`None` without an ordering field).
     pub ordering: Option<ArrayRef>,
 }
@@ -269,7 +303,7 @@ pub(crate) async fn stored_versions(
     sorted.sort_unstable();
     sorted.dedup();
     let slices = view.latest_slices();
-    let read: Vec<(String, Vec<RecordBatch>)> = futures::stream::iter(slices)
+    let read: Vec<(FileSlice, Vec<RecordBatch>)> = futures::stream::iter(slices)
         .map(|slice| {
             let schema = schema.clone();
             let sorted = &sorted;
@@ -284,7 +318,7 @@ pub(crate) async fn stored_versions(
                         .read_merged_slice(timeline, &slice, &schema, None)
                         .await?
                 };
-                Ok::<_, Error>((slice.partition, batches))
+                Ok::<_, Error>((slice, batches))
             }
         })
         .buffered(8)
@@ -292,7 +326,7 @@ pub(crate) async fn stored_versions(
         .await?;
     let mut out = StoredVersions::default();
     let mut values: Vec<ArrayRef> = Vec::new();
-    for (partition, batches) in read {
+    for (slice, batches) in read {
         for b in batches {
             let keys = b
                 .column(0)
@@ -306,7 +340,11 @@ pub(crate) async fn stored_versions(
                 out.found
                     .entry(keys.value(row).to_owned())
                     .or_default()
-                    .push((partition.clone(), values.len()));
+                    .push(StoredAt {
+                        partition: slice.partition.clone(),
+                        file_id: slice.file_id.clone(),
+                        at: values.len(),
+                    });
                 values.push(match b.columns().get(1) {
                     Some(c) => c.slice(row, 1),
                     None => b.column(0).slice(row, 1),

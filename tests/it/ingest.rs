@@ -61,6 +61,23 @@ pub(crate) async fn produce(topic: &str, msgs: &[Kv]) {
     let _ = tokio::task::spawn_blocking(move || drop(producer)).await;
 }
 
+/// Produces messages given as raw bytes (e.g. values that are not UTF-8).
+async fn produce_raw(topic: &str, msgs: &[(&[u8], &[u8])]) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", kafka())
+        .set("acks", "all")
+        .create()
+        .expect("producer");
+    for (k, v) in msgs {
+        let rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).key(*k).payload(*v);
+        producer
+            .send(rec, Duration::from_secs(30))
+            .await
+            .expect("delivered");
+    }
+    let _ = tokio::task::spawn_blocking(move || drop(producer)).await;
+}
+
 /// Debezium events of an `orders` source: inserts, updates, deletes with their tombstones,
 /// duplicates (at-least-once delivery) and, halfway, a new column. Returns the messages (keyed by
 /// `{"id": …}`) and the source's final rows.
@@ -335,6 +352,8 @@ async fn bad_messages_fail_the_job_or_go_to_dead_letters() {
     // The first message fixes the amount column as a number before the bad ones arrive.
     produce(&topic, &bad_corpus()[..1]).await;
     produce(&topic, &bad_corpus()[1..]).await;
+    // Offset 6: a key and value that are not UTF-8 (kept byte for byte in the dead letters).
+    produce_raw(&topic, &[(b"k\xff", b"\xff\xfe{")]).await;
 
     // Policy fail: a clear error naming topic, partition and offset; nothing of the bad batch lands.
     let p = Place::local();
@@ -409,11 +428,24 @@ async fn bad_messages_fail_the_job_or_go_to_dead_letters() {
         .collect();
     dead.sort();
     let offsets: Vec<&str> = dead.iter().map(|(o, _)| o.as_str()).collect();
-    assert_eq!(offsets, ["1", "2", "3", "4"], "{dead:?}");
+    assert_eq!(offsets, ["1", "2", "3", "4", "6"], "{dead:?}");
     assert!(dead[0].1.contains("malformed JSON"), "{dead:?}");
     assert!(dead[1].1.contains("unknown Debezium op"), "{dead:?}");
     assert!(dead[2].1.contains("record key field"), "{dead:?}");
     assert!(dead[3].1.contains("amount"), "{dead:?}");
+    // Text stays text; bytes that are not UTF-8 are kept raw (lake read prints binary as hex).
+    let rows = lake_rows(&dlq, &p.env);
+    let at = |o: &str| {
+        rows.iter()
+            .find(|r| r["offset"] == o)
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(at("1")["value"], "{not json", "{rows:?}");
+    assert_eq!(at("1")["value_bytes"], Value::Null, "{rows:?}");
+    assert_eq!(at("6")["value"], Value::Null, "{rows:?}");
+    assert_eq!(at("6")["value_bytes"], "fffe7b", "{rows:?}");
+    assert_eq!(at("6")["key_bytes"], "6bff", "{rows:?}");
 }
 
 /// `lake demo` (the README's first command) runs end to end and leaves tables hudi-rs reads.

@@ -368,17 +368,7 @@ impl Table {
             None => None,
         };
         let paths: Vec<String> = slice.log_files.iter().map(|l| l.path()).collect();
-        let logs: Vec<(String, Bytes)> = futures::stream::iter(paths)
-            .map(|path| {
-                let storage = storage.clone();
-                async move {
-                    let bytes = storage.get(&path).await?;
-                    Ok::<_, Error>((storage.display(&path), bytes))
-                }
-            })
-            .buffered(4)
-            .try_collect()
-            .await?;
+        let logs = fetch_files(&storage, paths).await?;
         let timeline = timeline.clone();
         let schema = schema.clone();
         let ordering = self.config().ordering_field.clone();
@@ -399,6 +389,58 @@ impl Table {
         .await
         .map_err(|e| Error::Task(e.to_string()))?
     }
+}
+
+impl Table {
+    /// The record keys of every valid record (data and delete) in a slice's log files — keys a
+    /// base-file lookup would miss (log-only file groups, or keys a compaction dropped from the base
+    /// file while newer logs hold them again).
+    pub(crate) async fn log_keys(
+        &self,
+        timeline: &Timeline,
+        slice: &FileSlice,
+    ) -> Result<Vec<String>> {
+        if slice.log_files.is_empty() {
+            return Ok(Vec::new());
+        }
+        let storage = self.storage().clone();
+        let paths: Vec<String> = slice.log_files.iter().map(|l| l.path()).collect();
+        let logs = fetch_files(&storage, paths).await?;
+        let timeline = timeline.clone();
+        tokio::task::spawn_blocking(move || {
+            let schema: SchemaRef = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![
+                arrow::datatypes::Field::new(RECORD_KEY, arrow::datatypes::DataType::Utf8, true),
+            ]));
+            let records = decode_logs(&timeline, &logs, &schema, None)?;
+            let mut keys = Vec::new();
+            for (_, b) in &records.data {
+                if let Some(col) = b.column_by_name(RECORD_KEY) {
+                    keys.extend(col.as_string::<i32>().iter().flatten().map(str::to_owned));
+                }
+            }
+            for (_, d) in &records.deletes {
+                keys.extend(d.iter().map(|r| r.key.clone()));
+            }
+            Ok(keys)
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?
+    }
+}
+
+/// The bytes of `paths` (root-relative), each with its display path, in order.
+pub(crate) async fn fetch_files(
+    storage: &lake_timeline::Storage,
+    paths: Vec<String>,
+) -> Result<Vec<(String, Bytes)>> {
+    futures::stream::iter(paths)
+        .map(|path| async move {
+            let bytes = storage.get(&path).await?;
+            Ok::<_, Error>((storage.display(&path), bytes))
+        })
+        .buffered(4)
+        .try_collect()
+        .await
 }
 
 /// The ordering value of `row` in `batch`'s ordering column, for a delete record.

@@ -180,6 +180,7 @@ fn merge_group(
         _ => Vec::new(),
     };
     let order = ordering_rows(&incoming, ordering, &stored_order_col)?;
+    let inc_order = ordering.and_then(|f| incoming.column_by_name(f));
 
     let mut by_key: HashMap<&str, usize> = HashMap::with_capacity(keys.len());
     for (i, k) in keys.iter().enumerate() {
@@ -202,10 +203,13 @@ fn merge_group(
                 continue;
             };
             consumed[i] = true;
-            let incoming_wins = match &order {
-                Some((inc, others)) => others.first().is_none_or(|st| inc.row(i) >= st.row(s)),
-                None => true,
-            };
+            // A delete without an ordering value wins by write order (a commit-time delete).
+            let unordered_delete = deletes[i] && inc_order.is_some_and(|c| c.is_null(i));
+            let incoming_wins = unordered_delete
+                || match &order {
+                    Some((inc, others)) => others.first().is_none_or(|st| inc.row(i) >= st.row(s)),
+                    None => true,
+                };
             if !incoming_wins {
                 stale += 1;
                 picks.push((0, s));

@@ -11,6 +11,7 @@ mod conflict;
 mod cow;
 mod global;
 mod mor;
+mod pending;
 mod prepare;
 
 use std::collections::{BTreeMap, HashMap};
@@ -27,6 +28,7 @@ use crate::config::{SOURCE_POSITION_FIELD, TableType};
 
 /// Commit extra metadata: the highest `_source_position` applied to the table so far.
 pub const MAX_POSITION_KEY: &str = "lake.source.position.max";
+use crate::format::compaction_plan::CompactionOperation;
 use crate::index::{self, DEFAULT_RECORD_SIZE};
 use crate::keys::partition_paths;
 use crate::layout::{BaseFile, PARTITION_METADATA, join, partition_metadata};
@@ -190,7 +192,7 @@ impl Table {
         let mut partitions = partition_paths(&prepared.rows, self.config())?;
         // Table-wide keys: resolve per key, then find each key's stored partition in the whole table.
         let global = self.config().global_index && opts.operation != WriteOperation::Insert;
-        let (winners, view) = if global {
+        let (winners, view, pinned) = if global {
             let winners = self.dedupe_global(&prepared)?;
             summary.rows_deduped = winners.len();
             let view = FileSystemView::load(timeline, None, None).await?;
@@ -198,11 +200,11 @@ impl Table {
                 .route_global(timeline, &view, &mut prepared, &mut partitions, winners)
                 .await?;
             summary.stale += routed.stale;
-            (routed.winners, Some(view))
+            (routed.winners, Some(view), routed.pinned)
         } else {
             let winners = self.dedupe(&prepared, &partitions)?;
             summary.rows_deduped = winners.len();
-            (winners, None)
+            (winners, None, HashMap::new())
         };
 
         let touched: Vec<String> = winners
@@ -232,6 +234,7 @@ impl Table {
                 prepared,
                 &partitions,
                 &winners,
+                &pinned,
                 &touched,
                 &view,
                 &opts,
@@ -267,6 +270,7 @@ impl Table {
         prepared: prepare::Prepared,
         partitions: &[String],
         winners: &[usize],
+        pinned: &HashMap<usize, String>,
         touched: &[String],
         view: &FileSystemView,
         opts: &WriteOptions,
@@ -291,10 +295,13 @@ impl Table {
             winners,
             lookup: opts.operation != WriteOperation::Insert,
             top_up: !mor,
+            pinned,
         };
-        let assignments = index::assign(self.config(), storage, view, &rows, record_size).await?;
-        // File groups under a pending compaction get their logs in the slice the compaction starts.
-        let mut compacting: HashMap<(String, String), InstantTime> = HashMap::new();
+        let mut assignments = index::assign(self, timeline, view, &rows, record_size).await?;
+        // File groups under a pending compaction get their logs in the slice the compaction starts,
+        // without records older than a delete the compaction will drop ([`pending`]).
+        let mut compacting: HashMap<(String, String), (InstantTime, CompactionOperation)> =
+            HashMap::new();
         if mor {
             let pending: Vec<InstantTime> = timeline
                 .compactions()
@@ -304,10 +311,18 @@ impl Table {
             for c in pending {
                 if let Some(plan) = self.compaction_plan(c).await? {
                     for op in plan.operations {
-                        compacting.insert((op.partition, op.file_id), c);
+                        compacting.insert((op.partition.clone(), op.file_id.clone()), (c, op));
                     }
                 }
             }
+            for a in &mut assignments {
+                if let Some((c, op)) = compacting.get(&(a.partition.clone(), a.file_id.clone())) {
+                    summary.stale += self
+                        .drop_stale_for_pending(timeline, *c, op, &prepared, &mut a.rows)
+                        .await?;
+                }
+            }
+            assignments.retain(|a| !a.rows.is_empty());
         }
         let tasks: Vec<GroupTask> = assignments
             .into_iter()
@@ -318,7 +333,7 @@ impl Table {
                 let slice = view.latest_slice(&a.partition, &a.file_id);
                 let compaction = compacting
                     .get(&(a.partition.clone(), a.file_id.clone()))
-                    .copied();
+                    .map(|(c, _)| *c);
                 let append = match &slice {
                     Some(s) if mor => Some(LogTarget::after(s, compaction)),
                     None if mor && self.config().bucket_count.is_some() => Some(LogTarget {
