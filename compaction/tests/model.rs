@@ -49,6 +49,11 @@ struct Model {
     epoch: u32,
     /// The epoch each tombstone was written in.
     tomb_epoch: BTreeMap<(i64, &'static str), u32>,
+    /// The epoch of the compaction pending now, if any.
+    pending: Option<u32>,
+    /// Stale deletes written while a compaction is pending, of keys whose version is a planned
+    /// tombstone (the newest per key).
+    shadow: BTreeMap<(i64, &'static str), Event>,
 }
 
 impl Model {
@@ -81,6 +86,7 @@ impl Model {
         for w in winners {
             let cur = self.versions.get(&(w.id, w.p));
             if cur.is_some_and(|c| w.ord < c.ord) {
+                self.stale_delete(&w);
                 continue;
             }
             if w.delete && !(self.mor && self.groups.contains(&group(&w))) {
@@ -139,6 +145,7 @@ impl Model {
     fn apply_simple(&mut self, w: Event) {
         let cur = self.versions.get(&(w.id, w.p));
         if cur.is_some_and(|c| w.ord < c.ord) {
+            self.stale_delete(&w);
             return;
         }
         if w.delete && !(self.mor && cur.is_some()) {
@@ -153,15 +160,46 @@ impl Model {
 
     /// A compaction is planned over every file group with logs; returns its epoch.
     fn planned(&mut self) -> u32 {
+        self.pending = Some(self.epoch);
         self.epoch += 1;
         self.epoch - 1
     }
 
-    /// The compaction of epoch `e` completed: tombstones written before it was planned are gone.
+    /// A stale delete is still written to the log: while a compaction is pending, one whose key's
+    /// current version is a planned tombstone lands in the new slice and outlives that tombstone.
+    fn stale_delete(&mut self, w: &Event) {
+        let k = (w.id, w.p);
+        let planned = self.pending.is_some_and(|e| {
+            self.versions.get(&k).is_some_and(|c| c.delete)
+                && self.tomb_epoch.get(&k).is_some_and(|t| *t <= e)
+        });
+        if w.delete && planned && self.shadow.get(&k).is_none_or(|s| w.ord >= s.ord) {
+            self.shadow.insert(k, w.clone());
+        }
+    }
+
+    /// The compaction of epoch `e` completed: tombstones written before it was planned are gone
+    /// (the new slice's weaker tombstones, if any, remain).
     fn compacted(&mut self, e: u32) {
-        let epochs = &self.tomb_epoch;
-        self.versions
-            .retain(|k, v| !(v.delete && epochs.get(k).is_some_and(|t| *t <= e)));
+        let planned: Vec<(i64, &'static str)> = self
+            .versions
+            .iter()
+            .filter(|(k, v)| v.delete && self.tomb_epoch.get(*k).is_some_and(|t| *t <= e))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in planned {
+            match self.shadow.remove(&k) {
+                Some(s) => {
+                    self.tomb_epoch.insert(k, self.epoch);
+                    self.versions.insert(k, s);
+                }
+                None => {
+                    self.versions.remove(&k);
+                }
+            }
+        }
+        self.shadow.clear();
+        self.pending = None;
     }
 
     fn rows(&self) -> Vec<(i64, String, i64, i64)> {
@@ -391,6 +429,13 @@ async fn copy_on_write_equals_the_replay_model() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn merge_on_read_equals_the_replay_model() {
     // More cases than copy-on-write: pending compactions make rarer interleavings.
+    if let Some(seed) = std::env::var("LAKE_MODEL_SEED")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    {
+        case(seed, true, Index::Bucket, false).await;
+        return;
+    }
     for seed in 0..cases() * 3 {
         case(seed, true, Index::Bucket, false).await;
     }
