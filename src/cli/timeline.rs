@@ -42,10 +42,7 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
         "instant", "action", "state"
     );
     for inst in timeline.instants() {
-        let details = if inst.is_completed()
-            && inst.action.writes_data()
-            && timeline.layout() == lake_table::timeline::Layout::V1
-        {
+        let details = if inst.is_completed() && inst.action.writes_data() {
             let m = timeline.commit_metadata(inst).await?;
             let stats: Vec<_> = m.write_stats().collect();
             let sum = |f: fn(&lake_table::timeline::WriteStat) -> i64| {
@@ -61,11 +58,18 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
                 sum(|s| s.num_writes),
                 sum(|s| s.total_write_bytes),
                 m.operation_type
+                    .as_ref()
                     .map(|o| format!(" ({o})"))
                     .unwrap_or_default()
-            )
+            ) + &replaced(&m)
         } else {
             String::new()
+        };
+        // Timeline layout 2 (versions 8/9) orders instants by completion time.
+        let details = match inst.completion {
+            Some(c) if details.is_empty() => format!("completed {c}"),
+            Some(c) => format!("completed {c}; {details}"),
+            None => details,
         };
         println!(
             "{:<17}  {:<13}  {:<9}  {details}",
@@ -75,4 +79,14 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// ", replaces N file groups" for a replacecommit.
+fn replaced(m: &lake_table::timeline::CommitMetadata) -> String {
+    let n: usize = m.partition_to_replace_file_ids.values().map(Vec::len).sum();
+    if n == 0 {
+        String::new()
+    } else {
+        format!(", replaces {n} file groups")
+    }
 }

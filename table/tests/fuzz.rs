@@ -1,6 +1,6 @@
 //! Seeded mutation fuzzing of every decoder of untrusted bytes in the table crate: log files (block
 //! framing), Avro data and delete blocks, the timeline's Avro containers, instant file names, JSON
-//! commit metadata, compaction plans and ledger entries. Valid encodings are flipped, truncated,
+//! and Avro (timeline layout 2) commit metadata, compaction plans and ledger entries. Valid encodings are flipped, truncated,
 //! spliced and overwritten with extreme integers; every decoder must return a value or an error,
 //! never panic or allocate without bound. `LAKE_SOAK=1` runs many more mutations.
 
@@ -220,6 +220,36 @@ fn instant_names_and_commit_metadata_never_panic() {
     let meta = br#"{"partitionToWriteStats":{"p":[{"fileId":"f","path":"p/f.parquet","prevCommit":"null","numWrites":1,"numDeletes":0,"numUpdateWrites":0,"numInserts":1,"totalWriteBytes":5,"partitionPath":"p","fileSizeInBytes":5}]},"compacted":false,"extraMetadata":{"schema":"{}"},"operationType":"UPSERT"}"#;
     fuzz("commit metadata", 17, meta, |b| {
         let _ = CommitMetadata::from_json_bytes(b);
+    });
+    // Timeline layout 2: an Avro container (written by lake's own encoder, read with apache-avro).
+    let schema = r#"{"type":"record","name":"HoodieReplaceCommitMetadata","fields":[
+        {"name":"partitionToWriteStats","type":["null",{"type":"map","values":{"type":"array","items":
+          {"type":"record","name":"HoodieWriteStat","fields":[
+            {"name":"fileId","type":["null","string"],"default":null},
+            {"name":"numWrites","type":["null","long"],"default":null}]}}}],"default":null},
+        {"name":"version","type":["int","null"],"default":1},
+        {"name":"operationType","type":["null","string"],"default":null},
+        {"name":"partitionToReplaceFileIds","type":["null",{"type":"map","values":{"type":"array","items":"string"}}],"default":null}]}"#;
+    let some = |d: Datum| Datum::Union(1, Box::new(d));
+    let record = Datum::Record(vec![
+        some(Datum::Map(vec![(
+            "p".into(),
+            Datum::Array(vec![Datum::Record(vec![
+                some(Datum::str("f-0")),
+                some(Datum::Long(3)),
+            ])]),
+        )])),
+        Datum::Union(1, Box::new(Datum::Null)),
+        some(Datum::str("CLUSTER")),
+        some(Datum::Map(vec![("p".into(), Datum::strings(["g-0"]))])),
+    ]);
+    let avro = lake_table::timeline::avro::container_file(schema, &record);
+    let m = CommitMetadata::from_avro_bytes(&avro).expect("lake's container decodes");
+    assert_eq!(m.operation_type.as_deref(), Some("CLUSTER"));
+    assert_eq!(m.partition_to_write_stats["p"][0].num_writes, 3);
+    assert_eq!(m.partition_to_replace_file_ids["p"], ["g-0"]);
+    fuzz("avro commit metadata", 18, &avro, |b| {
+        let _ = CommitMetadata::from_avro_bytes(b);
     });
 }
 

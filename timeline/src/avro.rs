@@ -390,6 +390,47 @@ fn read_blocks(
     }
 }
 
+/// A datum of `schema` as JSON, resolved by field name (records become objects keyed by field name,
+/// unions their branch's value); fields whose value is null are left out, so that a typed reader's
+/// defaults apply, as when Java resolves a writer schema against its reader schema.
+pub fn to_json(schema: &Schema, datum: &Datum) -> serde_json::Value {
+    use serde_json::Value as J;
+    match (schema, datum) {
+        (_, Datum::Null) => J::Null,
+        (_, Datum::Boolean(b)) => J::Bool(*b),
+        (_, Datum::Int(i)) => J::from(*i),
+        (_, Datum::Long(i)) => J::from(*i),
+        (_, Datum::Float(f)) => J::from(f64::from(*f)),
+        (_, Datum::Double(f)) => J::from(*f),
+        (_, Datum::String(s)) => J::String(s.clone()),
+        (_, Datum::Bytes(b)) => J::Array(b.iter().map(|x| J::from(*x)).collect()),
+        (Schema::Array(items), Datum::Array(values)) => {
+            J::Array(values.iter().map(|v| to_json(items, v)).collect())
+        }
+        (Schema::Map(values), Datum::Map(entries)) => J::Object(
+            entries
+                .iter()
+                .map(|(k, v)| (k.clone(), to_json(values, v)))
+                .filter(|(_, v)| !v.is_null())
+                .collect(),
+        ),
+        (Schema::Record { fields, .. }, Datum::Record(values)) => J::Object(
+            fields
+                .iter()
+                .zip(values)
+                .map(|((name, s), v)| (name.clone(), to_json(s, v)))
+                .filter(|(_, v)| !v.is_null())
+                .collect(),
+        ),
+        (Schema::Union(branches), Datum::Union(i, v)) => match branches.get(*i as usize) {
+            Some(s) => to_json(s, v),
+            None => J::Null,
+        },
+        // A datum that does not match its schema cannot come out of `decode`.
+        _ => J::Null,
+    }
+}
+
 /// Reads an Avro object container file with the null codec: its schema JSON and every datum.
 pub fn read_container(bytes: &[u8]) -> Result<(String, Vec<Datum>), String> {
     let mut buf = bytes

@@ -1,6 +1,8 @@
-//! Commit metadata in the JSON shape Hudi writes for table version 6 (`HoodieCommitMetadata`,
-//! serialized by Jackson): partition → write stats, extra metadata (the Avro schema, the source
-//! checkpoint), the operation type, and for replace commits the replaced file ids.
+//! Commit metadata (`HoodieCommitMetadata`, `HoodieReplaceCommitMetadata`): partition → write stats,
+//! extra metadata (the Avro schema, the source checkpoint), the operation type, and for replace
+//! commits the replaced file ids. Table version 6 writes it as JSON (Jackson); timeline layout 2
+//! (versions 8/9) as an Avro object container file holding one record, read with lake's bounded
+//! decoder and resolved by field name, as Java's readers resolve it.
 
 use std::collections::BTreeMap;
 
@@ -63,6 +65,26 @@ impl CommitMetadata {
             return Ok(Self::default());
         }
         serde_json::from_slice(bytes)
+    }
+
+    /// Parses the form timeline layout 2 writes: an Avro object container file with one
+    /// `HoodieCommitMetadata` (or `HoodieReplaceCommitMetadata`) record. An empty file is empty
+    /// metadata, and JSON (instants Hudi 1.x flags as legacy) is accepted too.
+    pub fn from_avro_bytes(bytes: &[u8]) -> Result<Self, String> {
+        let text_start = bytes.iter().find(|b| !b.is_ascii_whitespace());
+        match text_start {
+            None => return Ok(Self::default()),
+            Some(b'{') => return Self::from_json_bytes(bytes).map_err(|e| e.to_string()),
+            Some(_) => {}
+        }
+        // lake's own bounded decoder: a corrupt count or length is an error, never an allocation
+        // the size of the claim.
+        let (schema_json, records) = crate::avro::read_container(bytes)?;
+        let schema = crate::avro::Schema::parse(&schema_json)?;
+        let record = records
+            .first()
+            .ok_or("the Avro container holds no record")?;
+        serde_json::from_value(crate::avro::to_json(&schema, record)).map_err(|e| e.to_string())
     }
 }
 
@@ -154,6 +176,96 @@ pub fn metadata_runtime(scan_ms: i64, merge_ms: i64, created: bool) -> RuntimeSt
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A layout-2 replacecommit as Hudi 1.x writes it: an Avro container with one record, unions
+    /// with null everywhere, `version` written as null, fields lake does not know.
+    #[test]
+    fn commit_metadata_reads_hudi_1x_avro() {
+        let schema = apache_avro::Schema::parse_str(
+            r#"{"type":"record","name":"HoodieReplaceCommitMetadata","namespace":"org.apache.hudi.avro.model","fields":[
+              {"name":"partitionToWriteStats","type":["null",{"type":"map","values":{"type":"array","items":
+                {"type":"record","name":"HoodieWriteStat","fields":[
+                  {"name":"fileId","type":["null","string"],"default":null},
+                  {"name":"path","type":["null","string"],"default":null},
+                  {"name":"prevCommit","type":["null","string"],"default":null},
+                  {"name":"numWrites","type":["null","long"],"default":null},
+                  {"name":"numInserts","type":["null","long"],"default":null},
+                  {"name":"logVersion","type":["null","int"],"default":null},
+                  {"name":"logFiles","type":["null",{"type":"array","items":"string"}],"default":null},
+                  {"name":"numUpdates","type":["null","long"],"default":null}]}}}],"default":null},
+              {"name":"compacted","type":["null","boolean"],"default":null},
+              {"name":"extraMetadata","type":["null",{"type":"map","values":"string"}],"default":null},
+              {"name":"version","type":["int","null"],"default":1},
+              {"name":"operationType","type":["null","string"],"default":null},
+              {"name":"partitionToReplaceFileIds","type":["null",{"type":"map","values":{"type":"array","items":"string"}}],"default":null}]}"#,
+        )
+        .expect("schema");
+        use apache_avro::types::Value as V;
+        let some = |v: V| V::Union(1, Box::new(v));
+        let stat = V::Record(vec![
+            ("fileId".into(), some(V::String("f1-0".into()))),
+            (
+                "path".into(),
+                some(V::String("us/f1-0_0-1-2_20260307162451860.parquet".into())),
+            ),
+            ("prevCommit".into(), some(V::String("null".into()))),
+            ("numWrites".into(), some(V::Long(2))),
+            ("numInserts".into(), some(V::Long(2))),
+            ("logVersion".into(), V::Union(0, Box::new(V::Null))),
+            ("logFiles".into(), V::Union(0, Box::new(V::Null))),
+            ("numUpdates".into(), some(V::Long(0))),
+        ]);
+        let record = V::Record(vec![
+            (
+                "partitionToWriteStats".into(),
+                some(V::Map([("us".to_owned(), V::Array(vec![stat]))].into())),
+            ),
+            ("compacted".into(), some(V::Boolean(false))),
+            (
+                "extraMetadata".into(),
+                some(V::Map(
+                    [("schema".to_owned(), V::String("{}".into()))].into(),
+                )),
+            ),
+            ("version".into(), V::Union(1, Box::new(V::Null))),
+            (
+                "operationType".into(),
+                some(V::String("INSERT_OVERWRITE".into())),
+            ),
+            (
+                "partitionToReplaceFileIds".into(),
+                some(V::Map(
+                    [(
+                        "us".to_owned(),
+                        V::Array(vec![V::String("old-0".into()), V::String("old-1".into())]),
+                    )]
+                    .into(),
+                )),
+            ),
+        ]);
+        let mut writer = apache_avro::Writer::new(&schema, Vec::new());
+        writer.append(record).expect("append");
+        let bytes = writer.into_inner().expect("container");
+        let m = CommitMetadata::from_avro_bytes(&bytes).expect("decodes");
+        assert_eq!(m.operation_type.as_deref(), Some("INSERT_OVERWRITE"));
+        assert_eq!(m.schema(), Some("{}"));
+        assert_eq!(m.partition_to_replace_file_ids["us"], ["old-0", "old-1"]);
+        let s = &m.partition_to_write_stats["us"][0];
+        assert_eq!(
+            (s.file_id.as_str(), s.num_writes, s.num_inserts),
+            ("f1-0", 2, 2)
+        );
+        assert_eq!(s.prev_commit.as_deref(), Some("null"));
+        assert_eq!(s.log_files, None);
+        // Empty files, legacy JSON, and garbage.
+        assert_eq!(
+            CommitMetadata::from_avro_bytes(b"").expect("empty"),
+            CommitMetadata::default()
+        );
+        let json = CommitMetadata::from_avro_bytes(br#"{"operationType":"UPSERT"}"#).expect("json");
+        assert_eq!(json.operation_type.as_deref(), Some("UPSERT"));
+        assert!(CommitMetadata::from_avro_bytes(b"Obj\x01garbage").is_err());
+    }
 
     #[test]
     fn commit_metadata_reads_hudi_json_and_round_trips() {

@@ -195,20 +195,18 @@ impl Timeline {
         format!("{}/{}", self.layout.dir(), instant.file_name())
     }
 
-    /// Reads the JSON commit metadata of a completed commit, deltacommit or replacecommit.
+    /// Reads the commit metadata of a completed commit, deltacommit or replacecommit (JSON on
+    /// timeline layout 1, Avro on layout 2).
     pub async fn commit_metadata(&self, instant: &Instant) -> Result<CommitMetadata> {
         let path = self.instant_path(instant);
-        if self.layout == Layout::V2 {
-            return Err(Error::Metadata {
-                path,
-                reason: "Avro commit metadata of timeline layout 2 is not read by this version"
-                    .into(),
-            });
-        }
         let bytes = self.storage.get(&path).await?;
-        CommitMetadata::from_json_bytes(&bytes).map_err(|e| Error::Metadata {
-            path,
-            reason: e.to_string(),
+        let parsed = match self.layout {
+            Layout::V1 => CommitMetadata::from_json_bytes(&bytes).map_err(|e| e.to_string()),
+            Layout::V2 => CommitMetadata::from_avro_bytes(&bytes),
+        };
+        parsed.map_err(|reason| Error::Metadata {
+            path: self.storage.display(&path),
+            reason,
         })
     }
 
