@@ -70,6 +70,38 @@ fn plan_err(msg: String) -> DataFusionError {
     DataFusionError::Plan(msg)
 }
 
+/// An incremental range of completion times (timeline layout 2, Hudi 1.x): the requested times of
+/// the writes that completed in (begin, end], and the range to read them in — from the earliest of
+/// them, as of the last write completed by `end`.
+fn completion_range(
+    timeline: &Timeline,
+    begin: InstantTime,
+    end: Option<InstantTime>,
+) -> (Resolved, Vec<InstantTime>) {
+    let done = |i: &&lake_table::timeline::Instant| i.completion.unwrap_or(i.time);
+    let selected: Vec<InstantTime> = timeline
+        .completed_writes()
+        .filter(|i| done(i) > begin && end.is_none_or(|e| done(i) <= e))
+        .map(|i| i.time)
+        .collect();
+    let view_end = end.map(|e| {
+        timeline
+            .completed_writes()
+            .filter(|i| done(i) <= e)
+            .map(|i| i.time)
+            .max()
+            .unwrap_or(e)
+    });
+    let first = selected.iter().min().copied().unwrap_or(begin);
+    (
+        Resolved::Incremental {
+            begin: first,
+            end: view_end,
+        },
+        selected,
+    )
+}
+
 /// What the provider reads, with instants resolved against the table's timeline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Resolved {
@@ -97,6 +129,9 @@ pub struct HudiTableProvider {
     read_schema: SchemaRef,
     statistics: Statistics,
     resolved: Resolved,
+    /// Incremental queries on timeline layout 2: the requested times of the writes that completed
+    /// in the range (records are selected by these, not by a time range).
+    commits: Option<Arc<Vec<InstantTime>>>,
     options: QueryOptions,
 }
 
@@ -127,22 +162,36 @@ impl HudiTableProvider {
                 .last()
                 .map_or(t, |i| i.time))
         };
-        let resolved = match options.query_type {
-            QueryType::Incremental => {
-                let begin = options
-                    .begin
-                    .as_deref()
-                    .ok_or_else(|| plan_err("an incremental query needs a begin instant".into()))?;
-                Resolved::Incremental {
-                    begin: parse_time(begin).map_err(plan_err)?,
-                    end: options.end.as_deref().map(resolve).transpose()?,
+        let mut commits = None;
+        let resolved =
+            match options.query_type {
+                QueryType::Incremental if timeline.layout() == lake_table::timeline::Layout::V2 => {
+                    let begin = options.begin.as_deref().ok_or_else(|| {
+                        plan_err("an incremental query needs a begin instant".into())
+                    })?;
+                    let end = options.end.as_deref().map(parse_time).transpose();
+                    let (resolved, selected) = completion_range(
+                        &timeline,
+                        parse_time(begin).map_err(plan_err)?,
+                        end.map_err(plan_err)?,
+                    );
+                    commits = Some(Arc::new(selected));
+                    resolved
                 }
-            }
-            q => Resolved::Snapshot {
-                as_of: options.as_of.as_deref().map(resolve).transpose()?,
-                read_optimized: q == QueryType::ReadOptimized,
-            },
-        };
+                QueryType::Incremental => {
+                    let begin = options.begin.as_deref().ok_or_else(|| {
+                        plan_err("an incremental query needs a begin instant".into())
+                    })?;
+                    Resolved::Incremental {
+                        begin: parse_time(begin).map_err(plan_err)?,
+                        end: options.end.as_deref().map(resolve).transpose()?,
+                    }
+                }
+                q => Resolved::Snapshot {
+                    as_of: options.as_of.as_deref().map(resolve).transpose()?,
+                    read_optimized: q == QueryType::ReadOptimized,
+                },
+            };
         let as_of = match resolved {
             Resolved::Snapshot { as_of, .. } => as_of,
             Resolved::Incremental { end, .. } => end,
@@ -175,6 +224,7 @@ impl HudiTableProvider {
             read_schema,
             statistics,
             resolved,
+            commits,
             options,
         })
     }
@@ -283,10 +333,16 @@ impl HudiTableProvider {
             slices.iter_mut().for_each(|s| s.log_files.clear());
         }
         // Incremental: only slices written in the range can hold changed records (logs may).
-        slices.retain(|s| {
-            begin.is_none_or(|begin| {
+        slices.retain(|s| match &self.commits {
+            Some(c) => {
+                !s.log_files.is_empty()
+                    || s.base_file
+                        .as_ref()
+                        .is_some_and(|b| b.instant >= begin.unwrap_or(b.instant) && !c.is_empty())
+            }
+            None => begin.is_none_or(|begin| {
                 !s.log_files.is_empty() || s.base_file.as_ref().is_some_and(|b| b.instant > begin)
-            })
+            }),
         });
         if let Ok(mut guard) = self.listing.lock() {
             *guard = Some((key, slices.clone()));
@@ -397,10 +453,19 @@ impl TableProvider for HudiTableProvider {
         let Some((begin, end)) = incremental else {
             return Ok(plan);
         };
-        let mut predicate = col(COMMIT_TIME).gt(lit(begin.to_string()));
-        if let Some(end) = end {
-            predicate = predicate.and(col(COMMIT_TIME).lt_eq(lit(end.to_string())));
-        }
+        let predicate = match &self.commits {
+            Some(c) if c.is_empty() => lit(false),
+            Some(c) => {
+                col(COMMIT_TIME).in_list(c.iter().map(|t| lit(t.to_string())).collect(), false)
+            }
+            None => {
+                let mut p = col(COMMIT_TIME).gt(lit(begin.to_string()));
+                if let Some(end) = end {
+                    p = p.and(col(COMMIT_TIME).lt_eq(lit(end.to_string())));
+                }
+                p
+            }
+        };
         let df_schema = DFSchema::try_from(plan.schema())?;
         let filter = Arc::new(FilterExec::try_new(
             state.create_physical_expr(predicate, &df_schema)?,
