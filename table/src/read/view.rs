@@ -108,12 +108,18 @@ impl FileSystemView {
         let by_write_instant = timeline.layout() != Layout::V1;
         for l in logs {
             // v6 names a log by its slice's base instant; v8+ by the deltacommit that wrote it, which
-            // belongs to the slice with the largest base instant at or before it.
+            // belongs to the slice its deltacommit *completed* in (Hudi 1.x).
             let base = if by_write_instant {
-                view.groups
+                let completion = timeline
+                    .find(l.instant)
+                    .filter(|i| i.is_completed())
+                    .map(|i| i.completion.unwrap_or(i.time));
+                let bases: Vec<InstantTime> = view
+                    .groups
                     .get(&(l.partition.clone(), l.file_id.clone()))
-                    .and_then(|slices| slices.range(..=l.instant).next_back().map(|(t, _)| *t))
-                    .unwrap_or(l.instant)
+                    .map(|slices| slices.keys().copied().collect())
+                    .unwrap_or_default();
+                slice_of_log(&bases, l.instant, completion)
             } else {
                 l.instant
             };
@@ -291,6 +297,32 @@ impl FileSystemView {
     }
 }
 
+/// The base instant of the slice a version-8/9 log file belongs to (Hudi 1.x's
+/// `HoodieFileGroup#getBaseInstantTime`): `bases` are the group's slice base instants (ascending),
+/// `written` the deltacommit that wrote the log, `completed` its completion time (`None` while it is
+/// pending). A group without slices, or a completion before every base, keys the log by `written`;
+/// a pending deltacommit's log goes to the latest slice; otherwise the log belongs to the slice with
+/// the largest base instant at or before the completion — so a deltacommit that started before a
+/// compaction but completed after it lands in the compaction's slice.
+fn slice_of_log(
+    bases: &[InstantTime],
+    written: InstantTime,
+    completed: Option<InstantTime>,
+) -> InstantTime {
+    let Some(latest) = bases.last() else {
+        return written;
+    };
+    match completed {
+        None => *latest,
+        Some(c) => bases
+            .iter()
+            .rev()
+            .find(|b| **b <= c)
+            .copied()
+            .unwrap_or(written),
+    }
+}
+
 /// The latest slice of a file group, merged with every slice before it back to (and including) the
 /// latest one with a base file: slices without a base file begin at compactions that have not
 /// completed (or were withdrawn), and their logs apply on top of that base file.
@@ -427,6 +459,35 @@ pub async fn check_not_cleaned(timeline: &Timeline, as_of: InstantTime) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn version_8_logs_belong_to_the_slice_their_deltacommit_completed_in() {
+        let t = |s: &str| -> InstantTime { s.parse().expect("time") };
+        let bases = [t("20250101000000100"), t("20250101000000300")];
+        // Started before the compaction at 300, completed after it: the compaction's slice.
+        assert_eq!(
+            slice_of_log(&bases, t("20250101000000200"), Some(t("20250101000000400"))),
+            t("20250101000000300")
+        );
+        // Started and completed before it: the older slice.
+        assert_eq!(
+            slice_of_log(&bases, t("20250101000000150"), Some(t("20250101000000250"))),
+            t("20250101000000100")
+        );
+        // Still pending: the latest slice; no slices, or completed before every base: its own time.
+        assert_eq!(
+            slice_of_log(&bases, t("20250101000000350"), None),
+            t("20250101000000300")
+        );
+        assert_eq!(
+            slice_of_log(&[], t("20250101000000050"), Some(t("20250101000000060"))),
+            t("20250101000000050")
+        );
+        assert_eq!(
+            slice_of_log(&bases, t("20250101000000050"), Some(t("20250101000000060"))),
+            t("20250101000000050")
+        );
+    }
 
     fn slice(t: &str, base: bool, logs: &[u32]) -> (InstantTime, FileSlice) {
         let time: InstantTime = t.parse().expect("time");
