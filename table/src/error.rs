@@ -94,6 +94,14 @@ pub enum Error {
         /// The earliest retained instant.
         earliest: String,
     },
+    /// A time-travel read as of an instant before the table's first commit on the active timeline.
+    #[error("the table as of {as_of} cannot be read: {reason}")]
+    BeforeTimeline {
+        /// The instant asked for.
+        as_of: String,
+        /// Why: before the first commit, or archived.
+        reason: String,
+    },
     /// The table changed while it was being read (a file listed by an older timeline is gone);
     /// reading again sees a consistent state.
     #[error("the table changed while it was read ({reason}); read it again")]

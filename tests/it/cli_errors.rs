@@ -149,3 +149,35 @@ fn unreachable_store_and_missing_table_are_clear_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("s3://nobucket/t"), "{err}");
 }
+
+/// Time travel to before the active timeline says why instead of returning an empty table: before the
+/// first commit, or archived (lake does not read archived timelines yet).
+#[test]
+fn as_of_before_the_timeline_says_why() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let uri = dir.path().join("t").display().to_string();
+    lake_ok(&["create", &uri, "--key", "id", "--ordering", "v"], &[]);
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, "{\"id\":1,\"v\":1}\n").expect("write");
+    lake_ok(
+        &["write", &uri, "--input", input.to_str().expect("utf8")],
+        &[],
+    );
+    let early = "20000101000000000";
+    let err = stderr_of(&["read", &uri, "--as-of", early]);
+    assert!(
+        err.contains(&format!(
+            "the table as of {early} cannot be read: the table's first commit is"
+        )),
+        "{err}"
+    );
+    let sql = format!("SELECT * FROM lake_as_of('{uri}', '{early}')");
+    let err = stderr_of(&["sql", "-c", &sql]);
+    assert!(err.contains("the table's first commit is"), "{err}");
+    // An archive (Hudi's .hoodie/archived/ log) holds older instants.
+    let archived = dir.path().join("t/.hoodie/archived");
+    std::fs::create_dir_all(&archived).expect("mkdir");
+    std::fs::write(archived.join(".commits_.archive.1_1-0-1"), b"x").expect("archive");
+    let err = stderr_of(&["read", &uri, "--as-of", early]);
+    assert!(err.contains("archived in .hoodie/archived"), "{err}");
+}

@@ -16,7 +16,7 @@ use super::heartbeat::expired;
 use super::ledger::{self, Claim, Header};
 use crate::layout::{LogFile, MARKERS_DIR, file_of_marker};
 use crate::log_format::{self, ReadBlock};
-use crate::{Result, Table};
+use crate::{Error, Result, Table};
 
 /// Pending instants a writer must roll back before writing: failed commits and deltacommits.
 fn failed_writes(timeline: &Timeline) -> Vec<Instant> {
@@ -165,7 +165,12 @@ async fn rollback(
     ]);
     let bytes = avro::container_file(&avro::rollback_metadata_schema(), &meta);
     let done = Instant::new(time, Action::Rollback, State::Completed);
-    super::transaction::publish_file(storage, layout, &done.file_name(), &bytes).await?;
+    // Another process finishing this same decided rollback may have completed it first (its
+    // metadata differs only in timing and in which of them deleted which file): done either way.
+    match super::transaction::publish_file(storage, layout, &done.file_name(), &bytes).await {
+        Err(Error::Timeline(lake_timeline::Error::CommitConflict { .. })) => {}
+        other => other?,
+    }
     for t in targets {
         for state in [State::Inflight, State::Requested] {
             let f = Instant::new(t.time, t.action, state);

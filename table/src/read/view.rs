@@ -440,6 +440,7 @@ pub async fn earliest_retained(timeline: &Timeline) -> Result<Option<InstantTime
 /// Refuses a read (or a savepoint) as of an instant whose file slices the cleaner has removed,
 /// unless a savepoint kept them.
 pub async fn check_not_cleaned(timeline: &Timeline, as_of: InstantTime) -> Result<()> {
+    check_on_timeline(timeline, as_of).await?;
     if timeline
         .savepoints()
         .iter()
@@ -454,6 +455,35 @@ pub async fn check_not_cleaned(timeline: &Timeline, as_of: InstantTime) -> Resul
         }),
         _ => Ok(()),
     }
+}
+
+/// An as-of instant before the first completed write on the active timeline: an error saying why —
+/// the table did not exist yet, or the instant was archived (lake does not read archived timelines).
+async fn check_on_timeline(timeline: &Timeline, as_of: InstantTime) -> Result<()> {
+    let Some(first) = timeline.completed_writes().next().map(|i| i.time) else {
+        return Ok(());
+    };
+    if as_of >= first {
+        return Ok(());
+    }
+    let archive = match timeline.layout() {
+        Layout::V1 => ".hoodie/archived",
+        Layout::V2 => ".hoodie/timeline/history",
+    };
+    let (files, _) = timeline.storage().list_dir(archive).await?;
+    // Hudi's archive files are hidden (`.commits_.archive.1_1-0-1`) or Parquet manifests (layout 2).
+    let archived = files.iter().any(|f| f.size > 0);
+    let reason = if archived {
+        format!(
+            "the active timeline starts at {first} and older instants are archived in {archive}, which lake does not read yet"
+        )
+    } else {
+        format!("the table's first commit is {first}")
+    };
+    Err(Error::BeforeTimeline {
+        as_of: as_of.to_string(),
+        reason,
+    })
 }
 
 #[cfg(test)]
