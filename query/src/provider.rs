@@ -334,11 +334,13 @@ impl HudiTableProvider {
         }
         // Incremental: only slices written in the range can hold changed records (logs may).
         slices.retain(|s| match &self.commits {
+            // Layout 2: `begin` is the earliest write that completed in the range.
             Some(c) => {
-                !s.log_files.is_empty()
-                    || s.base_file
-                        .as_ref()
-                        .is_some_and(|b| b.instant >= begin.unwrap_or(b.instant) && !c.is_empty())
+                !c.is_empty()
+                    && (!s.log_files.is_empty()
+                        || s.base_file
+                            .as_ref()
+                            .is_some_and(|b| begin.is_none_or(|begin| b.instant >= begin)))
             }
             None => begin.is_none_or(|begin| {
                 !s.log_files.is_empty() || s.base_file.as_ref().is_some_and(|b| b.instant > begin)
