@@ -129,9 +129,11 @@ pub struct HudiTableProvider {
     read_schema: SchemaRef,
     statistics: Statistics,
     resolved: Resolved,
-    /// Incremental queries on timeline layout 2: the requested times of the writes that completed
-    /// in the range (records are selected by these, not by a time range).
-    commits: Option<Arc<Vec<InstantTime>>>,
+    /// Incremental queries on timeline layout 2: the range of completion times; each scan selects
+    /// the writes that completed in it (records are selected by their instants, not a time range).
+    completion: Option<(InstantTime, Option<InstantTime>)>,
+    /// An incremental range that ends before the table's first write: nothing to read.
+    empty: bool,
     options: QueryOptions,
 }
 
@@ -162,7 +164,7 @@ impl HudiTableProvider {
                 .last()
                 .map_or(t, |i| i.time))
         };
-        let mut commits = None;
+        let mut completion = None;
         let resolved =
             match options.query_type {
                 QueryType::Incremental if timeline.layout() == lake_table::timeline::Layout::V2 => {
@@ -170,13 +172,9 @@ impl HudiTableProvider {
                         plan_err("an incremental query needs a begin instant".into())
                     })?;
                     let end = options.end.as_deref().map(parse_time).transpose();
-                    let (resolved, selected) = completion_range(
-                        &timeline,
-                        parse_time(begin).map_err(plan_err)?,
-                        end.map_err(plan_err)?,
-                    );
-                    commits = Some(Arc::new(selected));
-                    resolved
+                    let bounds = (parse_time(begin).map_err(plan_err)?, end.map_err(plan_err)?);
+                    completion = Some(bounds);
+                    completion_range(&timeline, bounds.0, bounds.1).0
                 }
                 QueryType::Incremental => {
                     let begin = options.begin.as_deref().ok_or_else(|| {
@@ -192,8 +190,20 @@ impl HudiTableProvider {
                     read_optimized: q == QueryType::ReadOptimized,
                 },
             };
+        // An incremental range that ends before the first write reads nothing (and lists the latest
+        // state for the schema).
+        let empty = match (resolved, completion) {
+            (_, Some((_, Some(e)))) => !timeline
+                .completed_writes()
+                .any(|i| i.completion.unwrap_or(i.time) <= e),
+            (Resolved::Incremental { end: Some(e), .. }, None) => {
+                timeline.completed_writes_until(Some(e)).next().is_none()
+            }
+            _ => false,
+        };
         let as_of = match resolved {
             Resolved::Snapshot { as_of, .. } => as_of,
+            Resolved::Incremental { .. } if empty => None,
             Resolved::Incremental { end, .. } => end,
         };
         let slices = FileSystemView::load(&timeline, None, as_of)
@@ -224,7 +234,8 @@ impl HudiTableProvider {
             read_schema,
             statistics,
             resolved,
-            commits,
+            completion,
+            empty,
             options,
         })
     }
@@ -306,23 +317,35 @@ impl HudiTableProvider {
         format.create_physical_plan(state, scan_config).await
     }
 
-    /// The file slices the query reads (read-optimized: their base files only). The listing is
-    /// reused while the timeline is unchanged: a query then costs one listing of the timeline folder.
-    async fn slices(&self) -> Result<(Timeline, Vec<FileSlice>)> {
-        let (as_of, begin, read_optimized) = match self.resolved {
+    /// The file slices the query reads (read-optimized: their base files only), and for incremental
+    /// queries on timeline layout 2 the instants whose records it returns. The listing is reused
+    /// while the timeline is unchanged: a query then costs one listing of the timeline folder.
+    async fn slices(&self) -> Result<(Timeline, Vec<FileSlice>, Option<Arc<Vec<InstantTime>>>)> {
+        let timeline = self.table.timeline().await.map_err(ext)?;
+        if self.empty {
+            return Ok((timeline, Vec::new(), Some(Arc::new(Vec::new()))));
+        }
+        // Layout 2: the writes completed in the range, as of this timeline.
+        let (resolved, commits) = match self.completion {
+            Some((begin, end)) => {
+                let (r, selected) = completion_range(&timeline, begin, end);
+                (r, Some(Arc::new(selected)))
+            }
+            None => (self.resolved, None),
+        };
+        let (as_of, begin, read_optimized) = match resolved {
             Resolved::Snapshot {
                 as_of,
                 read_optimized,
             } => (as_of, None, read_optimized),
             Resolved::Incremental { begin, end } => (end, Some(begin), false),
         };
-        let timeline = self.table.timeline().await.map_err(ext)?;
         let key = timeline.fingerprint();
         if let Ok(guard) = self.listing.lock()
             && let Some((k, slices)) = guard.as_ref()
             && *k == key
         {
-            return Ok((timeline, slices.clone()));
+            return Ok((timeline, slices.clone(), commits));
         }
         let view = FileSystemView::load(&timeline, None, as_of)
             .await
@@ -333,7 +356,7 @@ impl HudiTableProvider {
             slices.iter_mut().for_each(|s| s.log_files.clear());
         }
         // Incremental: only slices written in the range can hold changed records (logs may).
-        slices.retain(|s| match &self.commits {
+        slices.retain(|s| match &commits {
             // Layout 2: `begin` is the earliest write that completed in the range.
             Some(c) => {
                 !c.is_empty()
@@ -349,7 +372,7 @@ impl HudiTableProvider {
         if let Ok(mut guard) = self.listing.lock() {
             *guard = Some((key, slices.clone()));
         }
-        Ok((timeline, slices))
+        Ok((timeline, slices, commits))
     }
 }
 
@@ -383,7 +406,7 @@ impl TableProvider for HudiTableProvider {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let (timeline, mut slices) = self.slices().await?;
+        let (timeline, mut slices, commits) = self.slices().await?;
         let config = self.table.config();
         let part_filters = partition_filters(config, filters);
         if !part_filters.is_empty() {
@@ -455,7 +478,7 @@ impl TableProvider for HudiTableProvider {
         let Some((begin, end)) = incremental else {
             return Ok(plan);
         };
-        let predicate = match &self.commits {
+        let predicate = match &commits {
             Some(c) if c.is_empty() => lit(false),
             Some(c) => {
                 col(COMMIT_TIME).in_list(c.iter().map(|t| lit(t.to_string())).collect(), false)

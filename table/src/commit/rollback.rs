@@ -168,7 +168,13 @@ async fn rollback(
     // Another process finishing this same decided rollback may have completed it first (its
     // metadata differs only in timing and in which of them deleted which file): done either way.
     match super::transaction::publish_file(storage, layout, &done.file_name(), &bytes).await {
-        Err(Error::Timeline(lake_timeline::Error::CommitConflict { .. })) => {}
+        Err(Error::Timeline(e @ lake_timeline::Error::CommitConflict { .. })) => {
+            let path = timeline.instant_path(&done);
+            let theirs = storage.get_opt(&path).await?.unwrap_or_default();
+            if !rolls_back_all(&theirs, targets) {
+                return Err(e.into());
+            }
+        }
         other => other?,
     }
     for t in targets {
@@ -178,6 +184,25 @@ async fn rollback(
         }
     }
     Ok(targets.to_vec())
+}
+
+/// Whether completed rollback metadata (`HoodieRollbackMetadata`) names every one of `targets` in
+/// `commitsRollback`.
+fn rolls_back_all(metadata: &[u8], targets: &[Instant]) -> bool {
+    let Ok((_, records)) = avro::read_container(metadata) else {
+        return false;
+    };
+    let Some(Datum::Record(fields)) = records.first() else {
+        return false;
+    };
+    let Some(Datum::Array(done)) = fields.get(3) else {
+        return false;
+    };
+    targets.iter().all(|t| {
+        let t = t.time.to_string();
+        done.iter()
+            .any(|d| matches!(d, Datum::String(s) if *s == t))
+    })
 }
 
 /// Decides on the ledger to roll back `targets` under the rollback instant `time`: targets whose

@@ -110,10 +110,12 @@ impl FileSystemView {
             // v6 names a log by its slice's base instant; v8+ by the deltacommit that wrote it, which
             // belongs to the slice its deltacommit *completed* in (Hudi 1.x).
             let base = if by_write_instant {
-                let completion = timeline
-                    .find(l.instant)
-                    .filter(|i| i.is_completed())
-                    .map(|i| i.completion.unwrap_or(i.time));
+                // Not on the active timeline: archived (committed) or rolled back (its blocks do
+                // not count): either way it completed, if at all, at its own time.
+                let completion = match timeline.find(l.instant) {
+                    Some(i) => i.is_completed().then(|| i.completion.unwrap_or(i.time)),
+                    None => Some(l.instant),
+                };
                 let bases: Vec<InstantTime> = view
                     .groups
                     .get(&(l.partition.clone(), l.file_id.clone()))
@@ -460,10 +462,10 @@ pub async fn check_not_cleaned(timeline: &Timeline, as_of: InstantTime) -> Resul
 /// An as-of instant before the first completed write on the active timeline: an error saying why —
 /// the table did not exist yet, or the instant was archived (lake does not read archived timelines).
 async fn check_on_timeline(timeline: &Timeline, as_of: InstantTime) -> Result<()> {
-    let Some(first) = timeline.completed_writes().next().map(|i| i.time) else {
+    let Some(first_write) = timeline.completed_writes().next().map(|i| i.time) else {
         return Ok(());
     };
-    if as_of >= first {
+    if as_of >= first_write {
         return Ok(());
     }
     let archive = match timeline.layout() {
@@ -473,12 +475,14 @@ async fn check_on_timeline(timeline: &Timeline, as_of: InstantTime) -> Result<()
     let (files, _) = timeline.storage().list_dir(archive).await?;
     // Hudi's archive files are hidden (`.commits_.archive.1_1-0-1`) or Parquet manifests (layout 2).
     let archived = files.iter().any(|f| f.size > 0);
-    let reason = if archived {
-        format!(
-            "the active timeline starts at {first} and older instants are archived in {archive}, which lake does not read yet"
-        )
-    } else {
-        format!("the table's first commit is {first}")
+    let reason = match timeline.first_time() {
+        // Writes older than the active timeline are archived and their files count as committed:
+        // an instant inside the active timeline (after, say, a clean that starts it) is readable.
+        Some(start) if archived && as_of >= start => return Ok(()),
+        Some(start) if archived => format!(
+            "the active timeline starts at {start} and older instants are archived in {archive}, which lake does not read yet"
+        ),
+        _ => format!("the table's first commit is {first_write}"),
     };
     Err(Error::BeforeTimeline {
         as_of: as_of.to_string(),
