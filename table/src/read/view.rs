@@ -106,16 +106,29 @@ impl FileSystemView {
             }
         }
         let by_write_instant = timeline.layout() != Layout::V1;
+        // Not on the active timeline: archived (committed) or rolled back (its blocks do not count):
+        // either way it completed, if at all, at its own time.
+        let completion_of = |l: &LogFile| match timeline.find(l.instant) {
+            Some(i) => i.is_completed().then(|| i.completion.unwrap_or(i.time)),
+            None => Some(l.instant),
+        };
+        if by_write_instant {
+            // Completed logs first, in completion order, so that a pending write's log never opens a
+            // file group's first slice (which would hide the group until that write completes).
+            logs.sort_by_key(|l| {
+                (
+                    completion_of(l).is_none(),
+                    completion_of(l),
+                    l.instant,
+                    l.version,
+                )
+            });
+        }
         for l in logs {
             // v6 names a log by its slice's base instant; v8+ by the deltacommit that wrote it, which
             // belongs to the slice its deltacommit *completed* in (Hudi 1.x).
             let base = if by_write_instant {
-                // Not on the active timeline: archived (committed) or rolled back (its blocks do
-                // not count): either way it completed, if at all, at its own time.
-                let completion = match timeline.find(l.instant) {
-                    Some(i) => i.is_completed().then(|| i.completion.unwrap_or(i.time)),
-                    None => Some(l.instant),
-                };
+                let completion = completion_of(&l);
                 let bases: Vec<InstantTime> = view
                     .groups
                     .get(&(l.partition.clone(), l.file_id.clone()))
@@ -493,6 +506,51 @@ async fn check_on_timeline(timeline: &Timeline, as_of: InstantTime) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A version-8 log-only file group whose first listed log is a pending write's still shows the
+    /// completed write's log (listing order must not matter).
+    #[tokio::test]
+    async fn a_pending_log_does_not_hide_a_log_only_group() {
+        let storage = lake_timeline::Storage::try_from_uri("memory://v8_log_only").expect("store");
+        for (file, body) in [
+            (
+                ".hoodie/timeline/20250101000000100.deltacommit.requested",
+                "",
+            ),
+            (
+                ".hoodie/timeline/20250101000000200.deltacommit.requested",
+                "",
+            ),
+            (
+                ".hoodie/timeline/20250101000000200_20250101000000250.deltacommit",
+                "",
+            ),
+            ("p/.f-0_20250101000000100.log.1_0-0-0", "x"),
+            ("p/.f-0_20250101000000200.log.1_0-0-0", "x"),
+        ] {
+            storage
+                .put(file, bytes::Bytes::from(body))
+                .await
+                .expect("put");
+        }
+        let timeline = Timeline::load(&storage, Layout::V2)
+            .await
+            .expect("timeline");
+        let view = FileSystemView::load(&timeline, None, None)
+            .await
+            .expect("view");
+        let slices = view.latest_slices();
+        assert_eq!(slices.len(), 1, "{slices:?}");
+        let names: Vec<&str> = slices[0]
+            .log_files
+            .iter()
+            .map(|l| l.name.as_str())
+            .collect();
+        assert!(
+            names.contains(&".f-0_20250101000000200.log.1_0-0-0"),
+            "{names:?}"
+        );
+    }
 
     #[test]
     fn version_8_logs_belong_to_the_slice_their_deltacommit_completed_in() {
