@@ -345,10 +345,9 @@ pub(crate) async fn stored_versions(
                         file_id: slice.file_id.clone(),
                         at: values.len(),
                     });
-                values.push(match b.columns().get(1) {
-                    Some(c) => c.slice(row, 1),
-                    None => b.column(0).slice(row, 1),
-                });
+                if let Some(c) = b.columns().get(1) {
+                    values.push(c.slice(row, 1));
+                }
             }
         }
     }

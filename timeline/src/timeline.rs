@@ -148,7 +148,11 @@ impl Timeline {
 
     /// The instant with this time, if any.
     pub fn find(&self, time: InstantTime) -> Option<&Instant> {
-        self.instants.iter().find(|i| i.time == time)
+        // Instants are sorted by time, one per time.
+        self.instants
+            .binary_search_by(|i| i.time.cmp(&time))
+            .ok()
+            .map(|idx| &self.instants[idx])
     }
 
     /// The latest completed data-writing instant.

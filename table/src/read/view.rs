@@ -112,23 +112,19 @@ impl FileSystemView {
             Some(i) => i.is_completed().then(|| i.completion.unwrap_or(i.time)),
             None => Some(l.instant),
         };
+        let mut placed: Vec<(Option<InstantTime>, LogFile)> = logs
+            .into_iter()
+            .map(|l| (by_write_instant.then(|| completion_of(&l)).flatten(), l))
+            .collect();
         if by_write_instant {
             // Completed logs first, in completion order, so that a pending write's log never opens a
             // file group's first slice (which would hide the group until that write completes).
-            logs.sort_by_key(|l| {
-                (
-                    completion_of(l).is_none(),
-                    completion_of(l),
-                    l.instant,
-                    l.version,
-                )
-            });
+            placed.sort_by_key(|(c, l)| (c.is_none(), *c, l.instant, l.version));
         }
-        for l in logs {
+        for (completion, l) in placed {
             // v6 names a log by its slice's base instant; v8+ by the deltacommit that wrote it, which
             // belongs to the slice its deltacommit *completed* in (Hudi 1.x).
             let base = if by_write_instant {
-                let completion = completion_of(&l);
                 let bases: Vec<InstantTime> = view
                     .groups
                     .get(&(l.partition.clone(), l.file_id.clone()))
