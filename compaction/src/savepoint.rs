@@ -16,12 +16,12 @@ use std::time::Instant as Clock;
 
 use bytes::Bytes;
 use lake_table::layout::{BaseFile, MARKERS_DIR, WRITE_TOKEN, join};
-use lake_table::timeline::avro::{self, Datum, INSTANT_INFO_SCHEMA};
+use lake_table::timeline::avro::{
+    self, Datum, INSTANT_INFO_SCHEMA, SAVEPOINT_METADATA_SCHEMA as SAVEPOINT_SCHEMA,
+};
 use lake_table::timeline::{Action, Instant, InstantTime, State, Timeline};
 use lake_table::view::FileSystemView;
 use lake_table::{Error, Result, Table};
-
-const SAVEPOINT_SCHEMA: &str = r#"{"type":"record","name":"HoodieSavepointMetadata","namespace":"org.apache.hudi.avro.model","fields":[{"name":"savepointedBy","type":"string"},{"name":"savepointedAt","type":"long"},{"name":"comments","type":"string"},{"name":"partitionMetadata","type":{"type":"map","values":{"type":"record","name":"HoodieSavepointPartitionMetadata","fields":[{"name":"partitionPath","type":"string"},{"name":"savepointDataFile","type":{"type":"array","items":"string"}}]}}},{"name":"version","type":["int","null"],"default":1}]}"#;
 
 fn restore_plan_schema() -> String {
     format!(

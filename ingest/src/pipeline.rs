@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use arrow::array::{ArrayRef, BinaryArray, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use lake_compaction::{CompactionStrategy, Scheduled, execute_pending, schedule};
+use lake_table::archive::ArchivedTimeline;
 use lake_table::config::SOURCE_POSITION_FIELD;
 use lake_table::timeline::CHECKPOINT_KEY;
 use lake_table::{ChangeBatch, Table, TableConfig, TableType, WriteOperation, WriteOptions};
@@ -363,7 +364,9 @@ fn table_err(f: &Flow, source: lake_table::Error) -> IngestError {
     }
 }
 
-/// The checkpoint of `topic` in the table's latest completed commit that carries one.
+/// The checkpoint of `topic` in the table's latest completed commit that carries one — on the
+/// active timeline, else in the archived timeline (a table whose recent writes were all table
+/// services).
 pub async fn last_checkpoint(
     table: &Table,
     topic: &str,
@@ -375,6 +378,26 @@ pub async fn last_checkpoint(
             continue;
         }
         let meta = timeline.commit_metadata(w).await?;
+        if let Some(c) = meta.checkpoint().and_then(Checkpoint::parse)
+            && c.topic == topic
+        {
+            return Ok(Some(c));
+        }
+    }
+    let (storage, layout) = (table.storage(), timeline.layout());
+    if !ArchivedTimeline::exists(storage, layout).await? {
+        return Ok(None);
+    }
+    let archived = ArchivedTimeline::load(storage, layout).await?;
+    for w in archived
+        .completed_writes()
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+    {
+        let meta = w
+            .commit_metadata()
+            .map_err(|r| lake_table::archive::bad_details(w, r))?;
         if let Some(c) = meta.checkpoint().and_then(Checkpoint::parse)
             && c.topic == topic
         {

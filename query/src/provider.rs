@@ -31,6 +31,7 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::union::UnionExec;
 use futures::{StreamExt, TryStreamExt};
 use lake_table::Table;
+use lake_table::archive::ArchivedTimeline;
 use lake_table::layout::BaseFile;
 use lake_table::schema::COMMIT_TIME;
 use lake_table::timeline::InstantTime;
@@ -71,24 +72,34 @@ fn plan_err(msg: String) -> DataFusionError {
 }
 
 /// An incremental range of completion times (timeline layout 2, Hudi 1.x): the requested times of
-/// the writes that completed in (begin, end], and the range to read them in — from the earliest of
-/// them, as of the last write completed by `end`.
+/// the writes that completed in (begin, end] — active or archived (`archived`: requested and
+/// completion times) — and the range to read them in: from the earliest of them, as of the last
+/// write completed by `end`.
 fn completion_range(
     timeline: &Timeline,
+    archived: &[(InstantTime, InstantTime)],
     begin: InstantTime,
     end: Option<InstantTime>,
 ) -> (Resolved, Vec<InstantTime>) {
-    let done = |i: &&lake_table::timeline::Instant| i.completion.unwrap_or(i.time);
-    let selected: Vec<InstantTime> = timeline
-        .completed_writes()
-        .filter(|i| done(i) > begin && end.is_none_or(|e| done(i) <= e))
-        .map(|i| i.time)
+    let writes: Vec<(InstantTime, InstantTime)> = archived
+        .iter()
+        .copied()
+        .chain(
+            timeline
+                .completed_writes()
+                .map(|i| (i.time, i.completion.unwrap_or(i.time))),
+        )
+        .collect();
+    let selected: Vec<InstantTime> = writes
+        .iter()
+        .filter(|(_, done)| *done > begin && end.is_none_or(|e| *done <= e))
+        .map(|(t, _)| *t)
         .collect();
     let view_end = end.map(|e| {
-        timeline
-            .completed_writes()
-            .filter(|i| done(i) <= e)
-            .map(|i| i.time)
+        writes
+            .iter()
+            .filter(|(_, done)| *done <= e)
+            .map(|(t, _)| *t)
             .max()
             .unwrap_or(e)
     });
@@ -100,6 +111,35 @@ fn completion_range(
         },
         selected,
     )
+}
+
+/// The archived writes (requested and completion times) an incremental query may need: only when
+/// its range reaches before the active timeline's first write.
+async fn archived_writes(
+    timeline: &Timeline,
+    begin: InstantTime,
+) -> Result<Vec<(InstantTime, InstantTime)>> {
+    let first = timeline
+        .completed_writes()
+        .next()
+        .map(|i| i.completion.unwrap_or(i.time));
+    if first.is_some_and(|f| begin >= f) {
+        return Ok(Vec::new());
+    }
+    let storage = timeline.storage();
+    if !ArchivedTimeline::exists(storage, timeline.layout())
+        .await
+        .map_err(ext)?
+    {
+        return Ok(Vec::new());
+    }
+    Ok(ArchivedTimeline::load(storage, timeline.layout())
+        .await
+        .map_err(ext)?
+        .completed_writes()
+        .filter(|i| timeline.find(i.time).is_none())
+        .map(|i| (i.time, i.completion.unwrap_or(i.time)))
+        .collect())
 }
 
 /// What the provider reads, with instants resolved against the table's timeline.
@@ -134,6 +174,8 @@ pub struct HudiTableProvider {
     completion: Option<(InstantTime, Option<InstantTime>)>,
     /// An incremental range that ends before the table's first write: nothing to read.
     empty: bool,
+    /// Archived writes (requested, completion) an incremental range reaches.
+    archived: Arc<Vec<(InstantTime, InstantTime)>>,
     options: QueryOptions,
 }
 
@@ -165,6 +207,12 @@ impl HudiTableProvider {
                 .map_or(t, |i| i.time))
         };
         let mut completion = None;
+        let archived = match options.begin.as_deref() {
+            Some(b) if options.query_type == QueryType::Incremental => {
+                archived_writes(&timeline, parse_time(b).map_err(plan_err)?).await?
+            }
+            _ => Vec::new(),
+        };
         let resolved =
             match options.query_type {
                 QueryType::Incremental if timeline.layout() == lake_table::timeline::Layout::V2 => {
@@ -174,7 +222,7 @@ impl HudiTableProvider {
                     let end = options.end.as_deref().map(parse_time).transpose();
                     let bounds = (parse_time(begin).map_err(plan_err)?, end.map_err(plan_err)?);
                     completion = Some(bounds);
-                    completion_range(&timeline, bounds.0, bounds.1).0
+                    completion_range(&timeline, &archived, bounds.0, bounds.1).0
                 }
                 QueryType::Incremental => {
                     let begin = options.begin.as_deref().ok_or_else(|| {
@@ -193,11 +241,15 @@ impl HudiTableProvider {
         // An incremental range that ends before the first write reads nothing (and lists the latest
         // state for the schema).
         let empty = match (resolved, completion) {
-            (_, Some((_, Some(e)))) => !timeline
-                .completed_writes()
-                .any(|i| i.completion.unwrap_or(i.time) <= e),
+            (_, Some((_, Some(e)))) => {
+                !timeline
+                    .completed_writes()
+                    .any(|i| i.completion.unwrap_or(i.time) <= e)
+                    && !archived.iter().any(|(_, done)| *done <= e)
+            }
             (Resolved::Incremental { end: Some(e), .. }, None) => {
                 timeline.completed_writes_until(Some(e)).next().is_none()
+                    && !archived.iter().any(|(t, _)| *t <= e)
             }
             _ => false,
         };
@@ -236,6 +288,7 @@ impl HudiTableProvider {
             resolved,
             completion,
             empty,
+            archived: Arc::new(archived),
             options,
         })
     }
@@ -328,7 +381,7 @@ impl HudiTableProvider {
         // Layout 2: the writes completed in the range, as of this timeline.
         let (resolved, commits) = match self.completion {
             Some((begin, end)) => {
-                let (r, selected) = completion_range(&timeline, begin, end);
+                let (r, selected) = completion_range(&timeline, &self.archived, begin, end);
                 (r, Some(Arc::new(selected)))
             }
             None => (self.resolved, None),

@@ -1,5 +1,6 @@
 //! `lake compact`: the table-service job run from cron. Per table: roll back writes whose writer is
-//! gone, schedule a compaction when due, execute every pending compaction, then clean.
+//! gone, schedule a compaction when due, execute every pending compaction, clean, then archive the
+//! timeline's oldest instants.
 
 use lake_compaction::{
     CleanPolicy, CompactionStrategy, Scheduled, clean, execute_pending, schedule,
@@ -33,6 +34,12 @@ pub struct Args {
     /// File groups compacted at once.
     #[arg(long, default_value_t = 4)]
     pub parallelism: usize,
+    /// Do not archive the timeline.
+    #[arg(long)]
+    pub skip_archive: bool,
+    /// How many writes the active timeline keeps.
+    #[command(flatten)]
+    pub retention: super::archive::Retention,
 }
 
 pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
@@ -92,6 +99,16 @@ async fn compact_one(a: &Args, uri: &str) -> anyhow::Result<()> {
             ),
             None => println!("{uri}: nothing to clean"),
         }
+    }
+    if !a.skip_archive && table.config().layout() != lake_table::timeline::Layout::V1 {
+        println!("{uri}: timeline not archived: lake archives table version 6 timelines only");
+    } else if !a.skip_archive {
+        let t = std::time::Instant::now();
+        let r = lake_compaction::archive(&table, a.retention.policy()).await?;
+        println!(
+            "{uri}: {}",
+            super::archive::describe(&r, t.elapsed().as_secs_f64())
+        );
     }
     println!("{uri}: done in {:.2}s", started.elapsed().as_secs_f64());
     Ok(())

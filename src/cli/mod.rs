@@ -1,5 +1,6 @@
 //! Command-line parsing and dispatch; each subcommand lives in its own module.
 
+mod archive;
 mod clean;
 mod compact;
 mod create;
@@ -40,8 +41,11 @@ pub enum Command {
     Read(read::Args),
     /// Delete file versions no retained instant needs (a clean instant).
     Clean(clean::Args),
-    /// Table services for cron: roll back failed writes, schedule and execute compactions, clean.
+    /// Table services for cron: roll back failed writes, schedule and execute compactions, clean,
+    /// archive the timeline.
     Compact(compact::Args),
+    /// Move the oldest completed instants into the archived timeline (keeps the active one bounded).
+    Archive(archive::Args),
     /// Roll back failed (inflight) writes.
     Rollback(rollback::Args),
     /// Create, delete or list savepoints (pinned snapshots the cleaner keeps).
@@ -63,6 +67,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Read(a) => read::run(a).await,
         Command::Clean(a) => clean::run(a).await,
         Command::Compact(a) => compact::run(a).await,
+        Command::Archive(a) => archive::run(a).await,
         Command::Rollback(a) => rollback::run(a).await,
         Command::Savepoint(a) => savepoint::run(a).await,
         Command::Restore(a) => savepoint::run_restore(a).await,

@@ -3,8 +3,9 @@
 //! compaction plans); [`commit`] — the one home of the commit lifecycle (transaction, ledger,
 //! heartbeats, rollback); the write client (upsert, insert, delete as one commit); and [`read`] —
 //! the file-system view, the merge-on-read merge and the snapshot reader the DataFusion provider
-//! builds on.
+//! builds on; [`archive`] — the archived timeline (both layouts).
 
+pub mod archive;
 pub mod commit;
 pub mod config;
 mod error;

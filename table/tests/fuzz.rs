@@ -1,6 +1,7 @@
 //! Seeded mutation fuzzing of every decoder of untrusted bytes in the table crate: log files (block
 //! framing), Avro data and delete blocks, the timeline's Avro containers, instant file names, JSON
-//! and Avro (timeline layout 2) commit metadata, compaction plans and ledger entries. Valid encodings are flipped, truncated,
+//! and Avro (timeline layout 2) commit metadata, compaction plans, ledger entries and archived
+//! timeline files. Valid encodings are flipped, truncated,
 //! spliced and overwritten with extreme integers; every decoder must return a value or an error,
 //! never panic or allocate without bound. `LAKE_SOAK=1` runs many more mutations.
 
@@ -262,5 +263,32 @@ fn ledger_entries_never_panic() {
     let valid = lake_table::commit::ledger::encode(&header, b"{}");
     fuzz("ledger entry", 18, &valid, |b| {
         let _ = lake_table::commit::ledger::decode(1, &Bytes::copy_from_slice(b));
+    });
+}
+
+#[test]
+fn archived_timeline_files_never_panic() {
+    use lake_table::archive::v1::{Entry, decode, encode, field};
+    use lake_table::timeline::State;
+    let commit = serde_json::json!({
+        "partitionToWriteStats": {"p": [{"fileId": "f", "path": "p/f.parquet", "numWrites": 2}]},
+        "extraMetadata": {"schema": "{}"},
+    });
+    let entries: Vec<Entry> = (0..12u64)
+        .map(|i| Entry {
+            time: format!("{}", 20250101000000000 + i).parse().expect("time"),
+            action: "commit".into(),
+            state: if i % 2 == 0 {
+                State::Completed
+            } else {
+                State::Requested
+            },
+            completion: None,
+            payload: (i % 2 == 0).then(|| (field::COMMIT.to_owned(), commit.clone())),
+        })
+        .collect();
+    let valid = encode(&entries).expect("encode");
+    fuzz("archived timeline file", 19, &valid, |b| {
+        let _ = decode("fuzz", &Bytes::copy_from_slice(b));
     });
 }

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `lake` binary: local folders and a real S3 server (SeaweedFS on
 //! 127.0.0.1), every table checked against hudi-rs, the reference reader.
 
+mod archive;
 mod cli_errors;
 mod corrupt;
 mod cow;

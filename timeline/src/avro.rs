@@ -431,6 +431,125 @@ pub fn to_json(schema: &Schema, datum: &Datum) -> serde_json::Value {
     }
 }
 
+/// Encodes JSON (as [`to_json`] produces it, or Hudi's JSON metadata) as a datum of `schema`,
+/// resolving records by field name: a field the JSON lacks (or holds as null) takes the null branch
+/// of its union, or its type's empty value (`""`, `0`, `[]`, `{}`), as a reader's defaults would.
+pub fn from_json(schema: &Schema, value: &serde_json::Value) -> Result<Datum, String> {
+    use serde_json::Value as J;
+    let mismatch = || format!("JSON {value} does not fit Avro {}", schema_kind(schema));
+    Ok(match (schema, value) {
+        (Schema::Union(branches), v) => {
+            if v.is_null() {
+                let i = branches
+                    .iter()
+                    .position(|b| *b == Schema::Null)
+                    .ok_or_else(mismatch)?;
+                return Ok(Datum::Union(i as u32, Box::new(Datum::Null)));
+            }
+            for (i, b) in branches.iter().enumerate() {
+                if *b != Schema::Null
+                    && let Ok(d) = from_json(b, v)
+                {
+                    return Ok(Datum::Union(i as u32, Box::new(d)));
+                }
+            }
+            return Err(mismatch());
+        }
+        (s, J::Null) => empty_value(s)?,
+        (Schema::Boolean, J::Bool(b)) => Datum::Boolean(*b),
+        (Schema::Int, J::Number(n)) => Datum::Int(
+            n.as_i64()
+                .and_then(|i| i32::try_from(i).ok())
+                .ok_or_else(mismatch)?,
+        ),
+        (Schema::Long, J::Number(n)) => Datum::Long(n.as_i64().ok_or_else(mismatch)?),
+        (Schema::Float, J::Number(n)) => Datum::Float(n.as_f64().ok_or_else(mismatch)? as f32),
+        (Schema::Double, J::Number(n)) => Datum::Double(n.as_f64().ok_or_else(mismatch)?),
+        (Schema::String, J::String(s)) => Datum::String(s.clone()),
+        (Schema::Bytes, J::String(s)) => Datum::Bytes(s.as_bytes().to_vec()),
+        (Schema::Bytes, J::Array(items)) => Datum::Bytes(
+            items
+                .iter()
+                .map(|x| x.as_u64().and_then(|b| u8::try_from(b).ok()))
+                .collect::<Option<_>>()
+                .ok_or_else(mismatch)?,
+        ),
+        (Schema::Enum(symbols), J::String(s)) => {
+            Datum::Int(symbols.iter().position(|x| x == s).ok_or_else(mismatch)? as i32)
+        }
+        (Schema::Array(items), J::Array(values)) => Datum::Array(
+            values
+                .iter()
+                .map(|v| from_json(items, v))
+                .collect::<Result<_, _>>()?,
+        ),
+        (Schema::Map(values), J::Object(entries)) => Datum::Map(
+            entries
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), from_json(values, v)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+        (Schema::Record { fields, .. }, J::Object(entries)) => Datum::Record(
+            fields
+                .iter()
+                .map(|(name, s)| from_json(s, entries.get(name).unwrap_or(&J::Null)))
+                .collect::<Result<_, _>>()?,
+        ),
+        _ => return Err(mismatch()),
+    })
+}
+
+/// The value a missing, non-nullable field takes.
+fn empty_value(schema: &Schema) -> Result<Datum, String> {
+    Ok(match schema {
+        Schema::Null => Datum::Null,
+        Schema::Boolean => Datum::Boolean(false),
+        Schema::Int => Datum::Int(0),
+        Schema::Long => Datum::Long(0),
+        Schema::Float => Datum::Float(0.0),
+        Schema::Double => Datum::Double(0.0),
+        Schema::String => Datum::String(String::new()),
+        Schema::Bytes => Datum::Bytes(Vec::new()),
+        Schema::Enum(_) => Datum::Int(0),
+        Schema::Array(_) => Datum::Array(Vec::new()),
+        Schema::Map(_) => Datum::Map(Vec::new()),
+        Schema::Record { fields, .. } => Datum::Record(
+            fields
+                .iter()
+                .map(|(_, s)| empty_value(s))
+                .collect::<Result<_, _>>()?,
+        ),
+        Schema::Union(branches) => {
+            let i = branches
+                .iter()
+                .position(|b| *b == Schema::Null)
+                .unwrap_or(0);
+            let b = branches.get(i).ok_or("an empty Avro union")?;
+            Datum::Union(i as u32, Box::new(empty_value(b)?))
+        }
+        Schema::Fixed(_) => return Err("Avro fixed values are not encoded from JSON".into()),
+    })
+}
+
+fn schema_kind(schema: &Schema) -> &'static str {
+    match schema {
+        Schema::Null => "null",
+        Schema::Boolean => "boolean",
+        Schema::Int => "int",
+        Schema::Long => "long",
+        Schema::Float => "float",
+        Schema::Double => "double",
+        Schema::Bytes => "bytes",
+        Schema::String => "string",
+        Schema::Fixed(_) => "fixed",
+        Schema::Enum(_) => "enum",
+        Schema::Array(_) => "array",
+        Schema::Map(_) => "map",
+        Schema::Record { .. } => "record",
+        Schema::Union(_) => "union",
+    }
+}
+
 /// Reads an Avro object container file with the null codec: its schema JSON and every datum.
 pub fn read_container(bytes: &[u8]) -> Result<(String, Vec<Datum>), String> {
     let mut buf = bytes
@@ -548,6 +667,32 @@ mod tests {
     }
 
     #[test]
+    fn json_encodes_by_field_name_and_round_trips() {
+        let schema = Schema::parse(&rollback_metadata_schema()).expect("schema");
+        // Fields out of order, a nullable one missing, a non-nullable one missing (empty default).
+        let json = serde_json::json!({
+            "commitsRollback": ["20250101000000001"],
+            "startRollbackTime": "20250101000000002",
+            "timeTakenInMillis": 7,
+            "partitionMetadata": {"p": {"partitionPath": "p", "successDeleteFiles": ["a"],
+                "failedDeleteFiles": [], "rollbackLogFiles": {"l": 3}}},
+        });
+        let datum = from_json(&schema, &json).expect("encodes");
+        let mut bytes = Vec::new();
+        datum.encode(&mut bytes);
+        let back = decode(&schema, &mut bytes.as_slice()).expect("decodes");
+        let got = to_json(&schema, &back);
+        assert_eq!(got["totalFilesDeleted"], 0);
+        assert_eq!(got["commitsRollback"], json["commitsRollback"]);
+        assert_eq!(got["partitionMetadata"]["p"]["rollbackLogFiles"]["l"], 3);
+        assert!(
+            got.get("version").is_none(),
+            "a missing nullable field stays null"
+        );
+        assert!(from_json(&schema, &serde_json::json!({"timeTakenInMillis": "x"})).is_err());
+    }
+
+    #[test]
     fn container_file_has_header_schema_and_one_block() {
         let schemas = [rollback_plan_schema(), rollback_metadata_schema()];
         for s in &schemas {
@@ -582,3 +727,6 @@ mod clean_schema_tests {
         }
     }
 }
+
+/// Hudi's `HoodieSavepointMetadata` schema.
+pub const SAVEPOINT_METADATA_SCHEMA: &str = r#"{"type":"record","name":"HoodieSavepointMetadata","namespace":"org.apache.hudi.avro.model","fields":[{"name":"savepointedBy","type":"string"},{"name":"savepointedAt","type":"long"},{"name":"comments","type":"string"},{"name":"partitionMetadata","type":{"type":"map","values":{"type":"record","name":"HoodieSavepointPartitionMetadata","fields":[{"name":"partitionPath","type":"string"},{"name":"savepointDataFile","type":{"type":"array","items":"string"}}]}}},{"name":"version","type":["int","null"],"default":1}]}"#;

@@ -180,7 +180,8 @@ impl Action {
         )
     }
 
-    fn from_name(name: &str) -> Option<Action> {
+    /// The action named `name` (as in instant file names), if lake knows it.
+    pub fn from_name(name: &str) -> Option<Action> {
         Action::ALL.into_iter().find(|a| a.name() == name)
     }
 }

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashSet};
 use futures::{StreamExt, TryStreamExt};
 use lake_timeline::{Action, InstantTime, Layout, Storage, Timeline};
 
+use crate::archive::{self, ArchivedTimeline, Details};
 use crate::layout::{BaseFile, LogFile};
 use crate::{Error, Result};
 
@@ -396,7 +397,8 @@ async fn replaced_file_groups(
 }
 
 /// The earliest instant whose snapshot the cleaner left complete: the latest
-/// `earliestCommitToRetain` of the completed cleans (`None` when nothing was cleaned).
+/// `earliestCommitToRetain` of the completed cleans, archived ones included (`None` when nothing was
+/// cleaned).
 pub async fn earliest_retained(timeline: &Timeline) -> Result<Option<InstantTime>> {
     let cleans: Vec<_> = timeline
         .by_actions(&[Action::Clean])
@@ -407,45 +409,50 @@ pub async fn earliest_retained(timeline: &Timeline) -> Result<Option<InstantTime
     for c in cleans {
         let path = timeline.instant_path(&c);
         let bytes = timeline.storage().get(&path).await?;
-        let bad = |reason: String| lake_timeline::Error::Metadata {
+        let json = clean_json(&bytes).map_err(|reason| lake_timeline::Error::Metadata {
             path: timeline.storage().display(&path),
             reason,
-        };
-        if bytes.is_empty() {
-            continue;
-        }
-        let (schema, data) = lake_timeline::avro::read_container(&bytes).map_err(bad)?;
-        let fields: serde_json::Value =
-            serde_json::from_str(&schema).map_err(|e| bad(e.to_string()))?;
-        let Some(idx) = fields
-            .get("fields")
-            .and_then(|f| f.as_array())
-            .and_then(|f| {
-                f.iter().position(|f| {
-                    f.get("name").and_then(|n| n.as_str()) == Some("earliestCommitToRetain")
-                })
-            })
-        else {
-            continue;
-        };
-        for d in data {
-            let lake_timeline::avro::Datum::Record(values) = d else {
-                continue;
+        })?;
+        earliest = earliest.max(retain_point(&json));
+    }
+    // A clean the archive holds may have retained more (a policy that kept fewer commits then).
+    let storage = timeline.storage();
+    if ArchivedTimeline::exists(storage, timeline.layout()).await? {
+        let archived = ArchivedTimeline::load(storage, timeline.layout()).await?;
+        for c in archived
+            .instants()
+            .iter()
+            .filter(|i| i.action == Some(Action::Clean))
+        {
+            let json = match &c.details {
+                Details::None => continue,
+                Details::Json(v) => v.clone(),
+                Details::Avro(b) => clean_json(b).map_err(|r| archive::bad_details(c, r))?,
             };
-            let value = match values.get(idx) {
-                Some(lake_timeline::avro::Datum::String(s)) => Some(s.clone()),
-                Some(lake_timeline::avro::Datum::Union(_, v)) => match v.as_ref() {
-                    lake_timeline::avro::Datum::String(s) => Some(s.clone()),
-                    _ => None,
-                },
-                _ => None,
-            };
-            if let Some(t) = value.and_then(|v| v.parse::<InstantTime>().ok()) {
-                earliest = earliest.max(Some(t));
-            }
+            earliest = earliest.max(retain_point(&json));
         }
     }
     Ok(earliest)
+}
+
+/// A clean's metadata (an Avro container) as JSON; an empty file is `null`.
+fn clean_json(bytes: &[u8]) -> std::result::Result<serde_json::Value, String> {
+    if bytes.is_empty() {
+        return Ok(serde_json::Value::Null);
+    }
+    let (schema, data) = lake_timeline::avro::read_container(bytes)?;
+    let schema = lake_timeline::avro::Schema::parse(&schema)?;
+    Ok(data
+        .first()
+        .map(|d| lake_timeline::avro::to_json(&schema, d))
+        .unwrap_or_default())
+}
+
+fn retain_point(clean: &serde_json::Value) -> Option<InstantTime> {
+    clean
+        .get("earliestCommitToRetain")
+        .and_then(|v| v.as_str())
+        .and_then(|v| v.parse().ok())
 }
 
 /// Refuses a read (or a savepoint) as of an instant whose file slices the cleaner has removed,
@@ -468,34 +475,38 @@ pub async fn check_not_cleaned(timeline: &Timeline, as_of: InstantTime) -> Resul
     }
 }
 
-/// An as-of instant before the first completed write on the active timeline: an error saying why —
-/// the table did not exist yet, or the instant was archived (lake does not read archived timelines).
+/// An as-of instant before the first completed write on the active timeline is read from the
+/// archived timeline (files older than the active timeline count as committed, as in Hudi); before
+/// the table's first write at all, it is an error saying so.
 async fn check_on_timeline(timeline: &Timeline, as_of: InstantTime) -> Result<()> {
-    let Some(first_write) = timeline.completed_writes().next().map(|i| i.time) else {
-        return Ok(());
-    };
-    if as_of >= first_write {
+    let first_active = timeline.completed_writes().next().map(|i| i.time);
+    if first_active.is_some_and(|f| as_of >= f) {
         return Ok(());
     }
-    let archive = match timeline.layout() {
-        Layout::V1 => ".hoodie/archived",
-        Layout::V2 => ".hoodie/timeline/history",
+    let storage = timeline.storage();
+    let first_archived = if ArchivedTimeline::exists(storage, timeline.layout()).await? {
+        ArchivedTimeline::load(storage, timeline.layout())
+            .await?
+            .completed_writes()
+            .next()
+            .map(|i| i.time)
+    } else {
+        None
     };
-    let (files, _) = timeline.storage().list_dir(archive).await?;
-    // Hudi's archive files are hidden (`.commits_.archive.1_1-0-1`) or Parquet manifests (layout 2).
-    let archived = files.iter().any(|f| f.size > 0);
-    let reason = match timeline.first_time() {
-        // Writes older than the active timeline are archived and their files count as committed:
-        // an instant inside the active timeline (after, say, a clean that starts it) is readable.
-        Some(start) if archived && as_of >= start => return Ok(()),
-        Some(start) if archived => format!(
-            "the active timeline starts at {start} and older instants are archived in {archive}, which lake does not read yet"
-        ),
-        _ => format!("the table's first commit is {first_write}"),
+    let Some(first) = first_archived.or(first_active) else {
+        return Ok(());
+    };
+    if as_of >= first {
+        return Ok(());
+    }
+    let archived = if first_archived.is_some() {
+        " (archived)"
+    } else {
+        ""
     };
     Err(Error::BeforeTimeline {
         as_of: as_of.to_string(),
-        reason,
+        reason: format!("the table's first commit is {first}{archived}"),
     })
 }
 
