@@ -144,10 +144,40 @@ fixture_tests! {
 /// lake's reader on a merge-on-read fixture: the snapshot (base files merged with logs) and the
 /// read-optimized view equal hudi-rs's.
 async fn compare_mor(zip: &str, sort: &str) {
+    compare_mor_archived(zip, sort, 0).await;
+}
+
+/// [`compare_mor`] with the first `archived` completed instants of a layout-2 table moved into its
+/// LSM history (as Hudi 1.x's archiver leaves it): lake reads the archived copy, hudi-rs (which does
+/// not read the history) the untouched one, and every view and range must agree.
+async fn compare_mor_archived(zip: &str, sort: &str, archived: usize) {
     let dir = tempfile::tempdir().expect("tmp");
     let table_dir = unzip(zip, dir.path());
-    let uri = format!("file://{}", table_dir.display());
+    let hudi_uri = format!("file://{}", table_dir.display());
+    let copy = tempfile::tempdir().expect("tmp");
+    let uri = if archived == 0 {
+        hudi_uri.clone()
+    } else {
+        let lake_dir = unzip(zip, copy.path());
+        archive_to_lsm(&lake_dir, archived);
+        format!("file://{}", lake_dir.display())
+    };
     let table = Table::open(&uri).await.expect("lake opens the fixture");
+    if archived > 0 {
+        let history = lake_table::archive::ArchivedTimeline::load(
+            table.storage(),
+            lake_table::timeline::Layout::V2,
+        )
+        .await
+        .expect("lake reads the history");
+        assert_eq!(history.completed_writes().count(), archived, "{zip}");
+        let active = table.timeline().await.expect("timeline");
+        assert!(
+            history
+                .completed_writes()
+                .all(|w| w.completion.is_some() && active.find(w.time).is_none())
+        );
+    }
     let mut views = Vec::new();
     for (query, read_optimized) in [("snapshot", false), ("read_optimized", true)] {
         let opts = ReadOptions {
@@ -160,7 +190,7 @@ async fn compare_mor(zip: &str, sort: &str) {
             .expect("lake reads the fixture");
         let file = dir.path().join(format!("lake-{query}.parquet"));
         let got = batch_rows_by(schema, &batches, &file, sort);
-        let expected = hudi_read(&uri, &["--sort", sort, "--query", query], &[]);
+        let expected = hudi_read(&hudi_uri, &["--sort", sort, "--query", query], &[]);
         assert_eq!(got, expected, "{zip} {query}");
         views.push(got);
     }
@@ -187,7 +217,13 @@ async fn compare_mor(zip: &str, sort: &str) {
         let i = usize::from(name == "ro");
         assert_eq!(rows, views[i], "{zip} {query} through SQL");
     }
-    let timeline = table.timeline().await.expect("timeline");
+    // Every write, the archived ones included (the untouched copy's timeline).
+    let timeline = Table::open(&hudi_uri)
+        .await
+        .expect("open")
+        .timeline()
+        .await
+        .expect("timeline");
     let commits: Vec<String> = timeline
         .completed_writes()
         .map(|i| i.time.to_string())
@@ -206,7 +242,7 @@ async fn compare_mor(zip: &str, sort: &str) {
         .await;
         assert_eq!(
             as_of,
-            hudi_read_as_of(&uri, c, sort, &[]),
+            hudi_read_as_of(&hudi_uri, c, sort, &[]),
             "{zip} as of {c}"
         );
     }
@@ -227,7 +263,7 @@ async fn compare_mor(zip: &str, sort: &str) {
         .await;
         assert_eq!(
             changes,
-            hudi_read_changes(&uri, b, Some(e), sort, &[]),
+            hudi_read_changes(&hudi_uri, b, Some(e), sort, &[]),
             "{zip} changes in ({b}, {e}]"
         );
     }
@@ -279,6 +315,120 @@ fn batch_rows_by(
     }
     w.close().expect("close");
     parquet_rows(file, sort)
+}
+
+/// Moves the instants before the `n+1`-th completed write of a layout-2 table into
+/// `.hoodie/timeline/history/`: one layer-0 Parquet file of `HoodieLSMTimelineInstant` rows (requested
+/// and completion time, action, the completed file's bytes, the plan's), `manifest_1` and
+/// `_version_`, then deletes their active files — what Hudi 1.x's archiver does.
+fn archive_to_lsm(table: &std::path::Path, n: usize) {
+    use arrow::array::{BinaryArray, Int32Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    let dir = table.join(".hoodie/timeline");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .expect("timeline")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.as_bytes().first().is_some_and(u8::is_ascii_digit))
+        .collect();
+    names.sort();
+    // Completed files are `<requested>_<completed>.<action>`.
+    let completed: Vec<(String, String, String)> = names
+        .iter()
+        .filter_map(|n| {
+            let (times, action) = n.split_once('.')?;
+            let (req, done) = times.split_once('_')?;
+            (!action.contains('.')).then(|| (req.to_owned(), done.to_owned(), action.to_owned()))
+        })
+        .collect();
+    let writes: Vec<&(String, String, String)> = completed
+        .iter()
+        .filter(|(_, _, a)| ["commit", "deltacommit", "replacecommit"].contains(&a.as_str()))
+        .collect();
+    let cutoff = writes[n].0.clone();
+    let moved: Vec<&(String, String, String)> =
+        completed.iter().filter(|(r, _, _)| *r < cutoff).collect();
+    let read = |name: &str| std::fs::read(dir.join(name)).ok().filter(|b| !b.is_empty());
+    let metadata: Vec<Option<Vec<u8>>> = moved
+        .iter()
+        .map(|(r, d, a)| read(&format!("{r}_{d}.{a}")))
+        .collect();
+    let plans: Vec<Option<Vec<u8>>> = moved
+        .iter()
+        .map(|(r, _, a)| {
+            let pending = match a.as_str() {
+                "commit" => "compaction",
+                other => other,
+            };
+            read(&format!("{r}.{pending}.inflight"))
+                .or_else(|| read(&format!("{r}.{pending}.requested")))
+        })
+        .collect();
+    let schema = std::sync::Arc::new(Schema::new(vec![
+        Field::new("instantTime", DataType::Utf8, true),
+        Field::new("completionTime", DataType::Utf8, true),
+        Field::new("action", DataType::Utf8, true),
+        Field::new("metadata", DataType::Binary, true),
+        Field::new("plan", DataType::Binary, true),
+        Field::new("version", DataType::Int32, false),
+    ]));
+    let batch = arrow::array::RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            std::sync::Arc::new(StringArray::from_iter(
+                moved.iter().map(|m| Some(m.0.clone())),
+            )),
+            std::sync::Arc::new(StringArray::from_iter(
+                moved.iter().map(|m| Some(m.1.clone())),
+            )),
+            std::sync::Arc::new(StringArray::from_iter(
+                moved.iter().map(|m| Some(m.2.clone())),
+            )),
+            std::sync::Arc::new(BinaryArray::from_iter(
+                metadata.iter().map(|m| m.as_deref()),
+            )),
+            std::sync::Arc::new(BinaryArray::from_iter(plans.iter().map(|m| m.as_deref()))),
+            std::sync::Arc::new(Int32Array::from(vec![1; moved.len()])),
+        ],
+    )
+    .expect("batch");
+    let history = dir.join("history");
+    std::fs::create_dir_all(&history).expect("history");
+    let file = format!(
+        "{}_{}_0.parquet",
+        moved.first().expect("instants").0,
+        moved.last().expect("instants").0
+    );
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(history.join(&file)).expect("create"),
+        schema,
+        None,
+    )
+    .expect("writer");
+    w.write(&batch).expect("write");
+    w.close().expect("close");
+    let len = std::fs::metadata(history.join(&file)).expect("len").len();
+    std::fs::write(
+        history.join("manifest_1"),
+        format!("{{\n  \"files\" : [ {{\n    \"fileName\" : \"{file}\",\n    \"fileLen\" : {len}\n  }} ]\n}}"),
+    )
+    .expect("manifest");
+    std::fs::write(history.join("_version_"), "1").expect("version");
+    for name in &names {
+        if name.get(..17).is_some_and(|t| t < cutoff.as_str()) {
+            std::fs::remove_file(dir.join(name)).expect("remove");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cow_v9_with_an_lsm_history() {
+    compare_mor_archived("sample_table_cow_v9_txns_simple_meta", "txn_id", 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mor_v9_with_an_lsm_history() {
+    compare_mor_archived("sample_table_mor_avro_v9_txns_simple_meta", "txn_id", 3).await;
 }
 
 macro_rules! mor_fixture_tests {
