@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Instant as Clock;
 
 use bytes::Bytes;
+use lake_table::archive::ArchivedTimeline;
 use lake_table::layout::{BaseFile, MARKERS_DIR, WRITE_TOKEN, join};
 use lake_table::timeline::avro::{
     self, Datum, INSTANT_INFO_SCHEMA, SAVEPOINT_METADATA_SCHEMA as SAVEPOINT_SCHEMA,
@@ -113,6 +114,23 @@ pub async fn create_savepoint(
         .await?
     {
         Timeline::publish(storage, layout, &inflight, Bytes::new()).await?;
+    }
+    // An archival lists the timeline after writing its archive file and stops if a savepoint appeared
+    // below its cutoff; here the archive is read after the savepoint's first file exists, so one of
+    // the two always sees the other.
+    if ArchivedTimeline::exists(storage, layout).await?
+        && ArchivedTimeline::load(storage, layout)
+            .await?
+            .find(target.time)
+            .is_some()
+    {
+        let _ = storage
+            .delete(&start.timeline.instant_path(&inflight))
+            .await;
+        return Err(Error::Unsupported(format!(
+            "instant {} is in the archived timeline (an archival is running or was interrupted); savepoint a newer instant",
+            target.time
+        )));
     }
     // Decided on the ledger: a clean decided since we listed the files may have removed some, so
     // the savepoint is then refused (create it again: the cleaner keeps what it pins from then on).

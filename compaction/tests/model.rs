@@ -1,6 +1,6 @@
 //! Randomised model test of the write path: seeded sequences of upserts and deletes (duplicates,
 //! out-of-order and replayed events, keys deleted in one partition and re-created in another,
-//! within one batch and across batches), with compactions and cleans interleaved, on copy-on-write
+//! within one batch and across batches), with compactions, cleans and archival interleaved, on copy-on-write
 //! and merge-on-read tables — optionally behind a store that loses responses or fails requests.
 //! After every step the snapshot must equal a replay model of the writes that reported success.
 //!
@@ -324,15 +324,7 @@ async fn case(seed: u64, mor: bool, index: Index, faults: bool) -> usize {
                     .expect("compact");
                 model.compacted(e);
             } else {
-                let s = lake_compaction::schedule(
-                    &table,
-                    CompactionStrategy {
-                        max_delta_commits: 1,
-                        max_log_bytes: 0,
-                    },
-                )
-                .await
-                .expect("schedule");
+                let s = schedule_now(&table).await;
                 if matches!(s, Scheduled::Planned { .. }) {
                     let e = model.planned();
                     if rng.below(2) == 0 {
@@ -351,6 +343,17 @@ async fn case(seed: u64, mor: bool, index: Index, faults: bool) -> usize {
             lake_compaction::clean(&table, CleanPolicy::KeepLatestCommits(1))
                 .await
                 .expect("clean");
+            store.set_faults(faults);
+        } else if roll == 2 {
+            // Archival as tight as it goes: everything but the latest write, where the rules allow.
+            store.set_faults(false);
+            let policy = lake_compaction::ArchivePolicy {
+                min_commits: 1,
+                max_commits: 2,
+            };
+            lake_compaction::archive(&table, policy)
+                .await
+                .expect("archive");
             store.set_faults(faults);
         } else {
             let n = 1 + rng.below(8);
@@ -404,6 +407,26 @@ async fn case(seed: u64, mor: bool, index: Index, faults: bool) -> usize {
         store.set_faults(faults);
     }
     ok
+}
+
+/// Schedules a compaction of every group with logs (due after one deltacommit).
+async fn schedule_now(t: &Table) -> Scheduled {
+    lake_compaction::schedule(
+        t,
+        CompactionStrategy {
+            max_delta_commits: 1,
+            max_log_bytes: 0,
+        },
+    )
+    .await
+    .expect("schedule")
+}
+
+/// Writes events as one commit, which must succeed.
+async fn write_ok(t: &Table, events: &[Event]) -> lake_table::WriteSummary {
+    t.write(vec![batch_of(events)], WriteOptions::default())
+        .await
+        .expect("write")
 }
 
 fn cases() -> u64 {
@@ -555,15 +578,7 @@ async fn a_key_only_a_log_holds_is_found_by_the_simple_index() {
         ])
         .await;
         write(vec![ev(2, 0, true)]).await;
-        let s = lake_compaction::schedule(
-            &t,
-            CompactionStrategy {
-                max_delta_commits: 1,
-                max_log_bytes: 0,
-            },
-        )
-        .await
-        .expect("schedule");
+        let s = schedule_now(&t).await;
         assert!(matches!(s, Scheduled::Planned { .. }), "{s:?}");
         write(vec![ev(3, 30, false)]).await;
         lake_compaction::execute_pending(&t, 2)
@@ -605,15 +620,7 @@ async fn a_replay_older_than_a_delete_stays_deleted_across_a_pending_compaction(
                 .await
                 .expect("write");
         }
-        let s = lake_compaction::schedule(
-            &t,
-            CompactionStrategy {
-                max_delta_commits: 1,
-                max_log_bytes: 0,
-            },
-        )
-        .await
-        .expect("schedule");
+        let s = schedule_now(&t).await;
         assert!(matches!(s, Scheduled::Planned { .. }), "{s:?}");
         let s = t
             .write(vec![batch_of(&[ev(3, 30, false)])], WriteOptions::default())
@@ -630,4 +637,72 @@ async fn a_replay_older_than_a_delete_stays_deleted_across_a_pending_compaction(
             .expect("write");
         assert_eq!(snapshot(&t).await, [(1, "a".into(), 6, 60)], "{index:?}");
     }
+}
+
+/// Merge-on-read: compactions completing out of order leave an older deltacommit's log
+/// uncompacted in a latest slice, after a newer compaction. Archival must keep that deltacommit
+/// active (compaction plans take only the logs active deltacommits name): otherwise the next
+/// compaction of the group builds its base file without that log, and the records are lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archival_keeps_deltacommits_whose_logs_are_not_compacted() {
+    let store = FaultStore::new(0);
+    let t = table_on(&store, "archive_uncompacted", true, Index::Bucket).await;
+    let ev = |id: i64, p: &'static str, ord: i64, val: i64| Event {
+        id,
+        p,
+        ord,
+        val,
+        delete: false,
+    };
+    let schedule = || async {
+        match schedule_now(&t).await {
+            Scheduled::Planned { instant, .. } => instant,
+            s => panic!("not scheduled: {s:?}"),
+        }
+    };
+    let mut model = Model {
+        mor: true,
+        ..Default::default()
+    };
+    let mut apply = |events: &[Event]| model.apply(events);
+    let w1 = vec![ev(1, "a", 1, 10), ev(2, "b", 1, 20)];
+    write_ok(&t, &w1).await;
+    apply(&w1);
+    let c1 = schedule().await;
+    // While c1 is pending: an update in its group, and a new group that the next plan takes.
+    let w2 = vec![ev(1, "a", 2, 11), ev(3, "c", 1, 30)];
+    let w2_time = write_ok(&t, &w2).await.instant.expect("committed");
+    apply(&w2);
+    let c2 = schedule().await;
+    lake_compaction::execute(&t, c2, 2).await.expect("c2");
+    lake_compaction::execute(&t, c1, 2).await.expect("c1");
+    for i in 0..4 {
+        let w = vec![ev(3, "c", 2 + i, 31 + i)];
+        write_ok(&t, &w).await;
+        apply(&w);
+    }
+    let r = lake_compaction::archive(
+        &t,
+        lake_compaction::ArchivePolicy {
+            min_commits: 1,
+            max_commits: 2,
+        },
+    )
+    .await
+    .expect("archive");
+    assert!(!r.archived.is_empty(), "{r:?}");
+    let kept = t.timeline().await.expect("timeline");
+    assert!(
+        kept.find(w2_time).is_some(),
+        "the deltacommit with the uncompacted log stays active: {r:?}"
+    );
+    // Another log in key 1's group, then its compaction: the update of w2 must survive.
+    let bucket = |id: i64| bucket_id(&id.to_string(), &["id".to_owned()], BUCKETS);
+    let same_group = (2..100).find(|id| bucket(*id) == bucket(1)).expect("a key");
+    let w3 = vec![ev(same_group, "a", 1, 40)];
+    write_ok(&t, &w3).await;
+    apply(&w3);
+    let c3 = schedule().await;
+    lake_compaction::execute(&t, c3, 2).await.expect("c3");
+    assert_eq!(snapshot(&t).await, model.rows());
 }

@@ -35,7 +35,7 @@ use lake_table::archive::ArchivedTimeline;
 use lake_table::layout::BaseFile;
 use lake_table::schema::COMMIT_TIME;
 use lake_table::timeline::InstantTime;
-use lake_table::timeline::Timeline;
+use lake_table::timeline::{Layout, Timeline};
 use lake_table::view::{FileSlice, FileSystemView};
 
 use crate::mor::MergeOnReadExec;
@@ -113,17 +113,16 @@ fn completion_range(
     )
 }
 
-/// The archived writes (requested and completion times) an incremental query may need: only when
-/// its range reaches before the active timeline's first write.
+/// The archived writes (requested and completion times) an incremental query may need. Layout 1
+/// archives a prefix of requested times, so a range beginning at or after the first active write
+/// needs none; on layout 2 an archived write may have completed after active ones, so the history
+/// is read whenever there is one.
 async fn archived_writes(
     timeline: &Timeline,
     begin: InstantTime,
 ) -> Result<Vec<(InstantTime, InstantTime)>> {
-    let first = timeline
-        .completed_writes()
-        .next()
-        .map(|i| i.completion.unwrap_or(i.time));
-    if first.is_some_and(|f| begin >= f) {
+    let first = timeline.completed_writes().next().map(|i| i.time);
+    if timeline.layout() == Layout::V1 && first.is_some_and(|f| begin >= f) {
         return Ok(Vec::new());
     }
     let storage = timeline.storage();
@@ -141,6 +140,9 @@ async fn archived_writes(
         .map(|i| (i.time, i.completion.unwrap_or(i.time)))
         .collect())
 }
+
+/// Writes as (requested, completion) times.
+type Writes = Vec<(InstantTime, InstantTime)>;
 
 /// What the provider reads, with instants resolved against the table's timeline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -174,8 +176,9 @@ pub struct HudiTableProvider {
     completion: Option<(InstantTime, Option<InstantTime>)>,
     /// An incremental range that ends before the table's first write: nothing to read.
     empty: bool,
-    /// Archived writes (requested, completion) an incremental range reaches.
-    archived: Arc<Vec<(InstantTime, InstantTime)>>,
+    /// Archived writes (requested, completion) an incremental range reaches, with the fingerprint of
+    /// the timeline they were read against (more may be archived as the timeline moves on).
+    archived: Mutex<(u64, Arc<Writes>)>,
     options: QueryOptions,
 }
 
@@ -288,7 +291,7 @@ impl HudiTableProvider {
             resolved,
             completion,
             empty,
-            archived: Arc::new(archived),
+            archived: Mutex::new((timeline.fingerprint(), Arc::new(archived))),
             options,
         })
     }
@@ -296,6 +299,21 @@ impl HudiTableProvider {
     /// The underlying table.
     pub fn table(&self) -> &Table {
         &self.table
+    }
+
+    /// [`archived_writes`] for this timeline, read again only when the timeline changed.
+    async fn archived_for(&self, timeline: &Timeline, begin: InstantTime) -> Result<Arc<Writes>> {
+        let key = timeline.fingerprint();
+        if let Ok(guard) = self.archived.lock()
+            && guard.0 == key
+        {
+            return Ok(guard.1.clone());
+        }
+        let fresh = Arc::new(archived_writes(timeline, begin).await?);
+        if let Ok(mut guard) = self.archived.lock() {
+            *guard = (key, fresh.clone());
+        }
+        Ok(fresh)
     }
 
     /// DataFusion's Parquet scan over base files, in up to `target_partitions` groups.
@@ -381,7 +399,8 @@ impl HudiTableProvider {
         // Layout 2: the writes completed in the range, as of this timeline.
         let (resolved, commits) = match self.completion {
             Some((begin, end)) => {
-                let (r, selected) = completion_range(&timeline, &self.archived, begin, end);
+                let archived = self.archived_for(&timeline, begin).await?;
+                let (r, selected) = completion_range(&timeline, &archived, begin, end);
                 (r, Some(Arc::new(selected)))
             }
             None => (self.resolved, None),

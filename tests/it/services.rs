@@ -121,8 +121,15 @@ async fn run(p: &Place) {
         "the failed write's file is gone"
     );
     let timeline = lake_ok(&["timeline", uri], env);
-    assert!(!timeline.contains(failed), "{timeline}");
+    assert!(
+        !timeline.lines().any(|l| l.starts_with(failed)),
+        "{timeline}"
+    );
     assert_eq!(instants(&timeline, "rollback").len(), 1, "{timeline}");
+    assert!(
+        timeline.contains(&format!("rolled back {failed}; 1 files deleted")),
+        "the rollback's details name its target: {timeline}"
+    );
     assert!(lake_ok(&["rollback", uri], env).contains("no failed writes"));
     assert_eq!(hudi_read(uri, &[], env).len(), 100);
 }

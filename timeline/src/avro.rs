@@ -286,8 +286,18 @@ fn take_n<'a>(buf: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
     Ok(b)
 }
 
-/// Decodes one datum of `schema` from binary data.
+/// Decodes one datum of `schema` from binary data. The values it yields are bounded by the input's
+/// size: zero-width values (nulls, empty records) repeated by a block count cannot make a few bytes
+/// claim billions of values.
 pub fn decode(schema: &Schema, buf: &mut &[u8]) -> Result<Datum, String> {
+    let mut budget = buf.len().saturating_mul(4).saturating_add(64);
+    decode_bounded(schema, buf, &mut budget)
+}
+
+fn decode_bounded(schema: &Schema, buf: &mut &[u8], budget: &mut usize) -> Result<Datum, String> {
+    *budget = budget
+        .checked_sub(1)
+        .ok_or("Avro datum holds more values than its bytes can encode")?;
     Ok(match schema {
         Schema::Null => Datum::Null,
         Schema::Boolean => {
@@ -333,7 +343,7 @@ pub fn decode(schema: &Schema, buf: &mut &[u8]) -> Result<Datum, String> {
         Schema::Array(items) => {
             let mut out = Vec::new();
             read_blocks(buf, |buf| {
-                out.push(decode(items, buf)?);
+                out.push(decode_bounded(items, buf, budget)?);
                 Ok(())
             })?;
             Datum::Array(out)
@@ -343,7 +353,7 @@ pub fn decode(schema: &Schema, buf: &mut &[u8]) -> Result<Datum, String> {
             read_blocks(buf, |buf| {
                 let k = String::from_utf8(read_bytes(buf)?.to_vec())
                     .map_err(|_| "Avro map key is not UTF-8")?;
-                out.push((k, decode(values, buf)?));
+                out.push((k, decode_bounded(values, buf, budget)?));
                 Ok(())
             })?;
             Datum::Map(out)
@@ -351,7 +361,7 @@ pub fn decode(schema: &Schema, buf: &mut &[u8]) -> Result<Datum, String> {
         Schema::Record { fields, .. } => Datum::Record(
             fields
                 .iter()
-                .map(|(_, f)| decode(f, buf))
+                .map(|(_, f)| decode_bounded(f, buf, budget))
                 .collect::<Result<_, _>>()?,
         ),
         Schema::Union(branches) => {
@@ -359,7 +369,7 @@ pub fn decode(schema: &Schema, buf: &mut &[u8]) -> Result<Datum, String> {
             let b = branches
                 .get(i as usize)
                 .ok_or("Avro union index out of range")?;
-            Datum::Union(i as u32, Box::new(decode(b, buf)?))
+            Datum::Union(i as u32, Box::new(decode_bounded(b, buf, budget)?))
         }
     })
 }
@@ -581,6 +591,12 @@ pub fn read_container(bytes: &[u8]) -> Result<(String, Vec<Datum>), String> {
     while !rest.is_empty() {
         let count = read_long(&mut rest)?;
         let data = read_bytes(&mut rest)?;
+        if count < 0 || count > data.len() as i64 * 4 + 64 {
+            return Err(format!(
+                "container block of {count} datums in {} bytes",
+                data.len()
+            ));
+        }
         let mut d = data;
         for _ in 0..count {
             out.push(decode(&schema, &mut d)?);
@@ -690,6 +706,27 @@ mod tests {
             "a missing nullable field stays null"
         );
         assert!(from_json(&schema, &serde_json::json!({"timeTakenInMillis": "x"})).is_err());
+    }
+
+    #[test]
+    fn zero_width_values_cannot_outnumber_the_input() {
+        // 1000 blocks of 1000 nulls each: two bytes per block claim a million values.
+        let schema = Schema::Array(Box::new(Schema::Null));
+        let mut bytes = Vec::new();
+        for _ in 0..1000 {
+            write_long(&mut bytes, 1000);
+        }
+        write_long(&mut bytes, 0);
+        let err = decode(&schema, &mut bytes.as_slice()).expect_err("bounded");
+        assert!(err.contains("more values"), "{err}");
+        // A few legitimate nulls still decode.
+        let mut ok = Vec::new();
+        write_long(&mut ok, 2);
+        write_long(&mut ok, 0);
+        assert_eq!(
+            decode(&schema, &mut ok.as_slice()),
+            Ok(Datum::Array(vec![Datum::Null; 2]))
+        );
     }
 
     #[test]

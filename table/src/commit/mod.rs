@@ -16,6 +16,7 @@ pub(crate) mod transaction;
 
 pub use heartbeat::{Heartbeat, heartbeat_expiry, heartbeat_interval};
 pub use ledger::{Entry, Header};
+pub use rollback::remove_orphans;
 pub use transaction::{
-    Start, claim_time, decide, decide_and_publish, publish, start, start_for_restore,
+    Start, claim_time, claimed_times, decide, decide_and_publish, publish, start, start_for_restore,
 };

@@ -338,6 +338,41 @@ fn rollback_plan(
     avro::container_file(&avro::rollback_plan_schema(), &plan)
 }
 
+/// Removes what failed writes older than `before` left behind and the timeline no longer names: for
+/// each marker folder `.hoodie/.temp/<t>` with `t < before`, the files its markers name that `t` wrote
+/// — unless `t` is a completed instant on `timeline` — then the markers. Archival calls this before
+/// the active timeline moves past `t`: from then on a file of `t` would count as committed. Returns
+/// the failed instants whose files were removed.
+pub async fn remove_orphans(
+    storage: &Storage,
+    timeline: &Timeline,
+    before: InstantTime,
+) -> Result<Vec<InstantTime>> {
+    let (_, dirs) = storage.list_dir(MARKERS_DIR).await?;
+    let mut removed = Vec::new();
+    for d in dirs {
+        let Ok(t) = d.parse::<InstantTime>() else {
+            continue;
+        };
+        if t >= before {
+            continue;
+        }
+        let completed = timeline.find(t).is_some_and(|i| i.is_completed());
+        if !completed {
+            for (_, file) in marker_files(storage, t).await? {
+                if written_by(storage, &file, t).await? {
+                    storage.delete(&file).await?;
+                }
+            }
+            removed.push(t);
+        }
+        for (marker, _) in marker_files(storage, t).await? {
+            storage.delete(&marker).await?;
+        }
+    }
+    Ok(removed)
+}
+
 impl Table {
     /// Publishes decided commits, then rolls back every failed write whose heartbeat expired and
     /// finishes interrupted rollbacks; returns the rolled-back instant times.

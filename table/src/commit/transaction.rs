@@ -311,6 +311,28 @@ pub async fn claim_time(storage: &Storage, after: Option<InstantTime>) -> Result
     }
 }
 
+/// Instant times some process has claimed or is running under: the time claims of the last hour
+/// (`.hoodie/.lake/instants/`) and the live heartbeats. A claimed time not yet on the timeline
+/// belongs to an action about to publish it (or one that gave up).
+pub async fn claimed_times(storage: &Storage) -> Result<Vec<InstantTime>> {
+    let mut out: Vec<InstantTime> = storage
+        .list_recursive(CLAIMS_DIR)
+        .await?
+        .iter()
+        .filter_map(|m| m.location.filename())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    out.extend(
+        super::heartbeat::live(storage)
+            .await?
+            .iter()
+            .filter_map(|(name, _)| name.parse::<InstantTime>().ok()),
+    );
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
 /// Trims published ledger entries no live transaction can still need, and old time claims.
 async fn trim(table: &Table, head: u64) -> Result<()> {
     let storage = table.storage();

@@ -408,7 +408,10 @@ pub async fn earliest_retained(timeline: &Timeline) -> Result<Option<InstantTime
     let mut earliest: Option<InstantTime> = None;
     for c in cleans {
         let path = timeline.instant_path(&c);
-        let bytes = timeline.storage().get(&path).await?;
+        // Archived since the timeline was listed: the archive (read below) holds it.
+        let Some(bytes) = timeline.storage().get_opt(&path).await? else {
+            continue;
+        };
         let json = clean_json(&bytes).map_err(|reason| lake_timeline::Error::Metadata {
             path: timeline.storage().display(&path),
             reason,
