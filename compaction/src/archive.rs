@@ -27,11 +27,10 @@ use std::collections::{BTreeMap, HashSet};
 
 use bytes::Bytes;
 use lake_table::archive::v1::{self, Entry};
-use lake_table::timeline::avro;
+use lake_table::timeline::wire;
 use lake_table::timeline::{Action, Instant, InstantTime, Layout, State, Timeline};
 use lake_table::view::FileSystemView;
 use lake_table::{Error, Result, Table, TableType};
-use serde_json::Value;
 
 /// How many completed writes the active timeline keeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,9 +114,12 @@ pub async fn archive(table: &Table, policy: ArchivePolicy) -> Result<ArchiveRepo
         let rel = format!("{}/{name}", Layout::V1.dir());
         let bytes = storage.get_opt(&rel).await?.unwrap_or_default();
         let payload = match Entry::payload_field(inst.action, inst.state) {
-            Some(field) => payload(&bytes)
-                .map_err(|reason| Error::Corrupt(format!("{}: {reason}", storage.display(&rel))))?
-                .map(|v| (field.to_owned(), v)),
+            Some(field) => {
+                let v = wire::content_json(inst.action, inst.state, &bytes).map_err(|reason| {
+                    Error::Corrupt(format!("{}: {reason}", storage.display(&rel)))
+                })?;
+                (!v.is_null()).then(|| (field.to_owned(), v))
+            }
             None => None,
         };
         entries.push(Entry {
@@ -330,22 +332,6 @@ async fn live_replace(table: &Table, timeline: &Timeline) -> Result<Option<Insta
         }
     }
     Ok(None)
-}
-
-/// A timeline file's content as the JSON of its payload record: JSON metadata as is, Avro
-/// containers resolved by field name; `None` for an empty file.
-fn payload(bytes: &[u8]) -> std::result::Result<Option<Value>, String> {
-    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
-        None => Ok(None),
-        Some(b'{') => serde_json::from_slice(bytes)
-            .map(Some)
-            .map_err(|e| e.to_string()),
-        Some(_) => {
-            let (schema_json, records) = avro::read_container(bytes)?;
-            let schema = avro::Schema::parse(&schema_json)?;
-            Ok(records.first().map(|r| avro::to_json(&schema, r)))
-        }
-    }
 }
 
 /// Writes the next archive file version, create-if-absent (a concurrent archival takes the next).

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::time::Instant as Clock;
 
 use bytes::Bytes;
-use lake_table::timeline::avro::{self, Datum};
+use lake_table::timeline::wire;
 use lake_table::timeline::{Action, Instant, InstantTime, State, Timeline};
 use lake_table::view::FileSystemView;
 use lake_table::{Error, Result, Table};
@@ -124,7 +124,7 @@ pub async fn clean(table: &Table, policy: CleanPolicy) -> Result<CleanReport> {
         None => lake_table::commit::claim_time(storage, timeline.latest_time()).await?,
     };
     let heartbeat = lake_table::commit::Heartbeat::start(storage, time, start_seq).await?;
-    let plan = Bytes::from(plan_bytes(policy, earliest_retained, &writes, &to_delete));
+    let plan = Bytes::from(plan_bytes(policy, earliest_retained, &writes, &to_delete)?);
     for state in [State::Requested, State::Inflight] {
         let inst = Instant::new(time, Action::Clean, state);
         if !storage.exists(&timeline.instant_path(&inst)).await? {
@@ -138,7 +138,7 @@ pub async fn clean(table: &Table, policy: CleanPolicy) -> Result<CleanReport> {
         complete_from,
         &writes,
         &to_delete,
-    );
+    )?;
     // Decided before anything is deleted: a savepoint decided since planning may pin files of the
     // plan, so the clean then stands down (the next run plans again with the savepoint in view).
     let done = Instant::new(time, Action::Clean, State::Completed);
@@ -197,51 +197,42 @@ fn plan_bytes(
     earliest: Option<InstantTime>,
     writes: &[Instant],
     files: &BTreeMap<String, Vec<(String, u64)>>,
-) -> Vec<u8> {
-    let earliest = match earliest.and_then(|e| writes.iter().find(|w| w.time == e)) {
-        Some(w) => Datum::Union(
-            1,
-            Box::new(Datum::Record(vec![
-                Datum::str(w.time.to_string()),
-                Datum::str(w.action.completed_action().name()),
-                Datum::str("COMPLETED"),
-            ])),
-        ),
-        None => Datum::Union(0, Box::new(Datum::Null)),
-    };
-    let by_partition = |f: &dyn Fn(&str) -> Datum| {
-        Datum::Map(
+) -> Result<Vec<u8>> {
+    let plan = wire::CleanerPlan {
+        earliest_instant_to_retain: earliest
+            .and_then(|e| writes.iter().find(|w| w.time == e))
+            .map(|w| wire::ActionInstant {
+                timestamp: w.time.to_string(),
+                action: w.action.completed_action().name().to_owned(),
+                state: "COMPLETED".into(),
+            }),
+        policy: policy.hudi_name().to_owned(),
+        files_to_be_deleted_per_partition: Some(
             files
                 .iter()
                 .map(|(p, fs)| {
-                    (
-                        p.clone(),
-                        Datum::Array(fs.iter().map(|(path, _)| f(path)).collect()),
-                    )
+                    let names = fs.iter().map(|(path, _)| file_name(path).to_owned());
+                    (p.clone(), names.collect())
                 })
                 .collect(),
-        )
+        ),
+        version: Some(2),
+        file_paths_to_be_deleted_per_partition: Some(
+            files
+                .iter()
+                .map(|(p, fs)| {
+                    let infos = fs.iter().map(|(path, _)| wire::CleanFileInfo {
+                        file_path: Some(path.clone()),
+                        is_bootstrap_base_file: Some(false),
+                    });
+                    (p.clone(), infos.collect())
+                })
+                .collect(),
+        ),
+        partitions_to_be_deleted: None,
     };
-    let plan = Datum::Record(vec![
-        earliest,
-        Datum::str(policy.hudi_name()),
-        Datum::Union(
-            1,
-            Box::new(by_partition(&|path| Datum::str(file_name(path)))),
-        ),
-        Datum::Union(0, Box::new(Datum::Int(2))),
-        Datum::Union(
-            1,
-            Box::new(by_partition(&|path| {
-                Datum::Record(vec![
-                    Datum::Union(1, Box::new(Datum::str(path))),
-                    Datum::Union(1, Box::new(Datum::Boolean(false))),
-                ])
-            })),
-        ),
-        Datum::Union(0, Box::new(Datum::Null)),
-    ]);
-    avro::container_file(avro::CLEANER_PLAN_SCHEMA, &plan)
+    wire::write_container(wire::CLEANER_PLAN_SCHEMA, &plan)
+        .map_err(|e| Error::Corrupt(format!("cleaner plan: {e}")))
 }
 
 fn metadata_bytes(
@@ -251,40 +242,41 @@ fn metadata_bytes(
     earliest: Option<InstantTime>,
     writes: &[Instant],
     files: &BTreeMap<String, Vec<(String, u64)>>,
-) -> Vec<u8> {
+) -> Result<Vec<u8>> {
     let total: usize = files.values().map(Vec::len).sum();
-    let partitions = files
-        .iter()
-        .map(|(p, fs)| {
-            let names = || Datum::strings(fs.iter().map(|(path, _)| file_name(path).to_owned()));
-            let rec = Datum::Record(vec![
-                Datum::str(p.clone()),
-                Datum::str(policy.hudi_name()),
-                names(),
-                names(),
-                Datum::Array(vec![]),
-                Datum::Union(1, Box::new(Datum::Boolean(false))),
-            ]);
-            (p.clone(), rec)
-        })
-        .collect();
-    let meta = Datum::Record(vec![
-        Datum::str(policy.hudi_name()),
-        Datum::str(time.to_string()),
-        Datum::Long(took_ms),
-        Datum::Int(total as i32),
-        Datum::str(earliest.map(|e| e.to_string()).unwrap_or_default()),
-        Datum::str(
-            writes
-                .last()
-                .map(|w| w.time.to_string())
-                .unwrap_or_default(),
-        ),
-        Datum::Map(partitions),
-        Datum::Union(0, Box::new(Datum::Int(2))),
-        Datum::Union(0, Box::new(Datum::Null)),
-    ]);
-    avro::container_file(avro::CLEAN_METADATA_SCHEMA, &meta)
+    let meta = wire::CleanMetadata {
+        policy: policy.hudi_name().to_owned(),
+        start_clean_time: time.to_string(),
+        time_taken_in_millis: took_ms,
+        total_files_deleted: total as i32,
+        earliest_commit_to_retain: earliest.map(|e| e.to_string()).unwrap_or_default(),
+        last_completed_commit_timestamp: writes
+            .last()
+            .map(|w| w.time.to_string())
+            .unwrap_or_default(),
+        partition_metadata: files
+            .iter()
+            .map(|(p, fs)| {
+                let names: Vec<String> = fs
+                    .iter()
+                    .map(|(path, _)| file_name(path).to_owned())
+                    .collect();
+                let m = wire::CleanPartitionMetadata {
+                    partition_path: p.clone(),
+                    policy: policy.hudi_name().to_owned(),
+                    delete_path_patterns: names.clone(),
+                    success_delete_files: names,
+                    failed_delete_files: Vec::new(),
+                    is_partition_deleted: Some(false),
+                };
+                (p.clone(), m)
+            })
+            .collect(),
+        version: Some(2),
+        bootstrap_partition_metadata: None,
+    };
+    wire::write_container(wire::CLEAN_METADATA_SCHEMA, &meta)
+        .map_err(|e| Error::Corrupt(format!("clean metadata {time}: {e}")))
 }
 
 #[cfg(test)]
@@ -386,16 +378,11 @@ mod tests {
             .get(&format!(".hoodie/{}.clean", clean_instant.time))
             .await
             .expect("clean file");
-        let (_, data) = avro::read_container(&bytes).expect("Avro container");
-        let Some(Datum::Record(fields)) = data.first() else {
-            panic!("{data:?}")
-        };
-        assert_eq!(fields[3], Datum::Int(2), "totalFilesDeleted");
-        assert_eq!(
-            fields[4],
-            Datum::str(instants[3].to_string()),
-            "earliestCommitToRetain"
-        );
+        let meta: wire::CleanMetadata = wire::read_container(wire::CLEAN_METADATA_SCHEMA, &bytes)
+            .expect("Avro container")
+            .expect("a record");
+        assert_eq!(meta.total_files_deleted, 2);
+        assert_eq!(meta.earliest_commit_to_retain, instants[3].to_string());
         let again = clean(&t, CleanPolicy::KeepLatestCommits(2))
             .await
             .expect("clean again");

@@ -17,31 +17,16 @@ use std::time::Instant as Clock;
 use bytes::Bytes;
 use lake_table::archive::ArchivedTimeline;
 use lake_table::layout::{BaseFile, MARKERS_DIR, WRITE_TOKEN, join};
-use lake_table::timeline::avro::{
-    self, Datum, INSTANT_INFO_SCHEMA, SAVEPOINT_METADATA_SCHEMA as SAVEPOINT_SCHEMA,
-};
+use lake_table::timeline::wire;
 use lake_table::timeline::{Action, Instant, InstantTime, State, Timeline};
 use lake_table::view::FileSystemView;
 use lake_table::{Error, Result, Table};
 
-fn restore_plan_schema() -> String {
-    format!(
-        r#"{{"type":"record","name":"HoodieRestorePlan","namespace":"org.apache.hudi.avro.model","fields":[{{"name":"instantsToRollback","default":[],"type":{{"type":"array","items":{INSTANT_INFO_SCHEMA}}}}},{{"name":"version","type":["int","null"],"default":1}},{{"name":"savepointToRestoreTimestamp","type":["null","string"],"default":null}}]}}"#
-    )
-}
-
-fn restore_metadata_schema() -> String {
-    format!(
-        r#"{{"type":"record","name":"HoodieRestoreMetadata","namespace":"org.apache.hudi.avro.model","fields":[{{"name":"startRestoreTime","type":"string"}},{{"name":"timeTakenInMillis","type":"long"}},{{"name":"instantsToRollback","type":{{"type":"array","items":"string"}}}},{{"name":"hoodieRestoreMetadata","type":{{"type":"map","values":{{"type":"array","items":{}}}}}}},{{"name":"version","type":["int","null"],"default":1}},{{"name":"restoreInstantInfo","default":[],"type":{{"type":"array","items":"org.apache.hudi.avro.model.HoodieInstantInfo"}}}}]}}"#,
-        avro::rollback_metadata_schema()
-    )
-}
-
-fn instant_info(i: &Instant) -> Datum {
-    Datum::Record(vec![
-        Datum::str(i.time.to_string()),
-        Datum::str(i.action.name()),
-    ])
+fn instant_info(i: &Instant) -> wire::InstantInfo {
+    wire::InstantInfo {
+        commit_time: i.time.to_string(),
+        action: i.action.name().to_owned(),
+    }
 }
 
 /// A savepoint as listed.
@@ -89,23 +74,24 @@ pub async fn create_savepoint(
         files.extend(s.base_file.iter().map(|b| b.name.clone()));
         files.extend(s.log_files.iter().map(|l| l.name.clone()));
     }
-    let meta = Datum::Record(vec![
-        Datum::str(std::env::var("USER").unwrap_or_else(|_| "lake".into())),
-        Datum::Long(chrono_now_secs()),
-        Datum::str(comment),
-        Datum::Map(
-            per_partition
-                .iter()
-                .map(|(p, files)| {
-                    (
-                        p.clone(),
-                        Datum::Record(vec![Datum::str(p.clone()), Datum::strings(files.clone())]),
-                    )
-                })
-                .collect(),
-        ),
-        Datum::Union(0, Box::new(Datum::Int(1))),
-    ]);
+    let meta = wire::SavepointMetadata {
+        savepointed_by: std::env::var("USER").unwrap_or_else(|_| "lake".into()),
+        savepointed_at: chrono_now_secs(),
+        comments: comment.to_owned(),
+        partition_metadata: per_partition
+            .iter()
+            .map(|(p, files)| {
+                let m = wire::SavepointPartitionMetadata {
+                    partition_path: p.clone(),
+                    savepoint_data_file: files.clone(),
+                };
+                (p.clone(), m)
+            })
+            .collect(),
+        version: Some(1),
+    };
+    let meta = wire::write_container(wire::SAVEPOINT_METADATA_SCHEMA, &meta)
+        .map_err(|e| Error::Corrupt(format!("savepoint {}: {e}", target.time)))?;
     let storage = table.storage();
     let layout = table.config().layout();
     let inflight = Instant::new(target.time, Action::Savepoint, State::Inflight);
@@ -135,12 +121,8 @@ pub async fn create_savepoint(
     // Decided on the ledger: a clean decided since we listed the files may have removed some, so
     // the savepoint is then refused (create it again: the cleaner keeps what it pins from then on).
     let done = Instant::new(target.time, Action::Savepoint, State::Completed);
-    let decided = lake_table::commit::decide_and_publish(
-        table,
-        start.seq,
-        &done,
-        Bytes::from(avro::container_file(SAVEPOINT_SCHEMA, &meta)),
-        |e| {
+    let decided =
+        lake_table::commit::decide_and_publish(table, start.seq, &done, Bytes::from(meta), |e| {
             if e.instant.action == Action::Clean && e.header.rollback.is_empty() {
                 return Err(Error::WriteConflict {
                     instant: target.time.to_string(),
@@ -149,9 +131,8 @@ pub async fn create_savepoint(
                 });
             }
             Ok(())
-        },
-    )
-    .await;
+        })
+        .await;
     if let Err(e) = decided {
         let _ = storage
             .delete(&start.timeline.instant_path(&inflight))
@@ -215,32 +196,15 @@ async fn savepoint_files(
 ) -> Result<HashSet<(String, String)>> {
     let bytes = table.storage().get(&timeline.instant_path(s)).await?;
     let bad = |r: String| Error::Corrupt(format!("savepoint {}: {r}", s.time));
-    let (schema_json, data) = avro::read_container(&bytes).map_err(bad)?;
-    let schema = avro::Schema::parse(&schema_json).map_err(bad)?;
-    let avro::Schema::Record { fields, .. } = schema else {
-        return Err(bad("not a record".into()));
-    };
-    let idx = fields
-        .iter()
-        .position(|(n, _)| n == "partitionMetadata")
-        .ok_or_else(|| bad("no partitionMetadata".into()))?;
+    // A completed savepoint without metadata pins nothing lake could know: refuse, do not guess.
+    let meta: wire::SavepointMetadata =
+        wire::read_container(wire::SAVEPOINT_METADATA_SCHEMA, &bytes)
+            .map_err(bad)?
+            .ok_or_else(|| bad("the savepoint metadata is empty".into()))?;
     let mut out = HashSet::new();
-    for d in data {
-        let Datum::Record(values) = d else { continue };
-        let Some(Datum::Map(parts)) = values.get(idx) else {
-            continue;
-        };
-        for (partition, meta) in parts {
-            let Datum::Record(m) = meta else { continue };
-            for f in m {
-                if let Datum::Array(files) = f {
-                    for name in files {
-                        if let Datum::String(n) = name {
-                            out.insert((partition.clone(), n.clone()));
-                        }
-                    }
-                }
-            }
+    for (partition, m) in meta.partition_metadata {
+        for name in m.savepoint_data_file {
+            out.insert((partition.clone(), name));
         }
     }
     Ok(out)
@@ -354,12 +318,13 @@ pub async fn restore(table: &Table, to: InstantTime) -> Result<RestoreReport> {
     };
     let requested = Instant::new(time, Action::Restore, State::Requested);
     if pending_restore.is_none() {
-        let plan = Datum::Record(vec![
-            Datum::Array(targets.iter().map(instant_info).collect()),
-            Datum::Union(0, Box::new(Datum::Int(1))),
-            Datum::Union(1, Box::new(Datum::str(to.to_string()))),
-        ]);
-        let plan = avro::container_file(&restore_plan_schema(), &plan);
+        let plan = wire::RestorePlan {
+            instants_to_rollback: targets.iter().map(instant_info).collect(),
+            version: Some(1),
+            savepoint_to_restore_timestamp: Some(to.to_string()),
+        };
+        let plan = wire::write_container(wire::restore_plan_schema(), &plan)
+            .map_err(|e| Error::Corrupt(format!("restore plan {time}: {e}")))?;
         // Decided on the ledger, with the plan: no completion of a target can be rolled forward
         // after this, a write that began before it fails its conflict check instead of building on
         // removed data, and if this process dies now the next start publishes the plan.
@@ -453,21 +418,17 @@ pub async fn restore(table: &Table, to: InstantTime) -> Result<RestoreReport> {
         let completed = Instant::new(t.time, action, State::Completed);
         storage.delete(&timeline.instant_path(&completed)).await?;
     }
-    let meta = Datum::Record(vec![
-        Datum::str(time.to_string()),
-        Datum::Long(started.elapsed().as_millis() as i64),
-        Datum::strings(targets.iter().map(|t| t.time.to_string())),
-        Datum::Map(Vec::new()),
-        Datum::Union(0, Box::new(Datum::Int(1))),
-        Datum::Array(targets.iter().map(instant_info).collect()),
-    ]);
-    Timeline::complete(
-        storage,
-        layout,
-        &inflight,
-        Bytes::from(avro::container_file(&restore_metadata_schema(), &meta)),
-    )
-    .await?;
+    let meta = wire::RestoreMetadata {
+        start_restore_time: time.to_string(),
+        time_taken_in_millis: started.elapsed().as_millis() as i64,
+        instants_to_rollback: targets.iter().map(|t| t.time.to_string()).collect(),
+        version: Some(1),
+        restore_instant_info: targets.iter().map(instant_info).collect(),
+        ..Default::default()
+    };
+    let meta = wire::write_container(wire::restore_metadata_schema(), &meta)
+        .map_err(|e| Error::Corrupt(format!("restore metadata {time}: {e}")))?;
+    Timeline::complete(storage, layout, &inflight, Bytes::from(meta)).await?;
     Ok(report)
 }
 
@@ -486,26 +447,20 @@ async fn restore_plan(
             table.storage().display(&path)
         ))
     };
-    let (_, data) = avro::read_container(&bytes).map_err(bad)?;
-    let mut to = None;
-    let mut out = Vec::new();
-    for d in data {
-        let Datum::Record(fields) = d else { continue };
-        let Some(Datum::Array(items)) = fields.first() else {
-            return Err(bad("no instantsToRollback".into()));
-        };
-        for item in items {
-            if let Datum::Record(info) = item
-                && let Some(Datum::String(t)) = info.first()
-            {
-                out.push(t.parse().map_err(|_| bad(format!("bad instant {t:?}")))?);
-            }
-        }
-        if let Some(Datum::Union(_, v)) = fields.get(2)
-            && let Datum::String(t) = v.as_ref()
-        {
-            to = t.parse().ok();
-        }
-    }
+    let plan: wire::RestorePlan = wire::read_container(wire::restore_plan_schema(), &bytes)
+        .map_err(bad)?
+        .ok_or_else(|| bad("empty".into()))?;
+    let out = plan
+        .instants_to_rollback
+        .iter()
+        .map(|i| {
+            i.commit_time
+                .parse()
+                .map_err(|_| bad(format!("bad instant {:?}", i.commit_time)))
+        })
+        .collect::<Result<Vec<InstantTime>>>()?;
+    let to = plan
+        .savepoint_to_restore_timestamp
+        .and_then(|t| t.parse().ok());
     Ok((to, out))
 }

@@ -4,7 +4,7 @@
 
 use lake_table::Table;
 use lake_table::archive::{ArchivedTimeline, Details};
-use lake_table::timeline::avro;
+use lake_table::timeline::wire;
 use lake_table::timeline::{Action, CommitMetadata, Instant, State, Timeline};
 use serde_json::Value;
 
@@ -61,7 +61,10 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
             let content = match &i.details {
                 Details::None => Value::Null,
                 Details::Json(v) => v.clone(),
-                Details::Avro(b) => content_json(b).unwrap_or(Value::Null),
+                Details::Avro(b) => match i.action {
+                    Some(a) => wire::content_json(a, State::Completed, b).unwrap_or(Value::Null),
+                    None => Value::Null,
+                },
             };
             let details = with_completion(i.completion, summary(i.action, &content));
             println!(
@@ -113,29 +116,13 @@ async fn details(timeline: &Timeline, inst: &Instant) -> anyhow::Result<String> 
     let Some(bytes) = timeline.storage().get_opt(&path).await? else {
         return Ok(String::new());
     };
-    let content = content_json(&bytes).map_err(|e| {
+    let content = wire::content_json(file.action, file.state, &bytes).map_err(|e| {
         anyhow::anyhow!(
             "bad timeline metadata in {}: {e}",
             timeline.storage().display(&path)
         )
     })?;
     Ok(summary(Some(inst.action), &content))
-}
-
-/// A timeline file as JSON: JSON as is, an Avro container resolved by field name.
-fn content_json(bytes: &[u8]) -> Result<Value, String> {
-    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
-        None => Ok(Value::Null),
-        Some(b'{') => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
-        Some(_) => {
-            let (schema, data) = avro::read_container(bytes)?;
-            let schema = avro::Schema::parse(&schema)?;
-            Ok(data
-                .first()
-                .map(|d| avro::to_json(&schema, d))
-                .unwrap_or_default())
-        }
-    }
 }
 
 /// What an instant did, from its metadata as JSON (Hudi's field names).

@@ -19,8 +19,9 @@ use lake_table::avro_block::{
 use lake_table::compaction_plan::{CompactionOperation, CompactionPlan};
 use lake_table::log_format::{BlockType, LogBlock, header, read_blocks};
 use lake_table::schema::{avro_schema_json, with_meta_columns};
-use lake_table::timeline::avro::{Datum, read_container};
-use lake_table::timeline::{CommitMetadata, Instant, InstantTime};
+use lake_table::timeline::avro::read_container;
+use lake_table::timeline::wire;
+use lake_table::timeline::{Action, CommitMetadata, Instant, InstantTime, State};
 
 struct Rng(u64);
 
@@ -196,12 +197,39 @@ fn timeline_avro_containers_never_panic() {
     fuzz("compaction plan", 14, &valid, |b| {
         let _ = CompactionPlan::from_avro(b, t);
     });
-    let rollback = lake_table::timeline::avro::container_file(
-        lake_table::timeline::avro::INSTANT_INFO_SCHEMA,
-        &Datum::Record(vec![Datum::str("20250101000000001"), Datum::str("commit")]),
-    );
+    // Every typed timeline record goes through lake's bounded decoder, then apache-avro.
+    let meta = wire::RollbackMetadata {
+        start_rollback_time: "20250101000000002".into(),
+        time_taken_in_millis: 3,
+        total_files_deleted: 1,
+        commits_rollback: vec!["20250101000000001".into()],
+        partition_metadata: [(
+            "p".to_owned(),
+            wire::RollbackPartitionMetadata {
+                partition_path: "p".into(),
+                success_delete_files: vec!["p/f.parquet".into()],
+                ..Default::default()
+            },
+        )]
+        .into(),
+        version: Some(1),
+        instants_rollback: vec![wire::InstantInfo {
+            commit_time: "20250101000000001".into(),
+            action: "commit".into(),
+        }],
+    };
+    let rollback = wire::write_container(wire::rollback_metadata_schema(), &meta).expect("write");
     fuzz("avro container", 15, &rollback, |b| {
         let _ = read_container(b);
+        let _ = wire::read_container::<wire::RollbackMetadata>(wire::rollback_metadata_schema(), b);
+        for action in [
+            Action::Rollback,
+            Action::Clean,
+            Action::Savepoint,
+            Action::Restore,
+        ] {
+            let _ = wire::content_json(action, State::Completed, b);
+        }
     });
 }
 
@@ -222,29 +250,24 @@ fn instant_names_and_commit_metadata_never_panic() {
     fuzz("commit metadata", 17, meta, |b| {
         let _ = CommitMetadata::from_json_bytes(b);
     });
-    // Timeline layout 2: an Avro container (written by lake's own encoder, read with apache-avro).
-    let schema = r#"{"type":"record","name":"HoodieReplaceCommitMetadata","fields":[
-        {"name":"partitionToWriteStats","type":["null",{"type":"map","values":{"type":"array","items":
-          {"type":"record","name":"HoodieWriteStat","fields":[
-            {"name":"fileId","type":["null","string"],"default":null},
-            {"name":"numWrites","type":["null","long"],"default":null}]}}}],"default":null},
-        {"name":"version","type":["int","null"],"default":1},
-        {"name":"operationType","type":["null","string"],"default":null},
-        {"name":"partitionToReplaceFileIds","type":["null",{"type":"map","values":{"type":"array","items":"string"}}],"default":null}]}"#;
-    let some = |d: Datum| Datum::Union(1, Box::new(d));
-    let record = Datum::Record(vec![
-        some(Datum::Map(vec![(
-            "p".into(),
-            Datum::Array(vec![Datum::Record(vec![
-                some(Datum::str("f-0")),
-                some(Datum::Long(3)),
-            ])]),
-        )])),
-        Datum::Union(1, Box::new(Datum::Null)),
-        some(Datum::str("CLUSTER")),
-        some(Datum::Map(vec![("p".into(), Datum::strings(["g-0"]))])),
-    ]);
-    let avro = lake_table::timeline::avro::container_file(schema, &record);
+    // Timeline layout 2: an Avro container holding replace commit metadata.
+    let replace = wire::ReplaceCommitMetadata {
+        partition_to_write_stats: Some(
+            [(
+                "p".to_owned(),
+                vec![wire::WriteStat {
+                    file_id: Some("f-0".into()),
+                    num_writes: Some(3),
+                    ..Default::default()
+                }],
+            )]
+            .into(),
+        ),
+        operation_type: Some("CLUSTER".into()),
+        partition_to_replace_file_ids: Some([("p".to_owned(), vec!["g-0".to_owned()])].into()),
+        ..Default::default()
+    };
+    let avro = wire::write_container(wire::replace_metadata_schema(), &replace).expect("write");
     let m = CommitMetadata::from_avro_bytes(&avro).expect("lake's container decodes");
     assert_eq!(m.operation_type.as_deref(), Some("CLUSTER"));
     assert_eq!(m.partition_to_write_stats["p"][0].num_writes, 3);

@@ -1,8 +1,12 @@
-//! A minimal Avro binary encoder and object-container-file writer for Hudi's timeline metadata
-//! (rollback plans and metadata; later compaction and clean plans).
+//! lake's bounded Avro codec: a schema parser and binary decoder that every untrusted Avro input
+//! passes through first (a count or length the bytes cannot hold is an error, never an allocation
+//! the size of the claim; zero-width values are bounded by the input's size), the object-container
+//! reader built on it, and the binary encoder of the log blocks' delete records.
 //!
+//! Timeline metadata itself is read and written as typed records through `apache-avro`
+//! ([`crate::wire`]); this decoder validates those files before `apache-avro` decodes them.
 //! Data is built as [`Datum`] values that already carry union branch indexes and record fields in
-//! schema order, so encoding needs no schema; the schema JSON goes into the container header.
+//! schema order, so encoding needs no schema.
 
 /// An Avro value, in schema order.
 #[derive(Clone, Debug, PartialEq)]
@@ -95,29 +99,6 @@ pub fn write_long(out: &mut Vec<u8>, v: i64) {
 pub fn write_bytes(out: &mut Vec<u8>, b: &[u8]) {
     write_long(out, b.len() as i64);
     out.extend_from_slice(b);
-}
-
-/// An Avro object container file holding one datum, null codec, as Hudi writes timeline metadata.
-pub fn container_file(schema_json: &str, datum: &Datum) -> Vec<u8> {
-    let mut out = b"Obj\x01".to_vec();
-    Datum::Map(vec![(
-        "avro.schema".into(),
-        Datum::Bytes(schema_json.as_bytes().to_vec()),
-    )])
-    .encode(&mut out);
-    let sync: [u8; 16] = *uuid_like_sync();
-    out.extend_from_slice(&sync);
-    let mut body = Vec::new();
-    datum.encode(&mut body);
-    write_long(&mut out, 1);
-    write_bytes(&mut out, &body);
-    out.extend_from_slice(&sync);
-    out
-}
-
-fn uuid_like_sync() -> &'static [u8; 16] {
-    // Any 16 bytes serve as the sync marker; a fixed one keeps files reproducible.
-    b"lake-timeline-v1"
 }
 
 /// An Avro schema, as needed to decode binary data.
@@ -400,166 +381,6 @@ fn read_blocks(
     }
 }
 
-/// A datum of `schema` as JSON, resolved by field name (records become objects keyed by field name,
-/// unions their branch's value); fields whose value is null are left out, so that a typed reader's
-/// defaults apply, as when Java resolves a writer schema against its reader schema.
-pub fn to_json(schema: &Schema, datum: &Datum) -> serde_json::Value {
-    use serde_json::Value as J;
-    match (schema, datum) {
-        (_, Datum::Null) => J::Null,
-        (_, Datum::Boolean(b)) => J::Bool(*b),
-        (_, Datum::Int(i)) => J::from(*i),
-        (_, Datum::Long(i)) => J::from(*i),
-        (_, Datum::Float(f)) => J::from(f64::from(*f)),
-        (_, Datum::Double(f)) => J::from(*f),
-        (_, Datum::String(s)) => J::String(s.clone()),
-        (_, Datum::Bytes(b)) => J::Array(b.iter().map(|x| J::from(*x)).collect()),
-        (Schema::Array(items), Datum::Array(values)) => {
-            J::Array(values.iter().map(|v| to_json(items, v)).collect())
-        }
-        (Schema::Map(values), Datum::Map(entries)) => J::Object(
-            entries
-                .iter()
-                .map(|(k, v)| (k.clone(), to_json(values, v)))
-                .filter(|(_, v)| !v.is_null())
-                .collect(),
-        ),
-        (Schema::Record { fields, .. }, Datum::Record(values)) => J::Object(
-            fields
-                .iter()
-                .zip(values)
-                .map(|((name, s), v)| (name.clone(), to_json(s, v)))
-                .filter(|(_, v)| !v.is_null())
-                .collect(),
-        ),
-        (Schema::Union(branches), Datum::Union(i, v)) => match branches.get(*i as usize) {
-            Some(s) => to_json(s, v),
-            None => J::Null,
-        },
-        // A datum that does not match its schema cannot come out of `decode`.
-        _ => J::Null,
-    }
-}
-
-/// Encodes JSON (as [`to_json`] produces it, or Hudi's JSON metadata) as a datum of `schema`,
-/// resolving records by field name: a field the JSON lacks (or holds as null) takes the null branch
-/// of its union, or its type's empty value (`""`, `0`, `[]`, `{}`), as a reader's defaults would.
-pub fn from_json(schema: &Schema, value: &serde_json::Value) -> Result<Datum, String> {
-    use serde_json::Value as J;
-    let mismatch = || format!("JSON {value} does not fit Avro {}", schema_kind(schema));
-    Ok(match (schema, value) {
-        (Schema::Union(branches), v) => {
-            if v.is_null() {
-                let i = branches
-                    .iter()
-                    .position(|b| *b == Schema::Null)
-                    .ok_or_else(mismatch)?;
-                return Ok(Datum::Union(i as u32, Box::new(Datum::Null)));
-            }
-            for (i, b) in branches.iter().enumerate() {
-                if *b != Schema::Null
-                    && let Ok(d) = from_json(b, v)
-                {
-                    return Ok(Datum::Union(i as u32, Box::new(d)));
-                }
-            }
-            return Err(mismatch());
-        }
-        (s, J::Null) => empty_value(s)?,
-        (Schema::Boolean, J::Bool(b)) => Datum::Boolean(*b),
-        (Schema::Int, J::Number(n)) => Datum::Int(
-            n.as_i64()
-                .and_then(|i| i32::try_from(i).ok())
-                .ok_or_else(mismatch)?,
-        ),
-        (Schema::Long, J::Number(n)) => Datum::Long(n.as_i64().ok_or_else(mismatch)?),
-        (Schema::Float, J::Number(n)) => Datum::Float(n.as_f64().ok_or_else(mismatch)? as f32),
-        (Schema::Double, J::Number(n)) => Datum::Double(n.as_f64().ok_or_else(mismatch)?),
-        (Schema::String, J::String(s)) => Datum::String(s.clone()),
-        (Schema::Bytes, J::String(s)) => Datum::Bytes(s.as_bytes().to_vec()),
-        (Schema::Bytes, J::Array(items)) => Datum::Bytes(
-            items
-                .iter()
-                .map(|x| x.as_u64().and_then(|b| u8::try_from(b).ok()))
-                .collect::<Option<_>>()
-                .ok_or_else(mismatch)?,
-        ),
-        (Schema::Enum(symbols), J::String(s)) => {
-            Datum::Int(symbols.iter().position(|x| x == s).ok_or_else(mismatch)? as i32)
-        }
-        (Schema::Array(items), J::Array(values)) => Datum::Array(
-            values
-                .iter()
-                .map(|v| from_json(items, v))
-                .collect::<Result<_, _>>()?,
-        ),
-        (Schema::Map(values), J::Object(entries)) => Datum::Map(
-            entries
-                .iter()
-                .map(|(k, v)| Ok((k.clone(), from_json(values, v)?)))
-                .collect::<Result<_, String>>()?,
-        ),
-        (Schema::Record { fields, .. }, J::Object(entries)) => Datum::Record(
-            fields
-                .iter()
-                .map(|(name, s)| from_json(s, entries.get(name).unwrap_or(&J::Null)))
-                .collect::<Result<_, _>>()?,
-        ),
-        _ => return Err(mismatch()),
-    })
-}
-
-/// The value a missing, non-nullable field takes.
-fn empty_value(schema: &Schema) -> Result<Datum, String> {
-    Ok(match schema {
-        Schema::Null => Datum::Null,
-        Schema::Boolean => Datum::Boolean(false),
-        Schema::Int => Datum::Int(0),
-        Schema::Long => Datum::Long(0),
-        Schema::Float => Datum::Float(0.0),
-        Schema::Double => Datum::Double(0.0),
-        Schema::String => Datum::String(String::new()),
-        Schema::Bytes => Datum::Bytes(Vec::new()),
-        Schema::Enum(_) => Datum::Int(0),
-        Schema::Array(_) => Datum::Array(Vec::new()),
-        Schema::Map(_) => Datum::Map(Vec::new()),
-        Schema::Record { fields, .. } => Datum::Record(
-            fields
-                .iter()
-                .map(|(_, s)| empty_value(s))
-                .collect::<Result<_, _>>()?,
-        ),
-        Schema::Union(branches) => {
-            let i = branches
-                .iter()
-                .position(|b| *b == Schema::Null)
-                .unwrap_or(0);
-            let b = branches.get(i).ok_or("an empty Avro union")?;
-            Datum::Union(i as u32, Box::new(empty_value(b)?))
-        }
-        Schema::Fixed(_) => return Err("Avro fixed values are not encoded from JSON".into()),
-    })
-}
-
-fn schema_kind(schema: &Schema) -> &'static str {
-    match schema {
-        Schema::Null => "null",
-        Schema::Boolean => "boolean",
-        Schema::Int => "int",
-        Schema::Long => "long",
-        Schema::Float => "float",
-        Schema::Double => "double",
-        Schema::Bytes => "bytes",
-        Schema::String => "string",
-        Schema::Fixed(_) => "fixed",
-        Schema::Enum(_) => "enum",
-        Schema::Array(_) => "array",
-        Schema::Map(_) => "map",
-        Schema::Record { .. } => "record",
-        Schema::Union(_) => "union",
-    }
-}
-
 /// Reads an Avro object container file with the null codec: its schema JSON and every datum.
 pub fn read_container(bytes: &[u8]) -> Result<(String, Vec<Datum>), String> {
     let mut buf = bytes
@@ -609,23 +430,6 @@ pub fn read_container(bytes: &[u8]) -> Result<(String, Vec<Datum>), String> {
     Ok((schema_json, out))
 }
 
-/// Hudi's `HoodieInstantInfo` record schema.
-pub const INSTANT_INFO_SCHEMA: &str = r#"{"type":"record","name":"HoodieInstantInfo","namespace":"org.apache.hudi.avro.model","fields":[{"name":"commitTime","type":"string"},{"name":"action","type":"string"}]}"#;
-
-/// Hudi's `HoodieRollbackPlan` schema (with `HoodieInstantInfo` inlined).
-pub fn rollback_plan_schema() -> String {
-    format!(
-        r#"{{"type":"record","name":"HoodieRollbackPlan","namespace":"org.apache.hudi.avro.model","fields":[{{"name":"instantToRollback","type":["null",{INSTANT_INFO_SCHEMA}],"default":null}},{{"name":"RollbackRequests","type":["null",{{"type":"array","items":{{"type":"record","name":"HoodieRollbackRequest","fields":[{{"name":"partitionPath","type":"string"}},{{"name":"fileId","type":["null","string"],"default":null}},{{"name":"latestBaseInstant","type":["null","string"],"default":null}},{{"name":"filesToBeDeleted","type":{{"type":"array","items":"string"}},"default":[]}},{{"name":"logBlocksToBeDeleted","type":["null",{{"type":"map","values":"long"}}],"default":null}}]}}}}],"default":null}},{{"name":"version","type":["int","null"],"default":1}}]}}"#
-    )
-}
-
-/// Hudi's `HoodieRollbackMetadata` schema (with `HoodieInstantInfo` inlined).
-pub fn rollback_metadata_schema() -> String {
-    format!(
-        r#"{{"type":"record","name":"HoodieRollbackMetadata","namespace":"org.apache.hudi.avro.model","fields":[{{"name":"startRollbackTime","type":"string"}},{{"name":"timeTakenInMillis","type":"long"}},{{"name":"totalFilesDeleted","type":"int"}},{{"name":"commitsRollback","type":{{"type":"array","items":"string"}}}},{{"name":"partitionMetadata","type":{{"type":"map","values":{{"type":"record","name":"HoodieRollbackPartitionMetadata","fields":[{{"name":"partitionPath","type":"string"}},{{"name":"successDeleteFiles","type":{{"type":"array","items":"string"}}}},{{"name":"failedDeleteFiles","type":{{"type":"array","items":"string"}}}},{{"name":"rollbackLogFiles","type":["null",{{"type":"map","values":"long"}}],"default":null}},{{"name":"writtenLogFiles","type":["null",{{"type":"map","values":"long"}}],"default":null}}]}}}}}},{{"name":"version","type":["int","null"],"default":1}},{{"name":"instantsRollback","type":{{"type":"array","items":{INSTANT_INFO_SCHEMA}}},"default":[]}}]}}"#
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -642,70 +446,6 @@ mod tests {
         assert_eq!(enc(1), [0x02]);
         assert_eq!(enc(-64), [0x7f]);
         assert_eq!(enc(64), [0x80, 0x01]);
-    }
-
-    #[test]
-    fn rollback_metadata_round_trips_through_the_container_reader() {
-        let meta = Datum::Record(vec![
-            Datum::str("20250101000000002"),
-            Datum::Long(-5),
-            Datum::Int(1),
-            Datum::strings(["20250101000000001"]),
-            Datum::Map(vec![(
-                "p=1".into(),
-                Datum::Record(vec![
-                    Datum::str("p=1"),
-                    Datum::strings(["f.parquet"]),
-                    Datum::Array(vec![]),
-                    Datum::Union(
-                        1,
-                        Box::new(Datum::Map(vec![("log".into(), Datum::Long(300))])),
-                    ),
-                    Datum::Union(0, Box::new(Datum::Null)),
-                ]),
-            )]),
-            Datum::Union(0, Box::new(Datum::Int(1))),
-            Datum::Array(vec![Datum::Record(vec![
-                Datum::str("20250101000000001"),
-                Datum::str("commit"),
-            ])]),
-        ]);
-        let file = container_file(&rollback_metadata_schema(), &meta);
-        let (schema, data) = read_container(&file).expect("reads");
-        assert_eq!(schema, rollback_metadata_schema());
-        assert_eq!(data, [meta]);
-        let mut long = Vec::new();
-        for v in [0, -1, 1, i64::MIN, i64::MAX, 300] {
-            long.clear();
-            write_long(&mut long, v);
-            assert_eq!(read_long(&mut long.as_slice()), Ok(v));
-        }
-    }
-
-    #[test]
-    fn json_encodes_by_field_name_and_round_trips() {
-        let schema = Schema::parse(&rollback_metadata_schema()).expect("schema");
-        // Fields out of order, a nullable one missing, a non-nullable one missing (empty default).
-        let json = serde_json::json!({
-            "commitsRollback": ["20250101000000001"],
-            "startRollbackTime": "20250101000000002",
-            "timeTakenInMillis": 7,
-            "partitionMetadata": {"p": {"partitionPath": "p", "successDeleteFiles": ["a"],
-                "failedDeleteFiles": [], "rollbackLogFiles": {"l": 3}}},
-        });
-        let datum = from_json(&schema, &json).expect("encodes");
-        let mut bytes = Vec::new();
-        datum.encode(&mut bytes);
-        let back = decode(&schema, &mut bytes.as_slice()).expect("decodes");
-        let got = to_json(&schema, &back);
-        assert_eq!(got["totalFilesDeleted"], 0);
-        assert_eq!(got["commitsRollback"], json["commitsRollback"]);
-        assert_eq!(got["partitionMetadata"]["p"]["rollbackLogFiles"]["l"], 3);
-        assert!(
-            got.get("version").is_none(),
-            "a missing nullable field stays null"
-        );
-        assert!(from_json(&schema, &serde_json::json!({"timeTakenInMillis": "x"})).is_err());
     }
 
     #[test]
@@ -730,40 +470,19 @@ mod tests {
     }
 
     #[test]
-    fn container_file_has_header_schema_and_one_block() {
-        let schemas = [rollback_plan_schema(), rollback_metadata_schema()];
-        for s in &schemas {
-            Schema::parse(s).expect("schema is complete: every named type defined");
-        }
+    fn encoding_follows_the_spec_and_decodes_back() {
+        let schema = Schema::parse(
+            r#"{"type":"record","name":"R","fields":[{"name":"s","type":"string"},{"name":"a","type":{"type":"array","items":"long"}},{"name":"v","type":["int","null"]}]}"#,
+        )
+        .expect("schema");
         let d = Datum::Record(vec![
             Datum::str("x"),
             Datum::Array(vec![]),
             Datum::Union(0, Box::new(Datum::Int(1))),
         ]);
-        let f = container_file(&schemas[0], &d);
-        assert!(f.starts_with(b"Obj\x01"));
-        assert!(f.ends_with(uuid_like_sync()));
         let mut body = Vec::new();
         d.encode(&mut body);
         assert_eq!(body, [0x02, b'x', 0x00, 0x00, 0x02]);
+        assert_eq!(decode(&schema, &mut body.as_slice()), Ok(d));
     }
 }
-
-/// Hudi's `HoodieCleanerPlan` schema.
-pub const CLEANER_PLAN_SCHEMA: &str = r#"{"type":"record","name":"HoodieCleanerPlan","namespace":"org.apache.hudi.avro.model","fields":[{"name":"earliestInstantToRetain","type":["null",{"type":"record","name":"HoodieActionInstant","fields":[{"name":"timestamp","type":"string"},{"name":"action","type":"string"},{"name":"state","type":"string"}]}],"default":null},{"name":"policy","type":"string"},{"name":"filesToBeDeletedPerPartition","type":["null",{"type":"map","values":{"type":"array","items":"string"}}],"default":null},{"name":"version","type":["int","null"],"default":1},{"name":"filePathsToBeDeletedPerPartition","type":["null",{"type":"map","values":{"type":"array","items":{"type":"record","name":"HoodieCleanFileInfo","fields":[{"name":"filePath","type":["null","string"],"default":null},{"name":"isBootstrapBaseFile","type":["null","boolean"],"default":null}]}}}],"default":null},{"name":"partitionsToBeDeleted","type":["null",{"type":"array","items":"string"}],"default":null}]}"#;
-
-/// Hudi's `HoodieCleanMetadata` schema (with `HoodieCleanPartitionMetadata` inlined).
-pub const CLEAN_METADATA_SCHEMA: &str = r#"{"type":"record","name":"HoodieCleanMetadata","namespace":"org.apache.hudi.avro.model","fields":[{"name":"policy","type":"string","default":""},{"name":"startCleanTime","type":"string"},{"name":"timeTakenInMillis","type":"long"},{"name":"totalFilesDeleted","type":"int"},{"name":"earliestCommitToRetain","type":"string"},{"name":"lastCompletedCommitTimestamp","type":"string","default":""},{"name":"partitionMetadata","type":{"type":"map","values":{"type":"record","name":"HoodieCleanPartitionMetadata","fields":[{"name":"partitionPath","type":"string"},{"name":"policy","type":"string"},{"name":"deletePathPatterns","type":{"type":"array","items":"string"}},{"name":"successDeleteFiles","type":{"type":"array","items":"string"}},{"name":"failedDeleteFiles","type":{"type":"array","items":"string"}},{"name":"isPartitionDeleted","type":["null","boolean"],"default":null}]}}},{"name":"version","type":["int","null"],"default":1},{"name":"bootstrapPartitionMetadata","type":["null",{"type":"map","values":"HoodieCleanPartitionMetadata"}],"default":null}]}"#;
-
-#[cfg(test)]
-mod clean_schema_tests {
-    #[test]
-    fn clean_schemas_are_json() {
-        for s in [super::CLEANER_PLAN_SCHEMA, super::CLEAN_METADATA_SCHEMA] {
-            super::Schema::parse(s).expect("schema is complete: every named type defined");
-        }
-    }
-}
-
-/// Hudi's `HoodieSavepointMetadata` schema.
-pub const SAVEPOINT_METADATA_SCHEMA: &str = r#"{"type":"record","name":"HoodieSavepointMetadata","namespace":"org.apache.hudi.avro.model","fields":[{"name":"savepointedBy","type":"string"},{"name":"savepointedAt","type":"long"},{"name":"comments","type":"string"},{"name":"partitionMetadata","type":{"type":"map","values":{"type":"record","name":"HoodieSavepointPartitionMetadata","fields":[{"name":"partitionPath","type":"string"},{"name":"savepointDataFile","type":{"type":"array","items":"string"}}]}}},{"name":"version","type":["int","null"],"default":1}]}"#;

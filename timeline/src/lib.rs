@@ -11,6 +11,7 @@ mod instant;
 mod metadata;
 mod storage;
 mod timeline;
+pub mod wire;
 
 pub use error::{Error, Result};
 pub use instant::{Action, Instant, InstantTime, State};

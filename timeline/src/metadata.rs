@@ -1,8 +1,8 @@
 //! Commit metadata (`HoodieCommitMetadata`, `HoodieReplaceCommitMetadata`): partition → write stats,
 //! extra metadata (the Avro schema, the source checkpoint), the operation type, and for replace
 //! commits the replaced file ids. Table version 6 writes it as JSON (Jackson); timeline layout 2
-//! (versions 8/9) as an Avro object container file holding one record, read with lake's bounded
-//! decoder and resolved by field name, as Java's readers resolve it.
+//! (versions 8/9) as an Avro object container file holding one record, read through [`crate::wire`]
+//! and resolved by field name, as Java's readers resolve it.
 
 use std::collections::BTreeMap;
 
@@ -77,14 +77,71 @@ impl CommitMetadata {
             Some(b'{') => return Self::from_json_bytes(bytes).map_err(|e| e.to_string()),
             Some(_) => {}
         }
-        // lake's own bounded decoder: a corrupt count or length is an error, never an allocation
-        // the size of the claim.
-        let (schema_json, records) = crate::avro::read_container(bytes)?;
-        let schema = crate::avro::Schema::parse(&schema_json)?;
-        let record = records
-            .first()
-            .ok_or("the Avro container holds no record")?;
-        serde_json::from_value(crate::avro::to_json(&schema, record)).map_err(|e| e.to_string())
+        let replace = crate::wire::writer_record_name(bytes)
+            .is_some_and(|n| n.ends_with("HoodieReplaceCommitMetadata"));
+        let wire = if replace {
+            crate::wire::read_container::<crate::wire::ReplaceCommitMetadata>(
+                crate::wire::replace_metadata_schema(),
+                bytes,
+            )?
+        } else {
+            crate::wire::read_container::<crate::wire::CommitMetadata>(
+                crate::wire::COMMIT_METADATA_SCHEMA,
+                bytes,
+            )?
+            .map(|c| crate::wire::ReplaceCommitMetadata {
+                partition_to_write_stats: c.partition_to_write_stats,
+                extra_metadata: c.extra_metadata,
+                version: c.version,
+                operation_type: c.operation_type,
+                partition_to_replace_file_ids: None,
+            })
+        };
+        let wire = wire.ok_or("the Avro container holds no record")?;
+        Ok(Self::from_wire(wire))
+    }
+
+    /// The domain form of Hudi's Avro commit (or replace commit) metadata.
+    pub fn from_wire(w: crate::wire::ReplaceCommitMetadata) -> Self {
+        Self {
+            partition_to_write_stats: w
+                .partition_to_write_stats
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(p, stats)| (p, stats.into_iter().map(WriteStat::from_wire).collect()))
+                .collect(),
+            compacted: false,
+            extra_metadata: w.extra_metadata.unwrap_or_default(),
+            operation_type: w.operation_type,
+            partition_to_replace_file_ids: w.partition_to_replace_file_ids.unwrap_or_default(),
+        }
+    }
+
+    /// Hudi's Avro form of this metadata (`HoodieCommitMetadata`, without replaced file groups).
+    pub fn to_wire(&self) -> crate::wire::CommitMetadata {
+        crate::wire::CommitMetadata {
+            partition_to_write_stats: Some(
+                self.partition_to_write_stats
+                    .iter()
+                    .map(|(p, stats)| (p.clone(), stats.iter().map(WriteStat::to_wire).collect()))
+                    .collect(),
+            ),
+            extra_metadata: Some(self.extra_metadata.clone()),
+            version: Some(1),
+            operation_type: self.operation_type.clone(),
+        }
+    }
+
+    /// Hudi's Avro form of this metadata as `HoodieReplaceCommitMetadata`.
+    pub fn to_replace_wire(&self) -> crate::wire::ReplaceCommitMetadata {
+        let c = self.to_wire();
+        crate::wire::ReplaceCommitMetadata {
+            partition_to_write_stats: c.partition_to_write_stats,
+            extra_metadata: c.extra_metadata,
+            version: c.version,
+            operation_type: c.operation_type,
+            partition_to_replace_file_ids: Some(self.partition_to_replace_file_ids.clone()),
+        }
     }
 }
 
@@ -150,6 +207,53 @@ pub struct WriteStat {
     /// MOR: log files of the slice.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_files: Option<Vec<String>>,
+}
+
+impl WriteStat {
+    fn from_wire(w: crate::wire::WriteStat) -> Self {
+        Self {
+            file_id: w.file_id.unwrap_or_default(),
+            path: w.path,
+            prev_commit: w.prev_commit,
+            num_writes: w.num_writes.unwrap_or(0),
+            num_deletes: w.num_deletes.unwrap_or(0),
+            num_update_writes: w.num_update_writes.unwrap_or(0),
+            num_inserts: w.num_inserts.unwrap_or(0),
+            total_write_bytes: w.total_write_bytes.unwrap_or(0),
+            total_write_errors: w.total_write_errors.unwrap_or(0),
+            partition_path: w.partition_path,
+            total_log_records: w.total_log_records.unwrap_or(0),
+            total_log_files_compacted: w.total_log_files.unwrap_or(0),
+            total_updated_records_compacted: w.total_updated_records_compacted.unwrap_or(0),
+            total_log_blocks: w.total_log_blocks.unwrap_or(0),
+            total_corrupt_log_block: w.total_corrupt_log_block.unwrap_or(0),
+            total_rollback_blocks: w.total_rollback_blocks.unwrap_or(0),
+            file_size_in_bytes: w.file_size_in_bytes.unwrap_or(0),
+            ..Default::default()
+        }
+    }
+
+    fn to_wire(&self) -> crate::wire::WriteStat {
+        crate::wire::WriteStat {
+            file_id: Some(self.file_id.clone()),
+            path: self.path.clone(),
+            prev_commit: self.prev_commit.clone(),
+            num_writes: Some(self.num_writes),
+            num_deletes: Some(self.num_deletes),
+            num_update_writes: Some(self.num_update_writes),
+            total_write_bytes: Some(self.total_write_bytes),
+            total_write_errors: Some(self.total_write_errors),
+            partition_path: self.partition_path.clone(),
+            total_log_records: Some(self.total_log_records),
+            total_log_files: Some(self.total_log_files_compacted),
+            total_updated_records_compacted: Some(self.total_updated_records_compacted),
+            num_inserts: Some(self.num_inserts),
+            total_log_blocks: Some(self.total_log_blocks),
+            total_corrupt_log_block: Some(self.total_corrupt_log_block),
+            total_rollback_blocks: Some(self.total_rollback_blocks),
+            file_size_in_bytes: Some(self.file_size_in_bytes),
+        }
+    }
 }
 
 /// Timings of one file write, in milliseconds.
@@ -243,8 +347,8 @@ mod tests {
                 )),
             ),
         ]);
-        let mut writer = apache_avro::Writer::new(&schema, Vec::new());
-        writer.append(record).expect("append");
+        let mut writer = apache_avro::Writer::new(&schema, Vec::new()).expect("writer");
+        writer.append_value(record).expect("append");
         let bytes = writer.into_inner().expect("container");
         let m = CommitMetadata::from_avro_bytes(&bytes).expect("decodes");
         assert_eq!(m.operation_type.as_deref(), Some("INSERT_OVERWRITE"));

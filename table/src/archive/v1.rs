@@ -12,14 +12,17 @@
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use bytes::Bytes;
-use lake_timeline::avro::{self, CLEAN_METADATA_SCHEMA, CLEANER_PLAN_SCHEMA, Datum, Schema};
-use lake_timeline::{Action, InstantTime, State};
-use serde_json::Value;
-
-use crate::compaction_plan::COMPACTION_PLAN_SCHEMA;
 use crate::log_format::{BlockType, LogBlock, ReadBlock, header, read_blocks};
 use crate::{Error, Result};
+use bytes::Bytes;
+use lake_timeline::avro;
+use lake_timeline::wire::{
+    self, CLEAN_METADATA_SCHEMA, CLEANER_PLAN_SCHEMA, COMMIT_METADATA_SCHEMA,
+    COMPACTION_PLAN_SCHEMA, SAVEPOINT_METADATA_SCHEMA,
+};
+use lake_timeline::{Action, InstantTime, State};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 /// Root-relative folder of the archived timeline (`hoodie.archivelog.folder`, default `archived`).
 pub const ARCHIVE_DIR: &str = ".hoodie/archived";
@@ -29,9 +32,6 @@ const TOKEN: &str = "1-0-1";
 pub const BATCH: usize = 10;
 /// Block content version.
 const BLOCK_VERSION: i32 = 3;
-
-/// `HoodieCommitMetadata` with `HoodieWriteStat` (the fields Hudi's readers know in every version).
-const COMMIT_METADATA_SCHEMA: &str = r#"{"type":"record","name":"HoodieCommitMetadata","namespace":"org.apache.hudi.avro.model","fields":[{"name":"partitionToWriteStats","type":["null",{"type":"map","values":{"type":"array","items":{"type":"record","name":"HoodieWriteStat","fields":[{"name":"fileId","type":["null","string"],"default":null},{"name":"path","type":["null","string"],"default":null},{"name":"prevCommit","type":["null","string"],"default":null},{"name":"prevFilePathOverwritten","type":["null","string"],"default":null},{"name":"numWrites","type":["null","long"],"default":null},{"name":"numDeletes","type":["null","long"],"default":null},{"name":"numUpdateWrites","type":["null","long"],"default":null},{"name":"totalWriteBytes","type":["null","long"],"default":null},{"name":"totalWriteErrors","type":["null","long"],"default":null},{"name":"partitionPath","type":["null","string"],"default":null},{"name":"totalLogRecords","type":["null","long"],"default":null},{"name":"totalLogFiles","type":["null","long"],"default":null},{"name":"totalUpdatedRecordsCompacted","type":["null","long"],"default":null},{"name":"numInserts","type":["null","long"],"default":null},{"name":"totalLogBlocks","type":["null","long"],"default":null},{"name":"totalCorruptLogBlock","type":["null","long"],"default":null},{"name":"totalRollbackBlocks","type":["null","long"],"default":null},{"name":"fileSizeInBytes","type":["null","long"],"default":null}]}}}],"default":null},{"name":"extraMetadata","type":["null",{"type":"map","values":"string"}],"default":null},{"name":"version","type":["int","null"],"default":1},{"name":"operationType","type":["null","string"],"default":null}]}"#;
 
 /// `HoodieReplaceCommitMetadata` (its write stats refer to the type defined above).
 const REPLACE_METADATA_SCHEMA: &str = r#"{"type":"record","name":"HoodieReplaceCommitMetadata","namespace":"org.apache.hudi.avro.model","fields":[{"name":"partitionToWriteStats","type":["null",{"type":"map","values":{"type":"array","items":"HoodieWriteStat"}}],"default":null},{"name":"extraMetadata","type":["null",{"type":"map","values":"string"}],"default":null},{"name":"version","type":["int","null"],"default":1},{"name":"operationType","type":["null","string"],"default":null},{"name":"partitionToReplaceFileIds","type":["null",{"type":"map","values":{"type":"array","items":"string"}}],"default":null}]}"#;
@@ -66,8 +66,8 @@ pub fn entry_schema() -> &'static str {
         let fields = [
             nullable(field::COMMIT, COMMIT_METADATA_SCHEMA),
             nullable(field::CLEAN, CLEAN_METADATA_SCHEMA),
-            nullable(field::ROLLBACK, &avro::rollback_metadata_schema()),
-            nullable(field::SAVEPOINT, avro::SAVEPOINT_METADATA_SCHEMA),
+            nullable(field::ROLLBACK, wire::rollback_metadata_schema()),
+            nullable(field::SAVEPOINT, SAVEPOINT_METADATA_SCHEMA),
             nullable("commitTime", r#""string""#),
             nullable("actionType", r#""string""#),
             r#"{"name":"version","type":["int","null"],"default":1}"#.to_owned(),
@@ -85,11 +85,107 @@ pub fn entry_schema() -> &'static str {
     })
 }
 
-fn parsed_entry_schema() -> Result<&'static Schema> {
-    static PARSED: OnceLock<std::result::Result<Schema, String>> = OnceLock::new();
-    PARSED
-        .get_or_init(|| Schema::parse(entry_schema()))
-        .as_ref()
+/// `HoodieArchivedMetaEntry` as lake writes and reads it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+struct MetaEntry {
+    #[serde(rename = "hoodieCommitMetadata")]
+    commit: Option<wire::CommitMetadata>,
+    #[serde(rename = "hoodieCleanMetadata")]
+    clean: Option<wire::CleanMetadata>,
+    #[serde(rename = "hoodieRollbackMetadata")]
+    rollback: Option<wire::RollbackMetadata>,
+    #[serde(rename = "hoodieSavePointMetadata")]
+    savepoint: Option<wire::SavepointMetadata>,
+    #[serde(rename = "commitTime")]
+    commit_time: Option<String>,
+    #[serde(rename = "actionType")]
+    action_type: Option<String>,
+    version: Option<i32>,
+    #[serde(rename = "hoodieCompactionPlan")]
+    compaction_plan: Option<wire::CompactionPlan>,
+    #[serde(rename = "hoodieCleanerPlan")]
+    cleaner_plan: Option<wire::CleanerPlan>,
+    #[serde(rename = "actionState")]
+    action_state: Option<String>,
+    #[serde(rename = "hoodieReplaceCommitMetadata")]
+    replace: Option<wire::ReplaceCommitMetadata>,
+    #[serde(rename = "HoodieInflightReplaceMetadata")]
+    inflight_replace: Option<wire::CommitMetadata>,
+    #[serde(rename = "stateTransitionTime")]
+    state_transition_time: Option<String>,
+}
+
+impl MetaEntry {
+    /// The payload as JSON with its field name.
+    fn payload(&self) -> Option<(String, Value)> {
+        let json = |f: &str, v: serde_json::Result<Value>| {
+            v.ok().map(|mut v| {
+                drop_nulls(&mut v);
+                (f.to_owned(), v)
+            })
+        };
+        if let Some(p) = &self.commit {
+            return json(field::COMMIT, serde_json::to_value(p));
+        }
+        if let Some(p) = &self.replace {
+            return json(field::REPLACE, serde_json::to_value(p));
+        }
+        if let Some(p) = &self.inflight_replace {
+            return json(field::INFLIGHT_REPLACE, serde_json::to_value(p));
+        }
+        if let Some(p) = &self.clean {
+            return json(field::CLEAN, serde_json::to_value(p));
+        }
+        if let Some(p) = &self.cleaner_plan {
+            return json(field::CLEANER_PLAN, serde_json::to_value(p));
+        }
+        if let Some(p) = &self.rollback {
+            return json(field::ROLLBACK, serde_json::to_value(p));
+        }
+        if let Some(p) = &self.savepoint {
+            return json(field::SAVEPOINT, serde_json::to_value(p));
+        }
+        if let Some(p) = &self.compaction_plan {
+            return json(field::COMPACTION_PLAN, serde_json::to_value(p));
+        }
+        None
+    }
+
+    /// Sets the payload from JSON (Hudi's field names; unknown fields are ignored).
+    fn set_payload(&mut self, field_name: &str, v: &Value) -> std::result::Result<(), String> {
+        fn typed<T: serde::de::DeserializeOwned>(v: &Value) -> std::result::Result<T, String> {
+            serde_json::from_value(v.clone()).map_err(|e| e.to_string())
+        }
+        match field_name {
+            field::COMMIT => self.commit = Some(typed(v)?),
+            field::REPLACE => self.replace = Some(typed(v)?),
+            field::INFLIGHT_REPLACE => self.inflight_replace = Some(typed(v)?),
+            field::CLEAN => self.clean = Some(typed(v)?),
+            field::CLEANER_PLAN => self.cleaner_plan = Some(typed(v)?),
+            field::ROLLBACK => self.rollback = Some(typed(v)?),
+            field::SAVEPOINT => self.savepoint = Some(typed(v)?),
+            field::COMPACTION_PLAN => self.compaction_plan = Some(typed(v)?),
+            other => return Err(format!("unknown archive payload field {other}")),
+        }
+        Ok(())
+    }
+}
+
+/// Removes null members, so that readers' defaults apply (as to fields a writer did not set).
+fn drop_nulls(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|_, x| !x.is_null());
+            m.values_mut().for_each(drop_nulls);
+        }
+        Value::Array(a) => a.iter_mut().for_each(drop_nulls),
+        _ => {}
+    }
+}
+
+fn parsed_entry_schema() -> Result<wire::Schema> {
+    wire::schema(entry_schema())
         .map_err(|e| Error::Corrupt(format!("lake's archive entry schema: {e}")))
 }
 
@@ -129,28 +225,25 @@ impl Entry {
         })
     }
 
-    fn to_datum(&self) -> Result<Datum> {
-        let schema = parsed_entry_schema()?;
-        let mut obj = serde_json::Map::new();
-        obj.insert("commitTime".into(), Value::String(self.time.to_string()));
-        obj.insert("actionType".into(), Value::String(self.action.clone()));
-        obj.insert("version".into(), Value::from(1));
-        obj.insert(
-            "actionState".into(),
-            Value::String(state_name(self.state).into()),
-        );
-        if let Some(c) = self.completion {
-            obj.insert("stateTransitionTime".into(), Value::String(c.to_string()));
-        }
-        if let Some((f, v)) = &self.payload {
-            obj.insert(f.clone(), v.clone());
-        }
-        avro::from_json(schema, &Value::Object(obj)).map_err(|e| {
+    fn to_record(&self) -> Result<Vec<u8>> {
+        let bad = |e: String| {
             Error::Corrupt(format!(
                 "instant {} {} cannot be archived: {e}",
                 self.time, self.action
             ))
-        })
+        };
+        let mut entry = MetaEntry {
+            commit_time: Some(self.time.to_string()),
+            action_type: Some(self.action.clone()),
+            version: Some(1),
+            action_state: Some(state_name(self.state).into()),
+            state_transition_time: self.completion.map(|c| c.to_string()),
+            ..Default::default()
+        };
+        if let Some((f, v)) = &self.payload {
+            entry.set_payload(f, v).map_err(bad)?;
+        }
+        wire::encode_datum(&parsed_entry_schema()?, &entry).map_err(bad)
     }
 }
 
@@ -191,8 +284,7 @@ pub fn encode(entries: &[Entry]) -> Result<Bytes> {
         content.extend_from_slice(&BLOCK_VERSION.to_be_bytes());
         content.extend_from_slice(&(chunk.len() as i32).to_be_bytes());
         for e in chunk {
-            let mut rec = Vec::new();
-            e.to_datum()?.encode(&mut rec);
+            let rec = e.to_record()?;
             content.extend_from_slice(&(rec.len() as i32).to_be_bytes());
             content.extend_from_slice(&rec);
         }
@@ -228,7 +320,10 @@ pub fn decode(path: &str, bytes: &Bytes) -> Result<Vec<Entry>> {
         let schema_json = block
             .header_value(header::SCHEMA)
             .ok_or_else(|| bad(format!("block at byte {offset} has no schema")))?;
-        let schema = Schema::parse(schema_json).map_err(bad)?;
+        // Bounded first (lake's decoder refuses what the bytes cannot hold), then typed.
+        let bounded = avro::Schema::parse(schema_json).map_err(bad)?;
+        let writer = wire::schema(schema_json).map_err(bad)?;
+        let reader = parsed_entry_schema()?;
         let mut buf: &[u8] = &block.content;
         let version = take_i32(&mut buf).ok_or_else(|| bad("truncated block".into()))?;
         if !(1..=BLOCK_VERSION).contains(&version) {
@@ -240,10 +335,11 @@ pub fn decode(path: &str, bytes: &Bytes) -> Result<Vec<Entry>> {
                 .and_then(|l| usize::try_from(l).ok())
                 .filter(|l| *l <= buf.len())
                 .ok_or_else(|| bad(format!("truncated record in the block at byte {offset}")))?;
-            let (mut rec, rest) = buf.split_at(len);
+            let (rec, rest) = buf.split_at(len);
             buf = rest;
-            let datum = avro::decode(&schema, &mut rec).map_err(&bad)?;
-            out.push(entry_from_json(avro::to_json(&schema, &datum)).map_err(&bad)?);
+            avro::decode(&bounded, &mut &rec[..]).map_err(&bad)?;
+            let entry: MetaEntry = wire::decode_datum(&writer, &reader, rec).map_err(&bad)?;
+            out.push(entry_from(entry).map_err(&bad)?);
         }
     }
     Ok(out)
@@ -255,38 +351,31 @@ fn take_i32(buf: &mut &[u8]) -> Option<i32> {
     Some(i32::from_be_bytes(*head))
 }
 
-fn entry_from_json(v: Value) -> std::result::Result<Entry, String> {
-    let Value::Object(mut obj) = v else {
-        return Err("an archive entry is not a record".into());
-    };
-    let text = |obj: &serde_json::Map<String, Value>, k: &str| {
-        obj.get(k).and_then(Value::as_str).map(str::to_owned)
-    };
-    let time = text(&obj, "commitTime")
+fn entry_from(e: MetaEntry) -> std::result::Result<Entry, String> {
+    let time = e
+        .commit_time
+        .as_deref()
         .and_then(|t| t.parse::<InstantTime>().ok())
         .ok_or("an archive entry without a valid commitTime")?;
-    let action = text(&obj, "actionType").ok_or("an archive entry without actionType")?;
+    let action = e
+        .action_type
+        .clone()
+        .ok_or("an archive entry without actionType")?;
     // Entries of Hudi releases before action states were recorded are completed instants.
-    let state = match text(&obj, "actionState") {
-        Some(s) => parse_state(&s).ok_or_else(|| format!("unknown action state {s:?}"))?,
+    let state = match e.action_state.as_deref() {
+        Some(s) => parse_state(s).ok_or_else(|| format!("unknown action state {s:?}"))?,
         None => State::Completed,
     };
-    let completion = text(&obj, "stateTransitionTime").and_then(|t| t.parse().ok());
-    let payload = Action::from_name(&action)
-        .and_then(|a| Entry::payload_field(a, state))
-        .or_else(|| {
-            // Hudi 0.x names the payload of a completed compaction `commit`, of indexing its own.
-            [field::COMMIT, field::REPLACE, field::CLEAN, field::ROLLBACK]
-                .into_iter()
-                .find(|f| obj.contains_key(*f))
-        })
-        .and_then(|f| obj.remove(f).map(|v| (f.to_owned(), v)));
+    let completion = e
+        .state_transition_time
+        .as_deref()
+        .and_then(|t| t.parse().ok());
     Ok(Entry {
         time,
         action,
         state,
         completion,
-        payload,
+        payload: e.payload(),
     })
 }
 
@@ -300,7 +389,8 @@ mod tests {
 
     #[test]
     fn the_entry_schema_parses_and_entries_round_trip() {
-        Schema::parse(entry_schema()).expect("every named type is defined once");
+        avro::Schema::parse(entry_schema()).expect("lake's validator parses it");
+        wire::schema(entry_schema()).expect("every named type is defined once");
         let commit = serde_json::json!({
             "partitionToWriteStats": {"p=1": [{"fileId": "f-0", "path": "p=1/f-0_1-0-1_20250101000000001.parquet",
                 "prevCommit": "null", "numWrites": 3, "numInserts": 3, "partitionPath": "p=1", "fileSizeInBytes": 900}]},
@@ -332,7 +422,19 @@ mod tests {
             );
         }
         let back = decode("x", &bytes).expect("decode");
-        assert_eq!(back, entries);
+        let typed = |e: &Entry| {
+            e.payload.as_ref().map(|(f, v)| {
+                let c: wire::CommitMetadata = serde_json::from_value(v.clone()).expect("typed");
+                (f.clone(), c)
+            })
+        };
+        assert_eq!(back.len(), entries.len());
+        for (b, e) in back.iter().zip(&entries) {
+            assert_eq!(
+                (b.time, &b.action, b.state, b.completion, typed(b)),
+                (e.time, &e.action, e.state, e.completion, typed(e))
+            );
+        }
         let meta: lake_timeline::CommitMetadata =
             serde_json::from_value(back[2].payload.clone().expect("payload").1).expect("commit");
         assert_eq!(meta.checkpoint(), Some("orders,0:4"));

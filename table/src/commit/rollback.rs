@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Instant as Clock;
 
 use bytes::Bytes;
-use lake_timeline::avro::{self, Datum};
+use lake_timeline::wire;
 use lake_timeline::{Action, Instant, InstantTime, State, Storage, Timeline};
 
 use super::heartbeat::expired;
@@ -120,7 +120,7 @@ async fn rollback(
     }
     let requested = Instant::new(time, Action::Rollback, State::Requested);
     if timeline.find(time).is_none() {
-        let plan = rollback_plan(targets.first(), &per_target);
+        let plan = rollback_plan(targets.first(), &per_target)?;
         Timeline::publish(storage, layout, &requested, Bytes::from(plan)).await?;
     }
     let inflight = Instant::new(time, Action::Rollback, State::Inflight);
@@ -140,30 +140,27 @@ async fn rollback(
         }
     }
     let total: usize = deleted.values().map(Vec::len).sum();
-    let meta = Datum::Record(vec![
-        Datum::str(time.to_string()),
-        Datum::Long(started.elapsed().as_millis() as i64),
-        Datum::Int(total as i32),
-        Datum::strings(targets.iter().map(|t| t.time.to_string())),
-        Datum::Map(
-            deleted
-                .iter()
-                .map(|(p, files)| {
-                    let rec = Datum::Record(vec![
-                        Datum::str(p.clone()),
-                        Datum::strings(files.clone()),
-                        Datum::Array(vec![]),
-                        Datum::Union(0, Box::new(Datum::Null)),
-                        Datum::Union(0, Box::new(Datum::Null)),
-                    ]);
-                    (p.clone(), rec)
-                })
-                .collect(),
-        ),
-        Datum::Union(0, Box::new(Datum::Int(1))),
-        Datum::Array(targets.iter().map(instant_info).collect()),
-    ]);
-    let bytes = avro::container_file(&avro::rollback_metadata_schema(), &meta);
+    let meta = wire::RollbackMetadata {
+        start_rollback_time: time.to_string(),
+        time_taken_in_millis: started.elapsed().as_millis() as i64,
+        total_files_deleted: total as i32,
+        commits_rollback: targets.iter().map(|t| t.time.to_string()).collect(),
+        partition_metadata: deleted
+            .iter()
+            .map(|(p, files)| {
+                let m = wire::RollbackPartitionMetadata {
+                    partition_path: p.clone(),
+                    success_delete_files: files.clone(),
+                    ..Default::default()
+                };
+                (p.clone(), m)
+            })
+            .collect(),
+        version: Some(1),
+        instants_rollback: targets.iter().map(instant_info).collect(),
+    };
+    let bytes = wire::write_container(wire::rollback_metadata_schema(), &meta)
+        .map_err(|e| Error::Corrupt(format!("rollback metadata {time}: {e}")))?;
     let done = Instant::new(time, Action::Rollback, State::Completed);
     // Another process finishing this same decided rollback may have completed it first (its
     // metadata differs only in timing and in which of them deleted which file): done either way.
@@ -189,19 +186,14 @@ async fn rollback(
 /// Whether completed rollback metadata (`HoodieRollbackMetadata`) names every one of `targets` in
 /// `commitsRollback`.
 fn rolls_back_all(metadata: &[u8], targets: &[Instant]) -> bool {
-    let Ok((_, records)) = avro::read_container(metadata) else {
-        return false;
-    };
-    let Some(Datum::Record(fields)) = records.first() else {
-        return false;
-    };
-    let Some(Datum::Array(done)) = fields.get(3) else {
+    let Ok(Some(meta)) =
+        wire::read_container::<wire::RollbackMetadata>(wire::rollback_metadata_schema(), metadata)
+    else {
         return false;
     };
     targets.iter().all(|t| {
         let t = t.time.to_string();
-        done.iter()
-            .any(|d| matches!(d, Datum::String(s) if *s == t))
+        meta.commits_rollback.contains(&t)
     })
 }
 
@@ -294,17 +286,17 @@ async fn written_by(
     })
 }
 
-fn instant_info(i: &Instant) -> Datum {
-    Datum::Record(vec![
-        Datum::str(i.time.to_string()),
-        Datum::str(i.action.name()),
-    ])
+fn instant_info(i: &Instant) -> wire::InstantInfo {
+    wire::InstantInfo {
+        commit_time: i.time.to_string(),
+        action: i.action.name().to_owned(),
+    }
 }
 
 fn rollback_plan(
     target: Option<&Instant>,
     per_target: &[(Instant, Vec<(String, String)>)],
-) -> Vec<u8> {
+) -> Result<Vec<u8>> {
     let mut by_partition: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (_, files) in per_target {
         for (_, file) in files {
@@ -315,27 +307,22 @@ fn rollback_plan(
                 .push(file.clone());
         }
     }
-    let requests = by_partition
-        .into_iter()
-        .map(|(p, files)| {
-            Datum::Record(vec![
-                Datum::str(p),
-                Datum::Union(0, Box::new(Datum::Null)),
-                Datum::Union(0, Box::new(Datum::Null)),
-                Datum::strings(files),
-                Datum::Union(0, Box::new(Datum::Null)),
-            ])
-        })
-        .collect();
-    let plan = Datum::Record(vec![
-        match target {
-            Some(t) => Datum::Union(1, Box::new(instant_info(t))),
-            None => Datum::Union(0, Box::new(Datum::Null)),
-        },
-        Datum::Union(1, Box::new(Datum::Array(requests))),
-        Datum::Union(0, Box::new(Datum::Int(1))),
-    ]);
-    avro::container_file(&avro::rollback_plan_schema(), &plan)
+    let plan = wire::RollbackPlan {
+        instant_to_rollback: target.map(instant_info),
+        rollback_requests: Some(
+            by_partition
+                .into_iter()
+                .map(|(p, files)| wire::RollbackRequest {
+                    partition_path: p,
+                    files_to_be_deleted: files,
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+        version: Some(1),
+    };
+    wire::write_container(wire::rollback_plan_schema(), &plan)
+        .map_err(|e| Error::Corrupt(format!("rollback plan: {e}")))
 }
 
 /// Removes what failed writes older than `before` left behind and the timeline no longer names: for

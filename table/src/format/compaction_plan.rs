@@ -2,12 +2,12 @@
 //! file slices a compaction merges into new base files at its instant.
 
 use lake_timeline::InstantTime;
-use lake_timeline::avro::{self, Datum};
+use lake_timeline::wire;
 
 use crate::{Error, Result};
 
 /// The plan schema, as Hudi 0.14 (table version 6) writes it.
-pub const COMPACTION_PLAN_SCHEMA: &str = r#"{"namespace":"org.apache.hudi.avro.model","type":"record","name":"HoodieCompactionPlan","fields":[{"name":"operations","type":["null",{"type":"array","items":{"name":"HoodieCompactionOperation","type":"record","fields":[{"name":"baseInstantTime","type":["null","string"]},{"name":"deltaFilePaths","type":["null",{"type":"array","items":"string"}],"default":null},{"name":"dataFilePath","type":["null","string"],"default":null},{"name":"fileId","type":["null","string"]},{"name":"partitionPath","type":["null","string"],"default":null},{"name":"metrics","type":["null",{"type":"map","values":"double"}],"default":null},{"name":"bootstrapFilePath","type":["null","string"],"default":null}]}}],"default":null},{"name":"extraMetadata","type":["null",{"type":"map","values":"string"}],"default":null},{"name":"version","type":["int","null"],"default":1}]}"#;
+pub use lake_timeline::wire::COMPACTION_PLAN_SCHEMA;
 
 /// The plan version written (2: file names, not paths).
 pub const PLAN_VERSION: i32 = 2;
@@ -38,149 +38,58 @@ pub struct CompactionPlan {
     pub extra_metadata: Vec<(String, String)>,
 }
 
-fn opt_str(s: Option<&str>) -> Datum {
-    match s {
-        Some(s) => Datum::Union(1, Box::new(Datum::str(s))),
-        None => Datum::Union(0, Box::new(Datum::Null)),
-    }
-}
-
-fn get_str(d: &Datum) -> Option<String> {
-    match d {
-        Datum::Union(_, v) => get_str(v),
-        Datum::String(s) => Some(s.clone()),
-        _ => None,
-    }
-}
-
-fn unwrap_union(d: &Datum) -> &Datum {
-    match d {
-        Datum::Union(_, v) => v,
-        other => other,
-    }
-}
-
 impl CompactionPlan {
     /// The plan as an Avro container file.
     pub fn to_avro(&self) -> Vec<u8> {
-        let ops = self
-            .operations
-            .iter()
-            .map(|o| {
-                Datum::Record(vec![
-                    opt_str(Some(&o.base_instant)),
-                    Datum::Union(1, Box::new(Datum::strings(o.delta_files.iter().cloned()))),
-                    opt_str(o.data_file.as_deref()),
-                    opt_str(Some(&o.file_id)),
-                    opt_str(Some(&o.partition)),
-                    Datum::Union(
-                        1,
-                        Box::new(Datum::Map(
-                            o.metrics
-                                .iter()
-                                .map(|(k, v)| (k.clone(), Datum::Double(*v)))
-                                .collect(),
-                        )),
-                    ),
-                    opt_str(None),
-                ])
-            })
-            .collect();
-        let datum = Datum::Record(vec![
-            Datum::Union(1, Box::new(Datum::Array(ops))),
-            Datum::Union(
-                1,
-                Box::new(Datum::Map(
-                    self.extra_metadata
-                        .iter()
-                        .map(|(k, v)| (k.clone(), Datum::str(v.clone())))
-                        .collect(),
-                )),
+        let plan = wire::CompactionPlan {
+            operations: Some(
+                self.operations
+                    .iter()
+                    .map(|o| wire::CompactionOperation {
+                        base_instant_time: Some(o.base_instant.clone()),
+                        delta_file_paths: Some(o.delta_files.clone()),
+                        data_file_path: o.data_file.clone(),
+                        file_id: Some(o.file_id.clone()),
+                        partition_path: Some(o.partition.clone()),
+                        metrics: Some(o.metrics.iter().cloned().collect()),
+                        bootstrap_file_path: None,
+                    })
+                    .collect(),
             ),
-            Datum::Union(0, Box::new(Datum::Int(PLAN_VERSION))),
-        ]);
-        avro::container_file(COMPACTION_PLAN_SCHEMA, &datum)
+            extra_metadata: Some(self.extra_metadata.iter().cloned().collect()),
+            version: Some(PLAN_VERSION),
+        };
+        // Plain strings, maps and numbers always fit the schema they were typed after.
+        wire::write_container(COMPACTION_PLAN_SCHEMA, &plan).unwrap_or_default()
     }
 
     /// Parses a plan (any writer schema with Hudi's field names).
     pub fn from_avro(bytes: &[u8], instant: InstantTime) -> Result<Self> {
         let bad = |r: &str| Error::Corrupt(format!("compaction plan {instant}: {r}"));
-        let (schema_json, data) = avro::read_container(bytes).map_err(|e| bad(&e))?;
-        let schema = avro::Schema::parse(&schema_json).map_err(|e| bad(&e))?;
-        let datum = data.into_iter().next().ok_or_else(|| bad("empty"))?;
-        let avro::Schema::Record { fields, .. } = &schema else {
-            return Err(bad("not a record"));
-        };
-        let Datum::Record(values) = &datum else {
-            return Err(bad("not a record"));
-        };
-        let field = |name: &str| {
-            fields
-                .iter()
-                .position(|(n, _)| n == name)
-                .and_then(|i| values.get(i))
-        };
-        let op_fields: Vec<String> = fields
-            .iter()
-            .find(|(n, _)| n == "operations")
-            .and_then(|(_, s)| op_field_names(s))
-            .unwrap_or_default();
-        let mut plan = CompactionPlan::default();
-        if let Some(Datum::Array(ops)) = field("operations").map(unwrap_union) {
-            for op in ops {
-                let Datum::Record(v) = op else { continue };
-                let f = |name: &str| {
-                    op_fields
-                        .iter()
-                        .position(|n| n == name)
-                        .and_then(|i| v.get(i))
-                };
-                let delta_files = match f("deltaFilePaths").map(unwrap_union) {
-                    Some(Datum::Array(a)) => a.iter().filter_map(get_str).collect(),
-                    _ => Vec::new(),
-                };
-                let metrics = match f("metrics").map(unwrap_union) {
-                    Some(Datum::Map(m)) => m
-                        .iter()
-                        .filter_map(|(k, v)| match v {
-                            Datum::Double(d) => Some((k.clone(), *d)),
-                            _ => None,
-                        })
-                        .collect(),
-                    _ => Vec::new(),
-                };
-                plan.operations.push(CompactionOperation {
-                    base_instant: f("baseInstantTime")
-                        .and_then(get_str)
-                        .ok_or_else(|| bad("operation without baseInstantTime"))?,
-                    delta_files,
-                    data_file: f("dataFilePath").and_then(get_str),
-                    file_id: f("fileId")
-                        .and_then(get_str)
-                        .ok_or_else(|| bad("operation without fileId"))?,
-                    partition: f("partitionPath").and_then(get_str).unwrap_or_default(),
-                    metrics,
-                });
-            }
+        let plan: wire::CompactionPlan = wire::read_container(COMPACTION_PLAN_SCHEMA, bytes)
+            .map_err(|e| bad(&e))?
+            .ok_or_else(|| bad("empty"))?;
+        let mut operations = Vec::new();
+        for op in plan.operations.unwrap_or_default() {
+            operations.push(CompactionOperation {
+                base_instant: op
+                    .base_instant_time
+                    .ok_or_else(|| bad("operation without baseInstantTime"))?,
+                delta_files: op.delta_file_paths.unwrap_or_default(),
+                data_file: op.data_file_path,
+                file_id: op.file_id.ok_or_else(|| bad("operation without fileId"))?,
+                partition: op.partition_path.unwrap_or_default(),
+                metrics: op.metrics.unwrap_or_default().into_iter().collect(),
+            });
         }
-        if let Some(Datum::Map(m)) = field("extraMetadata").map(unwrap_union) {
-            plan.extra_metadata = m
-                .iter()
-                .filter_map(|(k, v)| get_str(v).map(|v| (k.clone(), v)))
-                .collect();
-        }
-        Ok(plan)
-    }
-}
-
-fn op_field_names(s: &avro::Schema) -> Option<Vec<String>> {
-    match s {
-        avro::Schema::Union(b) => b.iter().find_map(op_field_names),
-        avro::Schema::Array(items) => op_field_names(items),
-        avro::Schema::Record { fields, .. } => {
-            Some(fields.iter().map(|(n, _)| n.clone()).collect())
-        }
-        _ => None,
+        Ok(CompactionPlan {
+            operations,
+            extra_metadata: plan
+                .extra_metadata
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
+        })
     }
 }
 

@@ -438,17 +438,11 @@ pub async fn earliest_retained(timeline: &Timeline) -> Result<Option<InstantTime
     Ok(earliest)
 }
 
-/// A clean's metadata (an Avro container) as JSON; an empty file is `null`.
+/// A clean's metadata (an Avro container) as JSON (Hudi's field names); an empty file is `null`.
 fn clean_json(bytes: &[u8]) -> std::result::Result<serde_json::Value, String> {
-    if bytes.is_empty() {
-        return Ok(serde_json::Value::Null);
-    }
-    let (schema, data) = lake_timeline::avro::read_container(bytes)?;
-    let schema = lake_timeline::avro::Schema::parse(&schema)?;
-    Ok(data
-        .first()
-        .map(|d| lake_timeline::avro::to_json(&schema, d))
-        .unwrap_or_default())
+    let meta: Option<lake_timeline::wire::CleanMetadata> =
+        lake_timeline::wire::read_container(lake_timeline::wire::CLEAN_METADATA_SCHEMA, bytes)?;
+    serde_json::to_value(meta).map_err(|e| e.to_string())
 }
 
 fn retain_point(clean: &serde_json::Value) -> Option<InstantTime> {
