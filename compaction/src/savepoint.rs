@@ -22,13 +22,6 @@ use lake_table::timeline::{Action, Instant, InstantTime, State, Timeline};
 use lake_table::view::FileSystemView;
 use lake_table::{Error, Result, Table};
 
-fn instant_info(i: &Instant) -> wire::InstantInfo {
-    wire::InstantInfo {
-        commit_time: i.time.to_string(),
-        action: i.action.name().to_owned(),
-    }
-}
-
 /// A savepoint as listed.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SavepointInfo {
@@ -319,7 +312,7 @@ pub async fn restore(table: &Table, to: InstantTime) -> Result<RestoreReport> {
     let requested = Instant::new(time, Action::Restore, State::Requested);
     if pending_restore.is_none() {
         let plan = wire::RestorePlan {
-            instants_to_rollback: targets.iter().map(instant_info).collect(),
+            instants_to_rollback: targets.iter().map(wire::InstantInfo::from).collect(),
             version: Some(1),
             savepoint_to_restore_timestamp: Some(to.to_string()),
         };
@@ -423,7 +416,7 @@ pub async fn restore(table: &Table, to: InstantTime) -> Result<RestoreReport> {
         time_taken_in_millis: started.elapsed().as_millis() as i64,
         instants_to_rollback: targets.iter().map(|t| t.time.to_string()).collect(),
         version: Some(1),
-        restore_instant_info: targets.iter().map(instant_info).collect(),
+        restore_instant_info: targets.iter().map(wire::InstantInfo::from).collect(),
         ..Default::default()
     };
     let meta = wire::write_container(wire::restore_metadata_schema(), &meta)

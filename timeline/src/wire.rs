@@ -99,6 +99,15 @@ pub struct InstantInfo {
     pub action: String,
 }
 
+impl From<&crate::Instant> for InstantInfo {
+    fn from(i: &crate::Instant) -> Self {
+        Self {
+            commit_time: i.time.to_string(),
+            action: i.action.name().to_owned(),
+        }
+    }
+}
+
 /// `HoodieRollbackRequest`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -157,7 +157,7 @@ async fn rollback(
             })
             .collect(),
         version: Some(1),
-        instants_rollback: targets.iter().map(instant_info).collect(),
+        instants_rollback: targets.iter().map(wire::InstantInfo::from).collect(),
     };
     let bytes = wire::write_container(wire::rollback_metadata_schema(), &meta)
         .map_err(|e| Error::Corrupt(format!("rollback metadata {time}: {e}")))?;
@@ -286,13 +286,6 @@ async fn written_by(
     })
 }
 
-fn instant_info(i: &Instant) -> wire::InstantInfo {
-    wire::InstantInfo {
-        commit_time: i.time.to_string(),
-        action: i.action.name().to_owned(),
-    }
-}
-
 fn rollback_plan(
     target: Option<&Instant>,
     per_target: &[(Instant, Vec<(String, String)>)],
@@ -308,7 +301,7 @@ fn rollback_plan(
         }
     }
     let plan = wire::RollbackPlan {
-        instant_to_rollback: target.map(instant_info),
+        instant_to_rollback: target.map(wire::InstantInfo::from),
         rollback_requests: Some(
             by_partition
                 .into_iter()
