@@ -8,7 +8,9 @@ use std::sync::Arc;
 use lake_query::{HudiTableProvider, QueryOptions};
 use lake_table::{ReadOptions, Table};
 
-use crate::kit::{hudi_read, hudi_read_as_of, hudi_read_changes, parquet_rows, python, shared};
+use crate::kit::{
+    hudi_read, hudi_read_as_of, hudi_read_changes, lake_ok, parquet_rows, python, shared,
+};
 
 fn unzip(zip: &str, into: &std::path::Path) -> std::path::PathBuf {
     let src = shared().join("fixtures/hudi").join(format!("{zip}.zip"));
@@ -39,11 +41,28 @@ fn unzip(zip: &str, into: &std::path::Path) -> std::path::PathBuf {
     panic!("no table in {zip}");
 }
 
+/// `lake timeline` (and `--archived`) decodes every instant file Hudi wrote — commit metadata,
+/// cleans, rollbacks, clustering, indexing — and lists each completed write with its details.
+async fn timeline_shows_every_write(table: &Table, uri: &str) {
+    let timeline = table.timeline().await.expect("timeline");
+    for args in [vec!["timeline", uri], vec!["timeline", uri, "--archived"]] {
+        let out = lake_ok(&args, &[]);
+        for w in timeline.completed_writes() {
+            let line = out
+                .lines()
+                .find(|l| l.starts_with(&w.time.to_string()))
+                .unwrap_or_else(|| panic!("{args:?}: no line for {w}:\n{out}"));
+            assert!(line.contains(" partitions, "), "{line}");
+        }
+    }
+}
+
 async fn compare(zip: &str) {
     let dir = tempfile::tempdir().expect("tmp");
     let table_dir = unzip(zip, dir.path());
     let uri = format!("file://{}", table_dir.display());
     let table = Table::open(&uri).await.expect("lake opens the fixture");
+    timeline_shows_every_write(&table, &uri).await;
     let (schema, batches) = table
         .read_snapshot(&ReadOptions::default())
         .await
@@ -163,6 +182,7 @@ async fn compare_mor_archived(zip: &str, sort: &str, archived: usize) {
         format!("file://{}", lake_dir.display())
     };
     let table = Table::open(&uri).await.expect("lake opens the fixture");
+    timeline_shows_every_write(&table, &uri).await;
     if archived > 0 {
         let history = lake_table::archive::ArchivedTimeline::load(
             table.storage(),
