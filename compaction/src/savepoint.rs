@@ -97,11 +97,10 @@ pub async fn create_savepoint(
     // An archival lists the timeline after writing its archive file and stops if a savepoint appeared
     // below its cutoff; here the archive is read after the savepoint's first file exists, so one of
     // the two always sees the other.
-    if ArchivedTimeline::exists(storage, layout).await?
-        && ArchivedTimeline::load(storage, layout)
-            .await?
-            .find(target.time)
-            .is_some()
+    if ArchivedTimeline::load(storage, layout)
+        .await?
+        .find(target.time)
+        .is_some()
     {
         let _ = storage
             .delete(&start.timeline.instant_path(&inflight))

@@ -385,9 +385,6 @@ pub async fn last_checkpoint(
         }
     }
     let (storage, layout) = (table.storage(), timeline.layout());
-    if !ArchivedTimeline::exists(storage, layout).await? {
-        return Ok(None);
-    }
     let archived = ArchivedTimeline::load(storage, layout).await?;
     for w in archived
         .completed_writes()

@@ -125,20 +125,15 @@ async fn archived_writes(
     if timeline.layout() == Layout::V1 && first.is_some_and(|f| begin >= f) {
         return Ok(Vec::new());
     }
-    let storage = timeline.storage();
-    if !ArchivedTimeline::exists(storage, timeline.layout())
-        .await
-        .map_err(ext)?
-    {
-        return Ok(Vec::new());
-    }
-    Ok(ArchivedTimeline::load(storage, timeline.layout())
-        .await
-        .map_err(ext)?
-        .completed_writes()
-        .filter(|i| timeline.find(i.time).is_none())
-        .map(|i| (i.time, i.completion.unwrap_or(i.time)))
-        .collect())
+    Ok(
+        ArchivedTimeline::load(timeline.storage(), timeline.layout())
+            .await
+            .map_err(ext)?
+            .completed_writes()
+            .filter(|i| timeline.find(i.time).is_none())
+            .map(|i| (i.time, i.completion.unwrap_or(i.time)))
+            .collect(),
+    )
 }
 
 /// Writes as (requested, completion) times.

@@ -77,26 +77,18 @@ impl CommitMetadata {
             Some(b'{') => return Self::from_json_bytes(bytes).map_err(|e| e.to_string()),
             Some(_) => {}
         }
-        let replace = crate::wire::writer_record_name(bytes)
-            .is_some_and(|n| n.ends_with("HoodieReplaceCommitMetadata"));
-        let wire = if replace {
-            crate::wire::read_container::<crate::wire::ReplaceCommitMetadata>(
-                crate::wire::replace_metadata_schema(),
-                bytes,
-            )?
-        } else {
-            crate::wire::read_container::<crate::wire::CommitMetadata>(
-                crate::wire::COMMIT_METADATA_SCHEMA,
-                bytes,
-            )?
-            .map(|c| crate::wire::ReplaceCommitMetadata {
-                partition_to_write_stats: c.partition_to_write_stats,
-                extra_metadata: c.extra_metadata,
-                version: c.version,
-                operation_type: c.operation_type,
-                partition_to_replace_file_ids: None,
-            })
-        };
+        // Read as replace metadata, resolved against whichever of the two the file holds (commit
+        // metadata then has no replaced file groups).
+        let wire = crate::wire::read_container_by::<crate::wire::ReplaceCommitMetadata>(
+            bytes,
+            |writer| {
+                if writer.ends_with("HoodieReplaceCommitMetadata") {
+                    crate::wire::replace_metadata_schema()
+                } else {
+                    crate::wire::COMMIT_METADATA_SCHEMA
+                }
+            },
+        )?;
         let wire = wire.ok_or("the Avro container holds no record")?;
         Ok(Self::from_wire(wire))
     }

@@ -498,13 +498,26 @@ pub fn read_container<T: DeserializeOwned>(
     reader_schema: &str,
     bytes: &[u8],
 ) -> Result<Option<T>, String> {
+    read_container_by(bytes, |_| reader_schema)
+}
+
+/// [`read_container`] with the reader schema chosen by the full name of the record the file's
+/// writer schema describes (Hudi writes commit and replace metadata under different names).
+pub fn read_container_by<'s, T: DeserializeOwned>(
+    bytes: &[u8],
+    reader_schema: impl FnOnce(&str) -> &'s str,
+) -> Result<Option<T>, String> {
     if bytes.is_empty() {
         return Ok(None);
     }
     // Bounded first: a file whose counts or lengths its bytes cannot hold is refused here.
-    crate::avro::read_container(bytes)?;
+    let (writer_json, _) = crate::avro::read_container(bytes)?;
+    let writer_name = serde_json::from_str::<serde_json::Value>(&writer_json)
+        .ok()
+        .and_then(|v| v.get("name").and_then(|n| n.as_str()).map(str::to_owned))
+        .unwrap_or_default();
     apache_avro::util::max_allocation_bytes(MAX_ALLOCATION);
-    let reader_schema = schema(reader_schema)?;
+    let reader_schema = schema(reader_schema(&writer_name))?;
     let reader = Reader::builder(bytes)
         .reader_schema(&reader_schema)
         .build()
@@ -516,13 +529,6 @@ pub fn read_container<T: DeserializeOwned>(
     apache_avro::from_value::<T>(&value)
         .map(Some)
         .map_err(|e| format!("not a {}: {e}", record_name(&reader_schema)))
-}
-
-/// The full name of the record the writer schema of a container describes (`None` if unreadable).
-pub fn writer_record_name(bytes: &[u8]) -> Option<String> {
-    let (schema, _) = crate::avro::read_container(bytes).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&schema).ok()?;
-    v.get("name")?.as_str().map(str::to_owned)
 }
 
 /// One datum (no container), as Hudi's log blocks hold records.
@@ -681,10 +687,13 @@ mod tests {
             .expect("read")
             .expect("record");
         assert_eq!(back, commit);
-        assert_eq!(
-            writer_record_name(&bytes).as_deref(),
-            Some("HoodieCommitMetadata")
-        );
+        let mut writer = String::new();
+        let _: Option<CommitMetadata> = read_container_by(&bytes, |w| {
+            writer = w.to_owned();
+            COMMIT_METADATA_SCHEMA
+        })
+        .expect("read");
+        assert_eq!(writer, "HoodieCommitMetadata");
         let plan = CleanerPlan {
             policy: "KEEP_LATEST_COMMITS".into(),
             version: Some(2),

@@ -5,8 +5,8 @@
 //! action: requested and completion time, action, and the raw bytes of its completed file and plan.
 //!
 //! `_version_` is rewritten delete-then-create, so a missing or unreadable one falls back to the
-//! highest manifest; compaction may leave an instant in two files, so rows are de-duplicated by
-//! instant time.
+//! highest manifest; compaction may leave an instant in two files, so the archived timeline
+//! de-duplicates rows by instant time.
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::DataType;
@@ -63,8 +63,8 @@ async fn latest_version(storage: &Storage) -> Result<Option<u64>> {
         .max())
 }
 
-/// Every archived action in the history, oldest first, one per instant time.
-pub async fn load(storage: &Storage) -> Result<Vec<Row>> {
+/// The root-relative paths of the history files the latest manifest lists.
+pub async fn files(storage: &Storage) -> Result<Vec<String>> {
     let Some(version) = latest_version(storage).await? else {
         return Ok(Vec::new());
     };
@@ -85,16 +85,11 @@ pub async fn load(storage: &Storage) -> Result<Vec<Row>> {
             ))
         })?
     };
-    let mut rows: Vec<Row> = Vec::new();
-    for f in manifest.files {
-        let rel = format!("{HISTORY_DIR}/{}", f.file_name);
-        let bytes = storage.get(&rel).await?;
-        rows.extend(read_file(&storage.display(&rel), bytes)?);
-    }
-    // Stable: the first file listed keeps an instant found twice.
-    rows.sort_by_key(|r| r.time);
-    rows.dedup_by_key(|r| r.time);
-    Ok(rows)
+    Ok(manifest
+        .files
+        .into_iter()
+        .map(|f| format!("{HISTORY_DIR}/{}", f.file_name))
+        .collect())
 }
 
 /// Reads the rows of one history Parquet file (`path` names it in errors).

@@ -6,7 +6,7 @@
 //! Hudi — but time travel and incremental reads whose range starts before the active timeline do,
 //! and so do `lake timeline --archived` and a checkpoint recorded only by archived commits. An
 //! instant can be both archived and active after an archival that was interrupted; the active copy
-//! wins.
+//! wins. Decoded archive files are kept per process (they never change once written).
 
 pub mod lsm;
 pub mod v1;
@@ -70,31 +70,12 @@ impl ArchivedTimeline {
     pub async fn load(storage: &Storage, layout: Layout) -> Result<Self> {
         let mut instants = match layout {
             Layout::V1 => load_v1(storage).await?,
-            Layout::V2 => lsm::load(storage)
-                .await?
-                .into_iter()
-                .map(|r| ArchivedInstant {
-                    time: r.time,
-                    action: Action::from_name(&r.action),
-                    action_name: r.action,
-                    completion: r.completion,
-                    details: r.metadata.map_or(Details::None, Details::Avro),
-                })
-                .collect(),
+            Layout::V2 => load_v2(storage).await?,
         };
+        // Stable: the first file listed keeps an instant found twice.
         instants.sort_by_key(|i| i.time);
         instants.dedup_by_key(|i| i.time);
         Ok(Self { instants })
-    }
-
-    /// Whether the table has an archived timeline with content (a cheap listing).
-    pub async fn exists(storage: &Storage, layout: Layout) -> Result<bool> {
-        let dir = match layout {
-            Layout::V1 => v1::ARCHIVE_DIR,
-            Layout::V2 => lsm::HISTORY_DIR,
-        };
-        let (files, _) = storage.list_dir(dir).await?;
-        Ok(files.iter().any(|f| f.size > 0))
     }
 
     /// Every archived completed instant, oldest first.
@@ -118,16 +99,24 @@ impl ArchivedTimeline {
 
 async fn load_v1(storage: &Storage) -> Result<Vec<ArchivedInstant>> {
     let (files, _) = storage.list_dir(v1::ARCHIVE_DIR).await?;
-    let mut names: Vec<(u64, String)> = files
+    let mut names: Vec<(u64, String, u64)> = files
         .iter()
-        .filter_map(|m| m.location.filename())
-        .filter_map(|n| v1::file_version(n).map(|v| (v, n.to_owned())))
+        .filter_map(|m| {
+            let n = m.location.filename()?;
+            v1::file_version(n).map(|v| (v, n.to_owned(), m.size))
+        })
         .collect();
     names.sort();
     let mut out = Vec::new();
-    for (_, name) in names {
+    for (_, name, size) in names {
         let rel = format!("{}/{name}", v1::ARCHIVE_DIR);
+        let key = format!("{}#{size}", storage.display(&rel));
+        if let Some(hit) = cached(&key) {
+            out.extend(hit.iter().cloned());
+            continue;
+        }
         let bytes = storage.get(&rel).await?;
+        let mut decoded = Vec::new();
         for e in v1::decode(&storage.display(&rel), &bytes)? {
             if e.state != State::Completed {
                 continue;
@@ -137,7 +126,7 @@ async fn load_v1(storage: &Storage) -> Result<Vec<ArchivedInstant>> {
                 Some((_, v)) => Details::Json(v),
                 None => Details::None,
             };
-            out.push(ArchivedInstant {
+            decoded.push(ArchivedInstant {
                 time: e.time,
                 action,
                 action_name: e.action,
@@ -145,8 +134,59 @@ async fn load_v1(storage: &Storage) -> Result<Vec<ArchivedInstant>> {
                 details,
             });
         }
+        remember(key, &decoded);
+        out.extend(decoded);
     }
     Ok(out)
+}
+
+async fn load_v2(storage: &Storage) -> Result<Vec<ArchivedInstant>> {
+    let mut out = Vec::new();
+    for rel in lsm::files(storage).await? {
+        let key = storage.display(&rel);
+        if let Some(hit) = cached(&key) {
+            out.extend(hit.iter().cloned());
+            continue;
+        }
+        let rows = lsm::read_file(&key, storage.get(&rel).await?)?;
+        let decoded: Vec<ArchivedInstant> = rows
+            .into_iter()
+            .map(|r| ArchivedInstant {
+                time: r.time,
+                action: Action::from_name(&r.action),
+                action_name: r.action,
+                completion: r.completion,
+                details: r.metadata.map_or(Details::None, Details::Avro),
+            })
+            .collect();
+        remember(key, &decoded);
+        out.extend(decoded);
+    }
+    Ok(out)
+}
+
+type FileCache =
+    std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<Vec<ArchivedInstant>>>>;
+
+/// Decoded archive files, by path and size: archive files are written once and never change, so
+/// the reads that consult the archive (time travel, incremental ranges, the cleaner's retained
+/// point) decode each file once per process.
+fn file_cache() -> &'static FileCache {
+    static CACHE: std::sync::OnceLock<FileCache> = std::sync::OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+fn cached(key: &str) -> Option<std::sync::Arc<Vec<ArchivedInstant>>> {
+    file_cache().lock().ok()?.get(key).cloned()
+}
+
+fn remember(key: String, instants: &[ArchivedInstant]) {
+    if let Ok(mut c) = file_cache().lock() {
+        if c.len() >= 1024 {
+            c.clear();
+        }
+        c.insert(key, std::sync::Arc::new(instants.to_vec()));
+    }
 }
 
 /// An archived instant's metadata that does not decode, as an error naming the instant.

@@ -412,44 +412,38 @@ pub async fn earliest_retained(timeline: &Timeline) -> Result<Option<InstantTime
         let Some(bytes) = timeline.storage().get_opt(&path).await? else {
             continue;
         };
-        let json = clean_json(&bytes).map_err(|reason| lake_timeline::Error::Metadata {
-            path: timeline.storage().display(&path),
-            reason,
-        })?;
-        earliest = earliest.max(retain_point(&json));
+        let point =
+            clean_retain_point(&bytes).map_err(|reason| lake_timeline::Error::Metadata {
+                path: timeline.storage().display(&path),
+                reason,
+            })?;
+        earliest = earliest.max(point);
     }
     // A clean the archive holds may have retained more (a policy that kept fewer commits then).
-    let storage = timeline.storage();
-    if ArchivedTimeline::exists(storage, timeline.layout()).await? {
-        let archived = ArchivedTimeline::load(storage, timeline.layout()).await?;
-        for c in archived
-            .instants()
-            .iter()
-            .filter(|i| i.action == Some(Action::Clean))
-        {
-            let json = match &c.details {
-                Details::None => continue,
-                Details::Json(v) => v.clone(),
-                Details::Avro(b) => clean_json(b).map_err(|r| archive::bad_details(c, r))?,
-            };
-            earliest = earliest.max(retain_point(&json));
-        }
+    let archived = ArchivedTimeline::load(timeline.storage(), timeline.layout()).await?;
+    for c in archived
+        .instants()
+        .iter()
+        .filter(|i| i.action == Some(Action::Clean))
+    {
+        let point = match &c.details {
+            Details::None => None,
+            Details::Json(v) => v
+                .get("earliestCommitToRetain")
+                .and_then(|v| v.as_str())
+                .and_then(|v| v.parse().ok()),
+            Details::Avro(b) => clean_retain_point(b).map_err(|r| archive::bad_details(c, r))?,
+        };
+        earliest = earliest.max(point);
     }
     Ok(earliest)
 }
 
-/// A clean's metadata (an Avro container) as JSON (Hudi's field names); an empty file is `null`.
-fn clean_json(bytes: &[u8]) -> std::result::Result<serde_json::Value, String> {
+/// The `earliestCommitToRetain` of a clean's metadata (an Avro container; `None` when empty).
+fn clean_retain_point(bytes: &[u8]) -> std::result::Result<Option<InstantTime>, String> {
     let meta: Option<lake_timeline::wire::CleanMetadata> =
         lake_timeline::wire::read_container(lake_timeline::wire::CLEAN_METADATA_SCHEMA, bytes)?;
-    serde_json::to_value(meta).map_err(|e| e.to_string())
-}
-
-fn retain_point(clean: &serde_json::Value) -> Option<InstantTime> {
-    clean
-        .get("earliestCommitToRetain")
-        .and_then(|v| v.as_str())
-        .and_then(|v| v.parse().ok())
+    Ok(meta.and_then(|m| m.earliest_commit_to_retain.parse().ok()))
 }
 
 /// Refuses a read (or a savepoint) as of an instant whose file slices the cleaner has removed,
@@ -481,15 +475,11 @@ async fn check_on_timeline(timeline: &Timeline, as_of: InstantTime) -> Result<()
         return Ok(());
     }
     let storage = timeline.storage();
-    let first_archived = if ArchivedTimeline::exists(storage, timeline.layout()).await? {
-        ArchivedTimeline::load(storage, timeline.layout())
-            .await?
-            .completed_writes()
-            .next()
-            .map(|i| i.time)
-    } else {
-        None
-    };
+    let first_archived = ArchivedTimeline::load(storage, timeline.layout())
+        .await?
+        .completed_writes()
+        .next()
+        .map(|i| i.time);
     let Some(first) = first_archived.or(first_active) else {
         return Ok(());
     };
