@@ -7,10 +7,11 @@
 
 use std::sync::Arc;
 
+use arrow::array::builder::NullBufferBuilder;
 use arrow::array::{
-    Array, ArrayRef, AsArray, BinaryBuilder, BooleanBuilder, Decimal128Builder, Float32Builder,
-    Float64Builder, Int32Builder, Int64Builder, ListArray, NullArray, RecordBatch, StringBuilder,
-    StructArray,
+    Array, ArrayRef, AsArray, BinaryArray, BooleanBuilder, Decimal128Builder, Float32Builder,
+    Float64Builder, Int32Builder, Int64Builder, ListArray, NullArray, RecordBatch, StringArray,
+    StringBuilder, StructArray,
 };
 use arrow::buffer::{NullBuffer, OffsetBuffer};
 use arrow::compute::cast;
@@ -191,6 +192,62 @@ pub fn encode_data_block(batch: &RecordBatch) -> Result<Vec<u8>> {
 // ---------------------------------------------------------------------------------------------
 // Decoding
 
+/// Variable-width values of one column: bytes laid end to end, Arrow offsets and validity.
+/// Strings are checked for UTF-8 once per column when the array is built, not per value.
+struct ByteCol {
+    values: Vec<u8>,
+    offsets: Vec<i32>,
+    nulls: NullBufferBuilder,
+}
+
+impl ByteCol {
+    fn new(rows: usize) -> Self {
+        let mut offsets = Vec::with_capacity(rows + 1);
+        offsets.push(0);
+        ByteCol {
+            values: Vec::with_capacity(rows * 8),
+            offsets,
+            nulls: NullBufferBuilder::new(rows),
+        }
+    }
+
+    fn push(&mut self, v: &[u8]) -> Result<()> {
+        self.values.extend_from_slice(v);
+        let end = i32::try_from(self.values.len())
+            .map_err(|_| block_err("Avro column over 2 GiB in one block"))?;
+        self.offsets.push(end);
+        self.nulls.append_non_null();
+        Ok(())
+    }
+
+    fn push_null(&mut self) {
+        let last = self.offsets.last().copied().unwrap_or(0);
+        self.offsets.push(last);
+        self.nulls.append_null();
+    }
+
+    fn finish_utf8(mut self) -> Result<ArrayRef> {
+        let nulls = self.nulls.finish();
+        Ok(Arc::new(
+            StringArray::try_new(
+                OffsetBuffer::new(self.offsets.into()),
+                self.values.into(),
+                nulls,
+            )
+            .map_err(|_| block_err("Avro string is not UTF-8"))?,
+        ))
+    }
+
+    fn finish_binary(mut self) -> Result<ArrayRef> {
+        let nulls = self.nulls.finish();
+        Ok(Arc::new(BinaryArray::try_new(
+            OffsetBuffer::new(self.offsets.into()),
+            self.values.into(),
+            nulls,
+        )?))
+    }
+}
+
 enum Dec {
     Null(usize),
     Bool(BooleanBuilder),
@@ -198,9 +255,9 @@ enum Dec {
     Long(Int64Builder),
     Float(Float32Builder),
     Double(Float64Builder),
-    Str(StringBuilder),
-    Bytes(BinaryBuilder),
-    Fixed(usize, BinaryBuilder),
+    Str(ByteCol),
+    Bytes(ByteCol),
+    Fixed(usize, ByteCol),
     Enum(Vec<String>, StringBuilder),
     Decimal {
         fixed: Option<usize>,
@@ -222,7 +279,9 @@ enum Dec {
     },
 }
 
-fn dec_for(avro: &AvroSchema, arrow: &DataType) -> Result<Dec> {
+/// The decoder of one value position; `rows` sizes its buffers (the block's record count at the
+/// top level, 0 inside lists, whose item count is unknown).
+fn dec_for(avro: &AvroSchema, arrow: &DataType, rows: usize) -> Result<Dec> {
     Ok(match avro {
         AvroSchema::Union(branches) => {
             let null_branch = branches.iter().position(|b| *b == AvroSchema::Null);
@@ -233,20 +292,20 @@ fn dec_for(avro: &AvroSchema, arrow: &DataType) -> Result<Dec> {
             match (null_branch, others.as_slice()) {
                 (Some(n), [one]) => Dec::Nullable {
                     null_branch: n as u32,
-                    inner: Box::new(dec_for(one, arrow)?),
+                    inner: Box::new(dec_for(one, arrow, rows)?),
                 },
-                (_, [one]) => dec_for(one, arrow)?,
+                (_, [one]) => dec_for(one, arrow, rows)?,
                 (Some(_), []) => Dec::Null(0),
                 _ => return Err(block_err("Avro unions of several types are not supported")),
             }
         }
         AvroSchema::Null => Dec::Null(0),
-        AvroSchema::Boolean => Dec::Bool(BooleanBuilder::new()),
-        AvroSchema::Int => Dec::Int(Int32Builder::new()),
-        AvroSchema::Long => Dec::Long(Int64Builder::new()),
-        AvroSchema::Float => Dec::Float(Float32Builder::new()),
-        AvroSchema::Double => Dec::Double(Float64Builder::new()),
-        AvroSchema::String => Dec::Str(StringBuilder::new()),
+        AvroSchema::Boolean => Dec::Bool(BooleanBuilder::with_capacity(rows)),
+        AvroSchema::Int => Dec::Int(Int32Builder::with_capacity(rows)),
+        AvroSchema::Long => Dec::Long(Int64Builder::with_capacity(rows)),
+        AvroSchema::Float => Dec::Float(Float32Builder::with_capacity(rows)),
+        AvroSchema::Double => Dec::Double(Float64Builder::with_capacity(rows)),
+        AvroSchema::String => Dec::Str(ByteCol::new(rows)),
         AvroSchema::Bytes | AvroSchema::Fixed(_) => {
             let fixed = match avro {
                 AvroSchema::Fixed(n) => Some(*n),
@@ -255,11 +314,12 @@ fn dec_for(avro: &AvroSchema, arrow: &DataType) -> Result<Dec> {
             match arrow {
                 DataType::Decimal128(p, s) => Dec::Decimal {
                     fixed,
-                    builder: Decimal128Builder::new().with_precision_and_scale(*p, *s)?,
+                    builder: Decimal128Builder::with_capacity(rows)
+                        .with_precision_and_scale(*p, *s)?,
                 },
                 _ => match fixed {
-                    Some(n) => Dec::Fixed(n, BinaryBuilder::new()),
-                    None => Dec::Bytes(BinaryBuilder::new()),
+                    Some(n) => Dec::Fixed(n, ByteCol::new(rows)),
+                    None => Dec::Bytes(ByteCol::new(rows)),
                 },
             }
         }
@@ -272,7 +332,7 @@ fn dec_for(avro: &AvroSchema, arrow: &DataType) -> Result<Dec> {
             Dec::List {
                 offsets: vec![0],
                 validity: Vec::new(),
-                item: Box::new(dec_for(items, &item_type)?),
+                item: Box::new(dec_for(items, &item_type, 0)?),
             }
         }
         AvroSchema::Record { fields, .. } => {
@@ -285,7 +345,7 @@ fn dec_for(avro: &AvroSchema, arrow: &DataType) -> Result<Dec> {
                 children: fields
                     .iter()
                     .zip(arrow_fields.iter())
-                    .map(|((_, s), f)| dec_for(s, f.data_type()))
+                    .map(|((_, s), f)| dec_for(s, f.data_type(), rows))
                     .collect::<Result<_>>()?,
             }
         }
@@ -320,9 +380,21 @@ fn check_version(buf: &mut &[u8], what: &str) -> Result<()> {
     Ok(())
 }
 
+/// An Avro `long` (zig-zag varint), with a fast path for the one-byte values most lengths,
+/// union branches and small numbers are.
+#[inline]
+fn read_long(buf: &mut &[u8]) -> Result<i64> {
+    if let Some((&b, rest)) = buf.split_first()
+        && b < 0x80
+    {
+        *buf = rest;
+        return Ok(i64::from(b >> 1) ^ -i64::from(b & 1));
+    }
+    codec::read_long(buf).map_err(block_err)
+}
+
 fn read_len(buf: &mut &[u8]) -> Result<usize> {
-    usize::try_from(codec::read_long(buf).map_err(block_err)?)
-        .map_err(|_| block_err("negative Avro length"))
+    usize::try_from(read_long(buf)?).map_err(|_| block_err("negative Avro length"))
 }
 
 fn decimal_from_be(b: &[u8]) -> Result<i128> {
@@ -340,15 +412,26 @@ fn decimal_from_be(b: &[u8]) -> Result<i128> {
 }
 
 impl Dec {
+    /// Reads one value; a `["null", T]` union's branch is read here and `T` decoded in the same
+    /// call (no nested call per nullable value, which most columns are).
     fn read(&mut self, buf: &mut &[u8]) -> Result<()> {
-        match self {
+        let dec = match self {
+            Dec::Nullable { null_branch, inner } => {
+                if read_long(buf)? == i64::from(*null_branch) {
+                    inner.push_null();
+                    return Ok(());
+                }
+                inner.as_mut()
+            }
+            other => other,
+        };
+        match dec {
             Dec::Null(n) => *n += 1,
             Dec::Bool(b) => b.append_value(take(buf, 1)?[0] != 0),
             Dec::Int(b) => b.append_value(
-                i32::try_from(codec::read_long(buf).map_err(block_err)?)
-                    .map_err(|_| block_err("Avro int out of range"))?,
+                i32::try_from(read_long(buf)?).map_err(|_| block_err("Avro int out of range"))?,
             ),
-            Dec::Long(b) => b.append_value(codec::read_long(buf).map_err(block_err)?),
+            Dec::Long(b) => b.append_value(read_long(buf)?),
             Dec::Float(b) => {
                 let v = take(buf, 4)?;
                 b.append_value(f32::from_le_bytes([v[0], v[1], v[2], v[3]]))
@@ -359,17 +442,11 @@ impl Dec {
                 a.copy_from_slice(v);
                 b.append_value(f64::from_le_bytes(a))
             }
-            Dec::Str(b) => {
+            Dec::Str(c) | Dec::Bytes(c) => {
                 let n = read_len(buf)?;
-                let s = std::str::from_utf8(take(buf, n)?)
-                    .map_err(|_| block_err("Avro string is not UTF-8"))?;
-                b.append_value(s)
+                c.push(take(buf, n)?)?
             }
-            Dec::Bytes(b) => {
-                let n = read_len(buf)?;
-                b.append_value(take(buf, n)?)
-            }
-            Dec::Fixed(n, b) => b.append_value(take(buf, *n)?),
+            Dec::Fixed(n, c) => c.push(take(buf, *n)?)?,
             Dec::Enum(symbols, b) => {
                 let i = read_len(buf)?;
                 b.append_value(
@@ -392,7 +469,7 @@ impl Dec {
             } => {
                 let mut count = 0i64;
                 loop {
-                    let mut n = codec::read_long(buf).map_err(block_err)?;
+                    let mut n = read_long(buf)?;
                     if n == 0 {
                         break;
                     }
@@ -400,7 +477,7 @@ impl Dec {
                         n = n
                             .checked_neg()
                             .ok_or_else(|| block_err("bad Avro array block count"))?;
-                        codec::read_long(buf).map_err(block_err)?;
+                        read_long(buf)?;
                     }
                     if n > buf.len() as i64 + 1 {
                         return Err(block_err(format!(
@@ -427,14 +504,8 @@ impl Dec {
                 }
                 validity.push(true);
             }
-            Dec::Nullable { null_branch, inner } => {
-                let branch = codec::read_long(buf).map_err(block_err)?;
-                if branch == i64::from(*null_branch) {
-                    inner.push_null();
-                } else {
-                    inner.read(buf)?;
-                }
-            }
+            // A union directly inside a union is not valid Avro; the parser never builds one.
+            Dec::Nullable { inner, .. } => inner.read(buf)?,
         }
         Ok(())
     }
@@ -447,8 +518,8 @@ impl Dec {
             Dec::Long(b) => b.append_null(),
             Dec::Float(b) => b.append_null(),
             Dec::Double(b) => b.append_null(),
-            Dec::Str(b) | Dec::Enum(_, b) => b.append_null(),
-            Dec::Bytes(b) | Dec::Fixed(_, b) => b.append_null(),
+            Dec::Enum(_, b) => b.append_null(),
+            Dec::Str(c) | Dec::Bytes(c) | Dec::Fixed(_, c) => c.push_null(),
             Dec::Decimal { builder, .. } => builder.append_null(),
             Dec::List {
                 offsets, validity, ..
@@ -473,8 +544,9 @@ impl Dec {
             Dec::Long(mut b) => Arc::new(b.finish()),
             Dec::Float(mut b) => Arc::new(b.finish()),
             Dec::Double(mut b) => Arc::new(b.finish()),
-            Dec::Str(mut b) | Dec::Enum(_, mut b) => Arc::new(b.finish()),
-            Dec::Bytes(mut b) | Dec::Fixed(_, mut b) => Arc::new(b.finish()),
+            Dec::Enum(_, mut b) => Arc::new(b.finish()),
+            Dec::Str(c) => c.finish_utf8()?,
+            Dec::Bytes(c) | Dec::Fixed(_, c) => c.finish_binary()?,
             Dec::Decimal { mut builder, .. } => Arc::new(builder.finish()),
             Dec::List {
                 offsets,
@@ -529,14 +601,16 @@ pub fn decode_data_block(schema_json: &str, content: &[u8]) -> Result<RecordBatc
         return Err(block_err("the block schema is not a record"));
     };
     let arrow = arrow_schema_from_avro(schema_json)?;
-    let mut decs = fields
-        .iter()
-        .zip(arrow.fields())
-        .map(|((_, s), f)| dec_for(s, f.data_type()))
-        .collect::<Result<Vec<_>>>()?;
     let mut buf = content;
     check_version(&mut buf, "Avro data block")?;
     let count = read_i32(&mut buf)?;
+    // Every record takes at least its 4-byte length, which bounds what a corrupt count reserves.
+    let rows = usize::try_from(count).unwrap_or(0).min(buf.len() / 4);
+    let mut decs = fields
+        .iter()
+        .zip(arrow.fields())
+        .map(|((_, s), f)| dec_for(s, f.data_type(), rows))
+        .collect::<Result<Vec<_>>>()?;
     for i in 0..count.max(0) {
         let len = read_i32(&mut buf)?;
         let mut rec = take(&mut buf, usize::try_from(len).unwrap_or(0))?;
@@ -878,6 +952,38 @@ mod tests {
                 f.name()
             );
         }
+    }
+
+    #[test]
+    fn data_block_rejects_strings_that_are_not_utf8() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(vec![1, 2])),
+                Arc::new(StringArray::from(vec![Some("ab"), Some("cd")])),
+            ],
+        )
+        .expect("batch");
+        let json = avro_schema_json(&schema, "t").expect("schema");
+        let mut content = encode_data_block(&batch).expect("encode");
+        let at = content.len() - 1;
+        assert_eq!(content[at], b'd');
+        content[at] = 0xff;
+        let err = decode_data_block(&json, &content).expect_err("bad UTF-8");
+        assert!(err.to_string().contains("not UTF-8"), "{err}");
+        // Half of a two-byte character at the end of one value and the other half at the start of
+        // the next: the column's bytes are valid UTF-8 end to end, each value is not.
+        let mut content = encode_data_block(&batch).expect("encode");
+        let (first, second) = (content.len() - 10, content.len() - 2);
+        assert_eq!((content[first], content[second]), (b'b', b'c'));
+        content[first] = 0xc3;
+        content[second] = 0xbc;
+        let err = decode_data_block(&json, &content).expect_err("split character");
+        assert!(err.to_string().contains("not UTF-8"), "{err}");
     }
 
     #[test]
