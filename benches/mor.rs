@@ -121,4 +121,12 @@ async fn main() {
         ro.as_secs_f64() * 1e3,
         snap.as_secs_f64() / ro.as_secs_f64()
     );
+    // For profiling: `LAKE_BENCH_REPEAT_SNAPSHOT=200 perf record ...` makes the merge dominate.
+    let repeat: usize = std::env::var("LAKE_BENCH_REPEAT_SNAPSHOT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    for _ in 0..repeat {
+        best_of(&ctx, &sql("snap")).await;
+    }
 }

@@ -18,6 +18,7 @@ use datafusion::physical_plan::{
 };
 use futures::{StreamExt, TryStreamExt};
 use lake_table::Table;
+use lake_table::merge::SliceMerge;
 use lake_table::timeline::{InstantTime, Timeline};
 use lake_table::view::FileSlice;
 
@@ -143,33 +144,34 @@ impl ExecutionPlan for MergeOnReadExec {
         let as_of = self.as_of;
         let out_schema = self.properties.eq_properties.schema().clone();
         let adapter_schema = out_schema.clone();
+        let plan = match SliceMerge::new(table.config(), &schema, projection.as_deref()) {
+            Ok(p) => Arc::new(p),
+            Err(e) => return Err(external(e)),
+        };
+        // The next slice's files are fetched while this one merges (two slices in memory per
+        // partition); only the projected, key and ordering columns are decoded.
         let stream = futures::stream::iter(slices)
-            .then(move |slice| {
-                let (table, timeline, schema, projection, out) = (
+            .map(move |slice| {
+                let (table, timeline, plan, out) = (
                     table.clone(),
                     timeline.clone(),
-                    schema.clone(),
-                    projection.clone(),
+                    plan.clone(),
                     out_schema.clone(),
                 );
                 async move {
-                    let batches = table
-                        .read_merged_slice(&timeline, &slice, &schema, as_of)
-                        .await
-                        .map_err(|e| DataFusionError::External(Box::new(e)))?;
-                    batches
-                        .into_iter()
-                        .map(|b| {
-                            let b = match &projection {
-                                Some(p) => b.project(p)?,
-                                None => b,
-                            };
-                            lake_table::schema::align_batch(&b, &out)
-                                .map_err(|e| DataFusionError::External(Box::new(e)))
-                        })
-                        .collect::<Result<Vec<_>>>()
+                    let bytes = plan.fetch(&table, &slice).await.map_err(external)?;
+                    tokio::task::spawn_blocking(move || {
+                        plan.merge(bytes, &timeline, as_of)
+                            .map_err(external)?
+                            .into_iter()
+                            .map(|b| lake_table::schema::align_batch(&b, &out).map_err(external))
+                            .collect::<Result<Vec<_>>>()
+                    })
+                    .await
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?
                 }
             })
+            .buffered(2)
             .map_ok(|batches| futures::stream::iter(batches.into_iter().map(Ok)))
             .try_flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(
@@ -177,4 +179,8 @@ impl ExecutionPlan for MergeOnReadExec {
             stream,
         )))
     }
+}
+
+fn external(e: lake_table::Error) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
 }

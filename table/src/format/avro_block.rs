@@ -17,7 +17,7 @@ use arrow::buffer::{NullBuffer, OffsetBuffer};
 use arrow::compute::cast;
 use arrow::datatypes::{
     DataType, Date32Type, Decimal128Type, Field, Fields, Float32Type, Float64Type, Int32Type,
-    Int64Type, Schema, SchemaRef, TimeUnit,
+    Int64Type, Schema, TimeUnit,
 };
 use lake_timeline::avro::{self as codec, Datum, Schema as AvroSchema};
 
@@ -468,6 +468,7 @@ impl Dec {
                 item,
             } => {
                 let mut count = 0i64;
+                let room = buf.len() as i64 + 1;
                 loop {
                     let mut n = read_long(buf)?;
                     if n == 0 {
@@ -479,10 +480,13 @@ impl Dec {
                             .ok_or_else(|| block_err("bad Avro array block count"))?;
                         read_long(buf)?;
                     }
-                    if n > buf.len() as i64 + 1 {
+                    // Items take a byte or more each, except zero-width ones (`null`), which could
+                    // otherwise make a few bytes cost billions of steps: the whole array may hold
+                    // no more items than it had bytes.
+                    if n > room - count {
                         return Err(block_err(format!(
-                            "Avro array block of {n} items in {} bytes",
-                            buf.len()
+                            "Avro array of {} items in {room} bytes",
+                            count.saturating_add(n)
                         )));
                     }
                     for _ in 0..n {
@@ -596,51 +600,210 @@ impl Dec {
 
 /// Decodes the content of an Avro data block written with `schema_json` into one record batch.
 pub fn decode_data_block(schema_json: &str, content: &[u8]) -> Result<RecordBatch> {
+    decode_data_block_columns(schema_json, content, None)
+}
+
+/// Decodes the named top-level `columns` of a data block (all with `None`), in the block schema's
+/// order; names the block does not have are left out. Fields before the last wanted one are
+/// skipped over without being built; fields after it are not looked at (records are
+/// length-prefixed).
+pub fn decode_data_block_columns(
+    schema_json: &str,
+    content: &[u8],
+    columns: Option<&[&str]>,
+) -> Result<RecordBatch> {
     let avro = AvroSchema::parse(schema_json).map_err(block_err)?;
     let AvroSchema::Record { fields, .. } = &avro else {
         return Err(block_err("the block schema is not a record"));
     };
     let arrow = arrow_schema_from_avro(schema_json)?;
+    let wanted: Vec<bool> = fields
+        .iter()
+        .map(|(name, _)| columns.is_none_or(|c| c.contains(&name.as_str())))
+        .collect();
+    let used = wanted.iter().rposition(|w| *w).map_or(0, |i| i + 1);
     let mut buf = content;
     check_version(&mut buf, "Avro data block")?;
     let count = read_i32(&mut buf)?;
     // Every record takes at least its 4-byte length, which bounds what a corrupt count reserves.
     let rows = usize::try_from(count).unwrap_or(0).min(buf.len() / 4);
-    let mut decs = fields
+    let mut decs = fields[..used]
         .iter()
         .zip(arrow.fields())
-        .map(|((_, s), f)| dec_for(s, f.data_type(), rows))
+        .zip(&wanted)
+        .map(|(((_, s), f), w)| match w {
+            true => dec_for(s, f.data_type(), rows).map(FieldOp::Decode),
+            false => Ok(FieldOp::Skip(Skip::of(s))),
+        })
         .collect::<Result<Vec<_>>>()?;
     for i in 0..count.max(0) {
         let len = read_i32(&mut buf)?;
         let mut rec = take(&mut buf, usize::try_from(len).unwrap_or(0))?;
         for d in decs.iter_mut() {
-            d.read(&mut rec)
-                .map_err(|e| block_err(format!("record {i}: {e}")))?;
+            match d {
+                FieldOp::Decode(d) => d.read(&mut rec),
+                FieldOp::Skip(s) => s.run(&mut rec),
+            }
+            .map_err(|e| block_err(format!("record {i}: {e}")))?;
         }
     }
-    let columns = decs
-        .into_iter()
-        .zip(arrow.fields())
-        .map(|(d, f)| d.finish(f.data_type()))
-        .collect::<Result<Vec<_>>>()?;
-    let schema: SchemaRef = Arc::new(Schema::new(
-        arrow
-            .fields()
-            .iter()
-            .zip(&columns)
-            .map(|(f, c)| {
-                let f: &Field = f;
-                f.clone()
-                    .with_nullable(f.is_nullable() || c.null_count() > 0)
-            })
-            .collect::<Vec<_>>(),
-    ));
+    let mut out_fields = Vec::new();
+    let mut out_columns = Vec::new();
+    for (d, f) in decs.into_iter().zip(arrow.fields()) {
+        let FieldOp::Decode(d) = d else { continue };
+        let c = d.finish(f.data_type())?;
+        let f: &Field = f;
+        out_fields.push(
+            f.clone()
+                .with_nullable(f.is_nullable() || c.null_count() > 0),
+        );
+        out_columns.push(c);
+    }
     Ok(RecordBatch::try_new_with_options(
-        schema,
-        columns,
+        Arc::new(Schema::new(out_fields)),
+        out_columns,
         &arrow::array::RecordBatchOptions::new().with_row_count(Some(count.max(0) as usize)),
     )?)
+}
+
+/// A top-level field of a data block: decoded into a column, or skipped over.
+enum FieldOp {
+    Decode(Dec),
+    Skip(Skip),
+}
+
+/// How to move past a value without building it; the common shapes (scalars, strings and their
+/// `["null", T]` unions) without walking the schema.
+enum Skip {
+    /// A value of this many bytes (boolean, float, double, fixed).
+    Bytes(usize),
+    /// A varint (int, long, enum index).
+    Varint,
+    /// A length-prefixed value (string, bytes).
+    Sized,
+    /// `["null", T]`: the branch, then `T` unless the branch is `null`.
+    Nullable(i64, Box<Skip>),
+    /// Anything else, by its schema.
+    Schema(AvroSchema),
+}
+
+impl Skip {
+    fn of(schema: &AvroSchema) -> Skip {
+        match schema {
+            AvroSchema::Null => Skip::Bytes(0),
+            AvroSchema::Boolean => Skip::Bytes(1),
+            AvroSchema::Float => Skip::Bytes(4),
+            AvroSchema::Double => Skip::Bytes(8),
+            AvroSchema::Fixed(n) => Skip::Bytes(*n),
+            AvroSchema::Int | AvroSchema::Long | AvroSchema::Enum(_) => Skip::Varint,
+            AvroSchema::String | AvroSchema::Bytes => Skip::Sized,
+            AvroSchema::Union(b) if b.len() == 2 && b.contains(&AvroSchema::Null) => {
+                let null = b.iter().position(|s| *s == AvroSchema::Null).unwrap_or(0);
+                let inner = &b[1 - null];
+                match inner {
+                    AvroSchema::Union(_) => Skip::Schema(schema.clone()),
+                    _ => Skip::Nullable(null as i64, Box::new(Skip::of(inner))),
+                }
+            }
+            other => Skip::Schema(other.clone()),
+        }
+    }
+
+    fn run(&self, buf: &mut &[u8]) -> Result<()> {
+        match self {
+            Skip::Bytes(n) => {
+                take(buf, *n)?;
+            }
+            Skip::Varint => {
+                read_long(buf)?;
+            }
+            Skip::Sized => {
+                let n = read_len(buf)?;
+                take(buf, n)?;
+            }
+            Skip::Nullable(null, inner) => {
+                let branch = read_long(buf)?;
+                if branch != *null {
+                    if branch != 1 - *null {
+                        return Err(block_err("Avro union branch out of range"));
+                    }
+                    inner.run(buf)?;
+                }
+            }
+            Skip::Schema(s) => skip(s, buf)?,
+        }
+        Ok(())
+    }
+}
+
+/// Moves past one value of `schema` without building it.
+fn skip(schema: &AvroSchema, buf: &mut &[u8]) -> Result<()> {
+    match schema {
+        AvroSchema::Null => {}
+        AvroSchema::Boolean => {
+            take(buf, 1)?;
+        }
+        AvroSchema::Int | AvroSchema::Long | AvroSchema::Enum(_) => {
+            read_long(buf)?;
+        }
+        AvroSchema::Float => {
+            take(buf, 4)?;
+        }
+        AvroSchema::Double => {
+            take(buf, 8)?;
+        }
+        AvroSchema::String | AvroSchema::Bytes => {
+            let n = read_len(buf)?;
+            take(buf, n)?;
+        }
+        AvroSchema::Fixed(n) => {
+            take(buf, *n)?;
+        }
+        AvroSchema::Array(items) => skip_blocks(buf, |b| skip(items, b))?,
+        AvroSchema::Map(values) => skip_blocks(buf, |b| {
+            let n = read_len(b)?;
+            take(b, n)?;
+            skip(values, b)
+        })?,
+        AvroSchema::Record { fields, .. } => {
+            for (_, f) in fields {
+                skip(f, buf)?;
+            }
+        }
+        AvroSchema::Union(branches) => {
+            let i = read_len(buf)?;
+            let branch = branches
+                .get(i)
+                .ok_or_else(|| block_err("Avro union branch out of range"))?;
+            skip(branch, buf)?;
+        }
+    }
+    Ok(())
+}
+
+/// Moves past the blocks of an array or map, each item by `item` (or a whole block by its byte
+/// size when the writer gave one).
+fn skip_blocks(buf: &mut &[u8], mut item: impl FnMut(&mut &[u8]) -> Result<()>) -> Result<()> {
+    // As when decoding: no more items than the bytes the array had (zero-width items).
+    let mut left = buf.len() as i64 + 1;
+    loop {
+        let n = read_long(buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        if n < 0 {
+            let size = read_len(buf)?;
+            take(buf, size)?;
+            continue;
+        }
+        if n > left {
+            return Err(block_err(format!("Avro array block of {n} items too long")));
+        }
+        left -= n;
+        for _ in 0..n {
+            item(buf)?;
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -943,6 +1106,33 @@ mod tests {
         assert_eq!(&content[12..16], &[0x02, 0x02, 0x02, b'a']);
         let back = decode_data_block(&json, &content).expect("decode");
         assert_eq!(back.num_rows(), 3);
+        // Any subset of the columns decodes to exactly those columns of the full decode (the
+        // others skipped over: lists, structs, decimals, nullable and not).
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        for mask in 0u32..(1 << names.len()) {
+            let wanted: Vec<&str> = (0..names.len())
+                .filter(|i| mask & (1 << i) != 0)
+                .map(|i| names[i])
+                .chain(["not_in_the_block"])
+                .collect();
+            let part = decode_data_block_columns(&json, &content, Some(&wanted)).expect("subset");
+            assert_eq!(part.num_rows(), 3);
+            let part_schema = part.schema();
+            let got: Vec<&str> = part_schema
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect();
+            assert_eq!(got, wanted[..wanted.len() - 1], "mask {mask:b}");
+            for (i, name) in got.iter().enumerate() {
+                let full = back.column_by_name(name).expect("column");
+                assert_eq!(
+                    part.column(i).to_data(),
+                    full.to_data(),
+                    "{name}, mask {mask:b}"
+                );
+            }
+        }
         for (i, f) in schema.fields().iter().enumerate() {
             let a = crate::schema::align_batch(&back, &schema).expect("align");
             assert_eq!(

@@ -12,10 +12,10 @@ use futures::future::BoxFuture;
 use lake_timeline::Storage;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
-use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ArrowReaderOptions;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::async_reader::AsyncFileReader;
+use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::Compression;
 use parquet::errors::ParquetError;
 use parquet::file::metadata::KeyValue;
@@ -26,12 +26,32 @@ use crate::{Error, Result};
 
 /// Decodes a whole Parquet file; `path` names it in errors.
 pub fn read_parquet(path: &str, bytes: Bytes) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    read_parquet_columns(path, bytes, None)
+}
+
+/// Decodes the named top-level `columns` of a Parquet file (all with `None`); names the file does
+/// not have are left out. Returns the file's whole schema and the batches of those columns.
+pub fn read_parquet_columns(
+    path: &str,
+    bytes: Bytes,
+    columns: Option<&[&str]>,
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     let perr = |source| Error::Parquet {
         path: path.to_owned(),
         source,
     };
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(perr)?;
+    let mut builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(perr)?;
     let schema = builder.schema().clone();
+    if let Some(columns) = columns {
+        let roots = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| columns.contains(&f.name().as_str()))
+            .map(|(i, _)| i);
+        let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+        builder = builder.with_projection(mask);
+    }
     let reader = builder.with_batch_size(64 * 1024).build().map_err(perr)?;
     let batches = reader
         .collect::<std::result::Result<Vec<_>, _>>()
@@ -93,6 +113,21 @@ impl StoreReader {
 impl AsyncFileReader for StoreReader {
     fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
         self.range(range).boxed()
+    }
+
+    /// The column chunks of a row group in one call: the store coalesces nearby ranges and
+    /// fetches the rest concurrently.
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<Range<u64>>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        async move {
+            self.store
+                .get_ranges(&self.path, &ranges)
+                .await
+                .map_err(|e| ParquetError::External(Box::new(e)))
+        }
+        .boxed()
     }
 
     fn get_metadata<'a>(

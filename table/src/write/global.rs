@@ -133,7 +133,7 @@ impl Table {
 mod tests {
     use std::sync::Arc;
 
-    use arrow::array::{Array, AsArray, BooleanArray, Int64Array, StringArray};
+    use arrow::array::{AsArray, BooleanArray, Int64Array, StringArray};
     use arrow::datatypes::{DataType, Field, Int64Type, Schema};
     use bytes::Bytes;
 
