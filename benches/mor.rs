@@ -81,12 +81,33 @@ async fn main() {
     );
 
     // Compaction of that deltacommit: every file group's base file merged with its log.
+    let cpu = common::cpu_seconds();
     let (secs, read, records) = compact(&table).await;
+    let cpu = common::cpu_seconds() - cpu;
     println!(
-        "compaction: {records} records, {:.1} MB of base + log files merged in {secs:.2}s: {:.1} MB/s",
+        "compaction: {records} records, {:.1} MB of base + log files merged in {secs:.2}s: {:.1} MB/s; {cpu:.2} CPU-s, {:.1} MB per CPU-second",
         read as f64 / 1e6,
-        read as f64 / 1e6 / secs
+        read as f64 / 1e6 / secs,
+        read as f64 / 1e6 / cpu.max(0.01)
     );
+
+    // For profiling: `LAKE_BENCH_REPEAT_COMPACTION=10 perf record ...` (an upsert, then a
+    // compaction, each time).
+    let repeat: i64 = std::env::var("LAKE_BENCH_REPEAT_COMPACTION")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    for i in 0..repeat {
+        let updates = (0..20_000i64).map(|i| (i * (table_rows / 20_000)) % table_rows);
+        table
+            .write(
+                vec![ChangeBatch::upserts(batch(updates, 10 + i))],
+                WriteOptions::default(),
+            )
+            .await
+            .expect("upsert");
+        compact(&table).await;
+    }
 
     // 10% of the rows updated in logs: snapshot (merging) vs read-optimized scans.
     let rows = table_rows + 80_000;

@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::time::Instant as Clock;
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray};
-use arrow::compute::concat_batches;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use lake_table::compaction_plan::{CompactionOperation, CompactionPlan};
@@ -31,7 +30,7 @@ use lake_table::timeline::{
     Action, CommitMetadata, Instant, InstantTime, State, Timeline, WriteStat,
 };
 use lake_table::view::{FileSlice, FileSystemView};
-use lake_table::{Error, Result, Table, TableType, encode_parquet};
+use lake_table::{Error, Result, Table, TableType, encode_parquet_batches};
 
 /// When a compaction is due.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -404,31 +403,42 @@ async fn compact_group(
         let name = name.clone();
         let rel = rel.clone();
         tokio::task::spawn_blocking(move || -> Result<(Bytes, u64)> {
+            // Batches go to the writer as merged (no concatenated copy); every row's file name
+            // is the new file's.
+            let file_idx = schema.index_of(FILE_NAME)?;
+            let mut n = 0usize;
+            let mut min: Option<String> = None;
+            let mut max: Option<String> = None;
             let aligned = batches
                 .iter()
-                .map(|b| align_batch(b, &schema))
+                .map(|b| {
+                    let b = align_batch(b, &schema)?;
+                    let rows = b.num_rows();
+                    n += rows;
+                    if let Some(keys) = b
+                        .column_by_name(RECORD_KEY)
+                        .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+                    {
+                        for k in keys.iter().flatten() {
+                            if min.as_deref().is_none_or(|m| k < m) {
+                                min = Some(k.to_owned());
+                            }
+                            if max.as_deref().is_none_or(|m| k > m) {
+                                max = Some(k.to_owned());
+                            }
+                        }
+                    }
+                    let mut columns: Vec<ArrayRef> = b.columns().to_vec();
+                    columns[file_idx] = Arc::new(StringArray::from(vec![name.as_str(); rows]));
+                    Ok(RecordBatch::try_new(b.schema(), columns)?)
+                })
                 .collect::<Result<Vec<_>>>()?;
-            let merged = concat_batches(&schema, &aligned)?;
-            let n = merged.num_rows();
-            let mut columns: Vec<ArrayRef> = merged.columns().to_vec();
-            let file_idx = schema.index_of(FILE_NAME)?;
-            columns[file_idx] = Arc::new(StringArray::from(vec![name.as_str(); n]));
-            let batch = RecordBatch::try_new(merged.schema(), columns)?;
-            let keys = batch
-                .column_by_name(RECORD_KEY)
-                .and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned());
-            let (min, max) = match &keys {
-                Some(k) if n > 0 => (
-                    k.iter().flatten().min().unwrap_or_default().to_owned(),
-                    k.iter().flatten().max().unwrap_or_default().to_owned(),
-                ),
-                _ => (String::new(), String::new()),
-            };
             let footer = vec![
-                ("hoodie_min_record_key".to_owned(), min),
-                ("hoodie_max_record_key".to_owned(), max),
+                ("hoodie_min_record_key".to_owned(), min.unwrap_or_default()),
+                ("hoodie_max_record_key".to_owned(), max.unwrap_or_default()),
             ];
-            Ok((encode_parquet(&rel, &batch, footer)?, n as u64))
+            let bytes = encode_parquet_batches(&rel, &schema, &aligned, footer)?;
+            Ok((bytes, n as u64))
         })
         .await
         .map_err(|e| Error::Task(e.to_string()))??

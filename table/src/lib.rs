@@ -25,7 +25,7 @@ pub use read::{merge, view};
 pub use config::{TableConfig, TableType};
 pub use error::{Error, Result};
 pub use lake_timeline as timeline;
-pub use parquet_io::{encode_parquet, read_parquet};
+pub use parquet_io::{encode_parquet, encode_parquet_batches, read_parquet};
 pub use read::ReadOptions;
 pub use table::Table;
 pub use write::{ChangeBatch, WriteOperation, WriteOptions, WriteSummary};

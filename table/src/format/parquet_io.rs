@@ -21,7 +21,9 @@ use parquet::errors::ParquetError;
 use parquet::file::metadata::KeyValue;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
+use crate::schema::{COMMIT_SEQNO, RECORD_KEY};
 use crate::{Error, Result};
 
 /// Decodes a whole Parquet file; `path` names it in errors.
@@ -65,6 +67,18 @@ pub fn encode_parquet(
     batch: &RecordBatch,
     footer: Vec<(String, String)>,
 ) -> Result<Bytes> {
+    encode_parquet_batches(path, &batch.schema(), std::slice::from_ref(batch), footer)
+}
+
+/// Encodes batches of one schema as one Parquet file (Snappy), with extra footer key-value
+/// metadata. The record key and sequence number meta columns, unique per file, are written without
+/// a dictionary (building one for them costs a hash per value, then is dropped).
+pub fn encode_parquet_batches(
+    path: &str,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    footer: Vec<(String, String)>,
+) -> Result<Bytes> {
     let perr = |source| Error::Parquet {
         path: path.to_owned(),
         source,
@@ -73,13 +87,19 @@ pub fn encode_parquet(
         .into_iter()
         .map(|(k, v)| KeyValue::new(k, v))
         .collect::<Vec<_>>();
-    let props = WriterProperties::builder()
+    let mut props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
-        .set_key_value_metadata(Some(kv))
-        .build();
-    let mut buf = Vec::with_capacity(batch.get_array_memory_size() / 2);
-    let mut w = ArrowWriter::try_new(&mut buf, batch.schema(), Some(props)).map_err(perr)?;
-    w.write(batch).map_err(perr)?;
+        .set_key_value_metadata(Some(kv));
+    for unique in [RECORD_KEY, COMMIT_SEQNO] {
+        props = props.set_column_dictionary_enabled(ColumnPath::from(unique), false);
+    }
+    let size: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
+    let mut buf = Vec::with_capacity(size / 4);
+    let mut w =
+        ArrowWriter::try_new(&mut buf, schema.clone(), Some(props.build())).map_err(perr)?;
+    for b in batches {
+        w.write(b).map_err(perr)?;
+    }
     w.close().map_err(perr)?;
     Ok(Bytes::from(buf))
 }

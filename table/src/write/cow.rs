@@ -182,7 +182,8 @@ fn merge_group(
     let order = ordering_rows(&incoming, ordering, &stored_order_col)?;
     let inc_order = ordering.and_then(|f| incoming.column_by_name(f));
 
-    let mut by_key: HashMap<&str, usize> = HashMap::with_capacity(keys.len());
+    let mut by_key: HashMap<&str, usize, foldhash::fast::RandomState> =
+        HashMap::with_capacity_and_hasher(keys.len(), Default::default());
     for (i, k) in keys.iter().enumerate() {
         by_key.insert(k, i);
     }
@@ -230,39 +231,53 @@ fn merge_group(
 
     let n = picks.len();
     let time_s = time.to_string();
+    // Meta columns: stored rows keep theirs, incoming rows get this commit's (sequence numbers in
+    // output order); both gathered by `picks` like the data columns, without a string per row.
+    let mut seq_of: Vec<Option<usize>> = vec![None; keys.len()];
     let mut seq = 0usize;
-    let mut commit_time = Vec::with_capacity(n);
-    let mut seqno = Vec::with_capacity(n);
-    let mut rec_key = Vec::with_capacity(n);
     for &(src, r) in &picks {
-        if src == 0 {
-            let m = stored_meta.as_ref().map(|m| {
-                (
-                    m[0].value(r).to_owned(),
-                    m[1].value(r).to_owned(),
-                    m[2].value(r).to_owned(),
-                )
-            });
-            let (c, s, k) = m.unwrap_or_default();
-            commit_time.push(c);
-            seqno.push(s);
-            rec_key.push(k);
-        } else {
-            commit_time.push(time_s.clone());
-            seqno.push(format!("{time_s}_{task_id}_{seq}"));
+        if src == 1 {
+            seq_of[r] = Some(seq);
             seq += 1;
-            rec_key.push(keys[r].to_owned());
         }
     }
-    let min_key = rec_key.iter().min().cloned().unwrap_or_default();
-    let max_key = rec_key.iter().max().cloned().unwrap_or_default();
-    let mut columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from(commit_time)),
-        Arc::new(StringArray::from(seqno)),
-        Arc::new(StringArray::from(rec_key)),
-        Arc::new(StringArray::from(vec![partition; n])),
-        Arc::new(StringArray::from(vec![file_name; n])),
+    let incoming_meta: [ArrayRef; 3] = [
+        Arc::new(StringArray::from(vec![time_s.as_str(); keys.len()])),
+        Arc::new(StringArray::from_iter(
+            seq_of
+                .iter()
+                .map(|s| s.map(|s| format!("{time_s}_{task_id}_{s}"))),
+        )),
+        Arc::new(StringArray::from(keys.clone())),
     ];
+    let meta_cols: Vec<ArrayRef> = (0..3)
+        .map(|j| match &stored_meta {
+            Some(m) => interleave(&[&m[j] as &dyn Array, incoming_meta[j].as_ref()], &picks),
+            None => interleave(
+                &[incoming_meta[j].as_ref()],
+                &picks.iter().map(|(_, r)| (0, *r)).collect::<Vec<_>>(),
+            ),
+        })
+        .collect::<std::result::Result<_, _>>()?;
+    let rec_key = arrow::array::AsArray::as_string::<i32>(&meta_cols[2]);
+    let min_key = rec_key
+        .iter()
+        .flatten()
+        .min()
+        .unwrap_or_default()
+        .to_owned();
+    let max_key = rec_key
+        .iter()
+        .flatten()
+        .max()
+        .unwrap_or_default()
+        .to_owned();
+    // commit time, sequence number, record key; then partition path and file name.
+    let mut columns: Vec<ArrayRef> = meta_cols;
+    columns.extend([
+        Arc::new(StringArray::from(vec![partition; n])) as ArrayRef,
+        Arc::new(StringArray::from(vec![file_name; n])),
+    ]);
     for (ci, _) in data_schema.fields().iter().enumerate() {
         let inc = incoming.column(ci).as_ref();
         let col = match &stored_data {
@@ -300,4 +315,143 @@ fn merge_group(
         min_key,
         max_key,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    use crate::schema::{COMMIT_SEQNO, COMMIT_TIME, FILE_NAME, PARTITION_PATH, RECORD_KEY};
+    use crate::{ChangeBatch, ReadOptions, Table, TableConfig, TableType, WriteOptions};
+
+    fn rows(ids: &[i64], vs: &[i64]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("p", DataType::Utf8, false),
+            Field::new("v", DataType::Int64, false),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(ids.to_vec())),
+                Arc::new(StringArray::from(vec!["a"; ids.len()])),
+                Arc::new(Int64Array::from(vs.to_vec())),
+            ],
+        )
+        .expect("batch")
+    }
+
+    /// (key, commit time, sequence number, partition path, file name, v) of every row, by key.
+    async fn meta(t: &Table) -> Vec<[String; 6]> {
+        let (_, batches) = t
+            .read_snapshot(&ReadOptions {
+                with_meta_columns: true,
+                ..Default::default()
+            })
+            .await
+            .expect("read");
+        let mut out: Vec<[String; 6]> = batches
+            .iter()
+            .flat_map(|b| {
+                let s = |c: &str| b.column_by_name(c).expect(c).as_string::<i32>().clone();
+                let cols = [
+                    RECORD_KEY,
+                    COMMIT_TIME,
+                    COMMIT_SEQNO,
+                    PARTITION_PATH,
+                    FILE_NAME,
+                ]
+                .map(s);
+                let v = b
+                    .column_by_name("v")
+                    .expect("v")
+                    .as_primitive::<arrow::datatypes::Int64Type>()
+                    .clone();
+                (0..b.num_rows())
+                    .map(|i| {
+                        let c = |j: usize| cols[j].value(i).to_owned();
+                        [c(0), c(1), c(2), c(3), c(4), v.value(i).to_string()]
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// A rewrite keeps the meta columns of untouched rows and gives updated and inserted rows the
+    /// new commit's time and sequence numbers (in output order), and every row the new file name.
+    #[tokio::test]
+    async fn a_rewrite_keeps_untouched_meta_columns_and_numbers_new_rows() {
+        let cfg = TableConfig::new(
+            "m",
+            TableType::CopyOnWrite,
+            vec!["id".into()],
+            vec!["p".into()],
+            Some("v".into()),
+            Some(1),
+        )
+        .expect("config");
+        let t = Table::create("memory://cow_meta", cfg)
+            .await
+            .expect("create");
+        let first = t
+            .write(
+                vec![ChangeBatch::upserts(rows(&[1, 2, 3], &[1, 1, 1]))],
+                WriteOptions::default(),
+            )
+            .await
+            .expect("first");
+        let before = meta(&t).await;
+        let t1 = first.instant.expect("committed").to_string();
+        assert_eq!(
+            before.iter().map(|r| r[2].clone()).collect::<Vec<_>>(),
+            [
+                format!("{t1}_0_0"),
+                format!("{t1}_0_1"),
+                format!("{t1}_0_2")
+            ]
+        );
+        // 2 is updated, 9 and 4 are inserted, 1 and 3 are untouched.
+        let second = t
+            .write(
+                vec![ChangeBatch::upserts(rows(&[2, 9, 4], &[2, 2, 2]))],
+                WriteOptions::default(),
+            )
+            .await
+            .expect("second");
+        let t2 = second.instant.expect("committed").to_string();
+        let after = meta(&t).await;
+        let file = after[0][4].clone();
+        assert_ne!(file, before[0][4], "a new file");
+        assert!(
+            after.iter().all(|r| r[4] == file && r[3] == before[0][3]),
+            "{after:?}"
+        );
+        let untouched = |k: &str| before.iter().find(|r| r[0] == k).expect("row").clone();
+        for k in ["1", "3"] {
+            let mut want = untouched(k);
+            want[4] = file.clone();
+            assert_eq!(after.iter().find(|r| r[0] == k), Some(&want), "{k}");
+        }
+        let mut new: Vec<(String, String, String)> = after
+            .iter()
+            .filter(|r| r[1] == t2)
+            .map(|r| (r[2].clone(), r[0].clone(), r[5].clone()))
+            .collect();
+        new.sort();
+        // Sequence numbers follow the output order: stored rows in file order (2 replaced in
+        // place), then inserts in batch order.
+        assert_eq!(
+            new,
+            [
+                (format!("{t2}_0_0"), "2".into(), "2".into()),
+                (format!("{t2}_0_1"), "9".into(), "2".into()),
+                (format!("{t2}_0_2"), "4".into(), "2".into()),
+            ]
+        );
+    }
 }
