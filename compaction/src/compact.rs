@@ -430,7 +430,9 @@ async fn compact_group(
                     }
                     let mut columns: Vec<ArrayRef> = b.columns().to_vec();
                     columns[file_idx] = Arc::new(StringArray::from(vec![name.as_str(); rows]));
-                    Ok(RecordBatch::try_new(b.schema(), columns)?)
+                    // Against the table schema: a null in a column it declares required is an
+                    // error, never a default value written in its place.
+                    Ok(RecordBatch::try_new(schema.clone(), columns)?)
                 })
                 .collect::<Result<Vec<_>>>()?;
             let footer = vec![

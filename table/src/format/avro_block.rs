@@ -272,9 +272,11 @@ enum Dec {
         validity: Vec<bool>,
         children: Vec<Dec>,
     },
-    /// `["null", T]` in either order.
+    /// A union of `null` and one type (either order, or either alone): the branch index is read
+    /// and must be `null_branch` (a null) or `value_branch` (a `T`).
     Nullable {
-        null_branch: u32,
+        null_branch: Option<i64>,
+        value_branch: i64,
         inner: Box<Dec>,
     },
 }
@@ -290,12 +292,19 @@ fn dec_for(avro: &AvroSchema, arrow: &DataType, rows: usize) -> Result<Dec> {
                 .filter(|b| **b != AvroSchema::Null)
                 .collect();
             match (null_branch, others.as_slice()) {
-                (Some(n), [one]) => Dec::Nullable {
-                    null_branch: n as u32,
+                (_, [AvroSchema::Union(_)]) => {
+                    return Err(block_err("an Avro union directly inside a union"));
+                }
+                (n, [one]) => Dec::Nullable {
+                    null_branch: n.map(|n| n as i64),
+                    value_branch: branches.iter().position(|b| b == *one).unwrap_or(0) as i64,
                     inner: Box::new(dec_for(one, arrow, rows)?),
                 },
-                (_, [one]) => dec_for(one, arrow, rows)?,
-                (Some(_), []) => Dec::Null(0),
+                (Some(n), []) => Dec::Nullable {
+                    null_branch: Some(n as i64),
+                    value_branch: -1,
+                    inner: Box::new(Dec::Null(0)),
+                },
                 _ => return Err(block_err("Avro unions of several types are not supported")),
             }
         }
@@ -416,10 +425,20 @@ impl Dec {
     /// call (no nested call per nullable value, which most columns are).
     fn read(&mut self, buf: &mut &[u8]) -> Result<()> {
         let dec = match self {
-            Dec::Nullable { null_branch, inner } => {
-                if read_long(buf)? == i64::from(*null_branch) {
+            Dec::Nullable {
+                null_branch,
+                value_branch,
+                inner,
+            } => {
+                let branch = read_long(buf)?;
+                if Some(branch) == *null_branch {
                     inner.push_null();
                     return Ok(());
+                }
+                if branch != *value_branch {
+                    return Err(block_err(format!(
+                        "Avro union branch {branch} out of range"
+                    )));
                 }
                 inner.as_mut()
             }
@@ -468,7 +487,6 @@ impl Dec {
                 item,
             } => {
                 let mut count = 0i64;
-                let room = buf.len() as i64 + 1;
                 loop {
                     let mut n = read_long(buf)?;
                     if n == 0 {
@@ -480,15 +498,7 @@ impl Dec {
                             .ok_or_else(|| block_err("bad Avro array block count"))?;
                         read_long(buf)?;
                     }
-                    // Items take a byte or more each, except zero-width ones (`null`), which could
-                    // otherwise make a few bytes cost billions of steps: the whole array may hold
-                    // no more items than it had bytes.
-                    if n > room - count {
-                        return Err(block_err(format!(
-                            "Avro array of {} items in {room} bytes",
-                            count.saturating_add(n)
-                        )));
-                    }
+                    spend_items(n)?;
                     for _ in 0..n {
                         item.read(buf)?;
                     }
@@ -508,7 +518,7 @@ impl Dec {
                 }
                 validity.push(true);
             }
-            // A union directly inside a union is not valid Avro; the parser never builds one.
+            // Unwrapped above; a union directly inside a union is refused when planning.
             Dec::Nullable { inner, .. } => inner.read(buf)?,
         }
         Ok(())
@@ -639,6 +649,7 @@ pub fn decode_data_block_columns(
     for i in 0..count.max(0) {
         let len = read_i32(&mut buf)?;
         let mut rec = take(&mut buf, usize::try_from(len).unwrap_or(0))?;
+        ITEM_BUDGET.set(rec.len() as i64 + 1);
         for d in decs.iter_mut() {
             match d {
                 FieldOp::Decode(d) => d.read(&mut rec),
@@ -697,13 +708,14 @@ impl Skip {
             AvroSchema::Fixed(n) => Skip::Bytes(*n),
             AvroSchema::Int | AvroSchema::Long | AvroSchema::Enum(_) => Skip::Varint,
             AvroSchema::String | AvroSchema::Bytes => Skip::Sized,
-            AvroSchema::Union(b) if b.len() == 2 && b.contains(&AvroSchema::Null) => {
+            // `["null", T]` (either order): the branch, then `T` unless null.
+            AvroSchema::Union(b)
+                if b.len() == 2
+                    && b.contains(&AvroSchema::Null)
+                    && !b.iter().any(|s| matches!(s, AvroSchema::Union(_))) =>
+            {
                 let null = b.iter().position(|s| *s == AvroSchema::Null).unwrap_or(0);
-                let inner = &b[1 - null];
-                match inner {
-                    AvroSchema::Union(_) => Skip::Schema(schema.clone()),
-                    _ => Skip::Nullable(null as i64, Box::new(Skip::of(inner))),
-                }
+                Skip::Nullable(null as i64, Box::new(Skip::of(&b[1 - null])))
             }
             other => Skip::Schema(other.clone()),
         }
@@ -781,29 +793,45 @@ fn skip(schema: &AvroSchema, buf: &mut &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Moves past the blocks of an array or map, each item by `item` (or a whole block by its byte
-/// size when the writer gave one).
+/// Moves past the blocks of an array or map, each item by `item`.
 fn skip_blocks(buf: &mut &[u8], mut item: impl FnMut(&mut &[u8]) -> Result<()>) -> Result<()> {
-    // As when decoding: no more items than the bytes the array had (zero-width items).
-    let mut left = buf.len() as i64 + 1;
+    // As when decoding: every item is walked (a block's byte size is read but not trusted), out
+    // of the record's item budget.
     loop {
-        let n = read_long(buf)?;
+        let mut n = read_long(buf)?;
         if n == 0 {
             return Ok(());
         }
         if n < 0 {
-            let size = read_len(buf)?;
-            take(buf, size)?;
-            continue;
+            n = n
+                .checked_neg()
+                .ok_or_else(|| block_err("bad Avro array block count"))?;
+            read_long(buf)?;
         }
-        if n > left {
-            return Err(block_err(format!("Avro array block of {n} items too long")));
-        }
-        left -= n;
+        spend_items(n)?;
         for _ in 0..n {
             item(buf)?;
         }
     }
+}
+
+thread_local! {
+    /// Array and map items the record being decoded may still hold: its length in bytes plus one.
+    /// Items take a byte or more each, except zero-width ones (`null`, empty records), which could
+    /// otherwise make a few bytes of nested arrays cost billions of steps.
+    static ITEM_BUDGET: std::cell::Cell<i64> = const { std::cell::Cell::new(0) };
+}
+
+/// Takes `n` items from the record's budget.
+fn spend_items(n: i64) -> Result<()> {
+    let left = ITEM_BUDGET.get();
+    if n > left {
+        return Err(block_err(format!(
+            "Avro arrays of more items than the record's {left} remaining bytes allow"
+        )));
+    }
+    ITEM_BUDGET.set(left - n);
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1174,6 +1202,85 @@ mod tests {
         content[second] = 0xbc;
         let err = decode_data_block(&json, &content).expect_err("split character");
         assert!(err.to_string().contains("not UTF-8"), "{err}");
+    }
+
+    /// A data block of `records` (each the Avro binary of one record), framed as lake writes it.
+    fn block_of(records: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&BLOCK_VERSION.to_be_bytes());
+        out.extend_from_slice(&(records.len() as i32).to_be_bytes());
+        for r in records {
+            out.extend_from_slice(&(r.len() as i32).to_be_bytes());
+            out.extend_from_slice(r);
+        }
+        out
+    }
+
+    fn long(v: i64) -> Vec<u8> {
+        let mut out = Vec::new();
+        codec::write_long(&mut out, v);
+        out
+    }
+
+    /// Single-branch unions carry their branch index like any union.
+    #[test]
+    fn single_branch_unions_read_their_branch() {
+        let json = r#"{"type":"record","name":"t","fields":[
+            {"name":"x","type":["int"]},{"name":"n","type":["null"]},{"name":"k","type":"string"}]}"#;
+        let rec = [long(0), long(5), long(0), long(1), b"a".to_vec()].concat();
+        let b = decode_data_block(json, &block_of(std::slice::from_ref(&rec))).expect("decode");
+        assert_eq!(b.column(0).as_primitive::<Int32Type>().value(0), 5);
+        assert_eq!(b.column(2).as_string::<i32>().value(0), "a");
+        let k = decode_data_block_columns(json, &block_of(&[rec]), Some(&["k"])).expect("k");
+        assert_eq!(k.column(0).as_string::<i32>().value(0), "a");
+        // A branch the union does not have is an error, decoded or skipped.
+        let bad = [long(1), long(5), long(0), long(1), b"a".to_vec()].concat();
+        assert!(decode_data_block(json, &block_of(std::slice::from_ref(&bad))).is_err());
+        assert!(decode_data_block_columns(json, &block_of(&[bad]), Some(&["k"])).is_err());
+    }
+
+    /// Nested arrays of zero-width items cannot make a few bytes cost more steps than the record
+    /// has bytes, whether the field is decoded or skipped.
+    #[test]
+    fn nested_zero_width_arrays_are_bounded_by_the_record() {
+        let json = r#"{"type":"record","name":"t","fields":[
+            {"name":"a","type":{"type":"array","items":{"type":"array","items":"null"}}},
+            {"name":"k","type":"string"}]}"#;
+        // 2,000 inner arrays, each claiming a billion nulls.
+        let mut rec = long(2_000);
+        for _ in 0..2_000 {
+            rec.extend(long(1_000_000_000));
+            rec.extend(long(0));
+        }
+        rec.extend(long(0));
+        rec.extend([long(1), b"a".to_vec()].concat());
+        let content = block_of(&[rec]);
+        let started = std::time::Instant::now();
+        let full = decode_data_block(json, &content).expect_err("too many items");
+        let skipped = decode_data_block_columns(json, &content, Some(&["k"])).expect_err("skip");
+        assert!(full.to_string().contains("items"), "{full}");
+        assert!(skipped.to_string().contains("items"), "{skipped}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // Nested arrays of real items stay within the budget, decoded or skipped.
+        let json = json.replace(r#""items":"null""#, r#""items":"long""#);
+        let ok = [
+            long(2),
+            long(2),
+            long(7),
+            long(8),
+            long(0),
+            long(1),
+            long(9),
+            long(0),
+            long(0),
+            long(1),
+            b"a".to_vec(),
+        ]
+        .concat();
+        let b = decode_data_block(&json, &block_of(std::slice::from_ref(&ok))).expect("nested longs");
+        assert_eq!(b.column(0).as_list::<i32>().value(0).len(), 2);
+        let k = decode_data_block_columns(&json, &block_of(&[ok]), Some(&["k"])).expect("k");
+        assert_eq!(k.column(0).as_string::<i32>().value(0), "a");
     }
 
     #[test]

@@ -713,16 +713,11 @@ impl SliceMerge {
         let Some((out, at)) = &self.output else {
             return Ok(merged);
         };
+        // Aligned, not asserted: merged columns may hold nulls where the read schema's newest
+        // file declares the column required (their nullability is relaxed, as unprojected).
         merged
             .into_iter()
-            .map(|b| {
-                let cols = at.iter().map(|i| b.column(*i).clone()).collect();
-                Ok(RecordBatch::try_new_with_options(
-                    out.clone(),
-                    cols,
-                    &arrow::array::RecordBatchOptions::new().with_row_count(Some(b.num_rows())),
-                )?)
-            })
+            .map(|b| align_batch(&b.project(at)?, out))
             .collect()
     }
 }
