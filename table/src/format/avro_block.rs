@@ -1277,7 +1277,8 @@ mod tests {
             b"a".to_vec(),
         ]
         .concat();
-        let b = decode_data_block(&json, &block_of(std::slice::from_ref(&ok))).expect("nested longs");
+        let b =
+            decode_data_block(&json, &block_of(std::slice::from_ref(&ok))).expect("nested longs");
         assert_eq!(b.column(0).as_list::<i32>().value(0).len(), 2);
         let k = decode_data_block_columns(&json, &block_of(&[ok]), Some(&["k"])).expect("k");
         assert_eq!(k.column(0).as_string::<i32>().value(0), "a");

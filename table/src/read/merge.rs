@@ -1143,4 +1143,74 @@ mod tests {
             }
         }
     }
+
+    /// A projected merge whose rows hold nulls in a column the read schema declares required (a
+    /// newest base file that declared it so, logs that hold nulls) relaxes the column, as an
+    /// unprojected merge does, instead of failing.
+    #[tokio::test]
+    async fn projected_merges_relax_required_columns_that_hold_nulls() {
+        use crate::{ChangeBatch, Table, TableConfig, TableType, WriteOptions};
+        let cfg = TableConfig::new(
+            "n",
+            TableType::MergeOnRead,
+            vec!["id".into()],
+            Vec::new(),
+            Some("ts".into()),
+            Some(1),
+        )
+        .expect("config");
+        let t = Table::create("memory://projected_nulls", cfg)
+            .await
+            .expect("create");
+        let batch = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("id", DataType::Int64, false),
+                Field::new("ts", DataType::Int64, false),
+                Field::new("w", DataType::Utf8, true),
+            ])),
+            vec![
+                Arc::new(Int64Array::from(vec![1, 2])),
+                Arc::new(Int64Array::from(vec![1, 1])),
+                Arc::new(StringArray::from(vec![Some("x"), None])),
+            ],
+        )
+        .expect("batch");
+        t.write(vec![ChangeBatch::upserts(batch)], WriteOptions::default())
+            .await
+            .expect("write");
+        let timeline = t.timeline().await.expect("timeline");
+        let slices = t.file_slices(None).await.expect("slices");
+        let read = t.snapshot_schema(&timeline, &slices).await.expect("schema");
+        // The read schema as a newest base file declaring `w` required would give it.
+        let required = Arc::new(Schema::new(
+            read.fields()
+                .iter()
+                .map(|f| {
+                    let f = f.as_ref().clone();
+                    if f.name() == "w" {
+                        f.with_nullable(false)
+                    } else {
+                        f
+                    }
+                })
+                .collect::<Vec<_>>(),
+        ));
+        let w = required.index_of("w").expect("w");
+        let id = required.index_of("id").expect("id");
+        let plan = SliceMerge::new(t.config(), &required, Some(&[id, w])).expect("plan");
+        let mut values = Vec::new();
+        for slice in &slices {
+            let bytes = plan.fetch(&t, slice).await.expect("fetch");
+            for b in plan.merge(bytes, &timeline, None).expect("merge") {
+                assert_eq!(b.num_columns(), 2);
+                let ids = b.column(0).as_primitive::<arrow::datatypes::Int64Type>();
+                let ws = b.column(1).as_string::<i32>();
+                for i in 0..b.num_rows() {
+                    values.push((ids.value(i), ws.is_valid(i).then(|| ws.value(i).to_owned())));
+                }
+            }
+        }
+        values.sort();
+        assert_eq!(values, [(1, Some("x".to_owned())), (2, None)]);
+    }
 }
