@@ -148,8 +148,9 @@ impl ExecutionPlan for MergeOnReadExec {
             Ok(p) => Arc::new(p),
             Err(e) => return Err(external(e)),
         };
-        // The next slice's files are fetched while this one merges (two slices in memory per
-        // partition); only the projected, key and ordering columns are decoded.
+        // The next slice's files are fetched while this one merges (up to three slices in memory
+        // per partition: two fetching or merging, one being consumed); only the projected, key
+        // and ordering columns are decoded.
         let stream = futures::stream::iter(slices)
             .map(move |slice| {
                 let (table, timeline, plan, out) = (

@@ -635,8 +635,18 @@ pub fn decode_data_block_columns(
     let mut buf = content;
     check_version(&mut buf, "Avro data block")?;
     let count = read_i32(&mut buf)?;
-    // Every record takes at least its 4-byte length, which bounds what a corrupt count reserves.
-    let rows = usize::try_from(count).unwrap_or(0).min(buf.len() / 4);
+    // Buffers are sized for the records the block can hold: each takes its 4-byte length and
+    // about a byte per decoded value, so a corrupt count (or a header schema of thousands of
+    // fields) cannot reserve more than a few times the block's size; columns grow past the hint.
+    let values: usize = fields[..used]
+        .iter()
+        .zip(&wanted)
+        .filter(|(_, w)| **w)
+        .map(|((_, s), _)| leaves(s))
+        .sum();
+    let rows = usize::try_from(count)
+        .unwrap_or(0)
+        .min(buf.len() / (4 + values));
     let mut decs = fields[..used]
         .iter()
         .zip(arrow.fields())
@@ -745,6 +755,16 @@ impl Skip {
             Skip::Schema(s) => skip(s, buf)?,
         }
         Ok(())
+    }
+}
+
+/// The columns a value of `schema` fills at the top level of a record: one per leaf of its
+/// records (an array's items are sized separately).
+fn leaves(schema: &AvroSchema) -> usize {
+    match schema {
+        AvroSchema::Record { fields, .. } => fields.iter().map(|(_, f)| leaves(f)).sum::<usize>(),
+        AvroSchema::Union(b) => b.iter().map(leaves).max().unwrap_or(0),
+        _ => 1,
     }
 }
 
