@@ -1,6 +1,6 @@
 //! The merge-on-read scan: an execution plan whose partitions each merge a share of the file slices
-//! (base file ⋈ log blocks, see `lake_table::merge`), one slice at a time, so memory is bounded by
-//! one file group.
+//! (base file ⋈ log blocks, see `lake_table::merge`), one slice at a time while the next is
+//! fetched, so memory is bounded by a few file groups' projected columns.
 
 use std::fmt;
 use std::sync::Arc;
