@@ -10,24 +10,12 @@ mod common;
 
 use std::io::Cursor;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use lake_table::avro_block::{decode_data_block, encode_data_block};
 use lake_table::schema::{avro_schema_json, with_meta_columns};
 use lake_table::timeline::avro::{Datum, write_bytes, write_long};
-
-fn best<T>(mut f: impl FnMut() -> T) -> (Duration, T) {
-    let mut best = Duration::MAX;
-    let mut out = None;
-    for _ in 0..5 {
-        let started = Instant::now();
-        let v = f();
-        best = best.min(started.elapsed());
-        out = Some(v);
-    }
-    (best, out.expect("ran"))
-}
 
 /// An Avro object container holding `records` (concatenated binary datums) in one block.
 fn container(schema_json: &str, count: usize, records: &[u8]) -> Vec<u8> {
@@ -90,22 +78,24 @@ fn main() {
     .expect("batch");
     let schema_json = avro_schema_json(&schema, "bench").expect("schema");
 
-    let (lake_enc, content) = best(|| encode_data_block(&batch).expect("encode"));
-    let (lake_dec, decoded) = best(|| decode_data_block(&schema_json, &content).expect("decode"));
+    let (lake_enc, content) = common::best(5, || encode_data_block(&batch).expect("encode"));
+    let (lake_dec, decoded) = common::best(5, || {
+        decode_data_block(&schema_json, &content).expect("decode")
+    });
     assert_eq!(decoded.num_rows(), rows as usize);
 
-    let (aa_enc, ocf) = best(|| {
+    let (aa_enc, ocf) = common::best(5, || {
         let mut w =
             arrow_avro::writer::AvroWriter::new(Vec::new(), (*schema).clone()).expect("writer");
         w.write(&batch).expect("write");
         w.finish().expect("finish");
         w.into_inner()
     });
-    let (aa_dec, n) = best(|| arrow_avro_decode(&ocf));
+    let (aa_dec, n) = common::best(5, || arrow_avro_decode(&ocf));
     assert_eq!(n, rows as usize);
     let (count, records) = block_records(&content);
     let hudi_ocf = container(&schema_json, count, &records);
-    let (aa_dec_hudi, n) = best(|| arrow_avro_decode(&hudi_ocf));
+    let (aa_dec_hudi, n) = common::best(5, || arrow_avro_decode(&hudi_ocf));
     assert_eq!(n, rows as usize);
 
     let mb = content.len() as f64 / 1e6;

@@ -8,7 +8,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use lake_table::encode_parquet;
@@ -16,18 +16,6 @@ use lake_table::schema::with_meta_columns;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
-
-fn best<T>(mut f: impl FnMut() -> T) -> (Duration, T) {
-    let mut best = Duration::MAX;
-    let mut out = None;
-    for _ in 0..3 {
-        let started = Instant::now();
-        let v = f();
-        best = best.min(started.elapsed());
-        out = Some(v);
-    }
-    (best, out.expect("ran"))
-}
 
 fn arrow_rs(batch: &RecordBatch, props: Option<WriterProperties>) -> usize {
     let mut buf = Vec::new();
@@ -76,13 +64,16 @@ fn main() {
     };
     report(
         "lake base file",
-        best(|| {
+        common::best(3, || {
             encode_parquet("bench.parquet", &batch, Vec::new())
                 .expect("encode")
                 .len()
         }),
     );
-    report("arrow-rs defaults", best(|| arrow_rs(&batch, None)));
+    report(
+        "arrow-rs defaults",
+        common::best(3, || arrow_rs(&batch, None)),
+    );
     let snappy = || {
         WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
@@ -90,6 +81,6 @@ fn main() {
     };
     report(
         "arrow-rs + Snappy",
-        best(|| arrow_rs(&batch, Some(snappy()))),
+        common::best(3, || arrow_rs(&batch, Some(snappy()))),
     );
 }

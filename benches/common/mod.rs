@@ -83,3 +83,17 @@ pub fn cpu_seconds() -> f64 {
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
     (ticks(11) + ticks(12)) / 100.0
 }
+
+/// Runs `f` `runs` times; the best time and the last result.
+#[allow(dead_code)]
+pub fn best<T>(runs: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
+    let mut best = Duration::MAX;
+    let mut out = None;
+    for _ in 0..runs.max(1) {
+        let started = Instant::now();
+        let v = f();
+        best = best.min(started.elapsed());
+        out = Some(v);
+    }
+    (best, out.expect("ran at least once"))
+}

@@ -486,24 +486,7 @@ impl Dec {
                 validity,
                 item,
             } => {
-                let mut count = 0i64;
-                loop {
-                    let mut n = read_long(buf)?;
-                    if n == 0 {
-                        break;
-                    }
-                    if n < 0 {
-                        n = n
-                            .checked_neg()
-                            .ok_or_else(|| block_err("bad Avro array block count"))?;
-                        read_long(buf)?;
-                    }
-                    spend_items(n)?;
-                    for _ in 0..n {
-                        item.read(buf)?;
-                    }
-                    count += n;
-                }
+                let count = each_item(buf, |b| item.read(b))?;
                 let last = offsets.last().copied().unwrap_or(0);
                 let next = i32::try_from(count)
                     .ok()
@@ -791,12 +774,16 @@ fn skip(schema: &AvroSchema, buf: &mut &[u8]) -> Result<()> {
         AvroSchema::Fixed(n) => {
             take(buf, *n)?;
         }
-        AvroSchema::Array(items) => skip_blocks(buf, |b| skip(items, b))?,
-        AvroSchema::Map(values) => skip_blocks(buf, |b| {
-            let n = read_len(b)?;
-            take(b, n)?;
-            skip(values, b)
-        })?,
+        AvroSchema::Array(items) => {
+            each_item(buf, |b| skip(items, b))?;
+        }
+        AvroSchema::Map(values) => {
+            each_item(buf, |b| {
+                let n = read_len(b)?;
+                take(b, n)?;
+                skip(values, b)
+            })?;
+        }
         AvroSchema::Record { fields, .. } => {
             for (_, f) in fields {
                 skip(f, buf)?;
@@ -813,14 +800,14 @@ fn skip(schema: &AvroSchema, buf: &mut &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Moves past the blocks of an array or map, each item by `item`.
-fn skip_blocks(buf: &mut &[u8], mut item: impl FnMut(&mut &[u8]) -> Result<()>) -> Result<()> {
-    // As when decoding: every item is walked (a block's byte size is read but not trusted), out
-    // of the record's item budget.
+/// Walks the blocks of an array or map, each item by `item` (a block's byte size is read but not
+/// trusted), out of the record's item budget; returns the number of items.
+fn each_item(buf: &mut &[u8], mut item: impl FnMut(&mut &[u8]) -> Result<()>) -> Result<i64> {
+    let mut count = 0i64;
     loop {
         let mut n = read_long(buf)?;
         if n == 0 {
-            return Ok(());
+            return Ok(count);
         }
         if n < 0 {
             n = n
@@ -832,6 +819,7 @@ fn skip_blocks(buf: &mut &[u8], mut item: impl FnMut(&mut &[u8]) -> Result<()>) 
         for _ in 0..n {
             item(buf)?;
         }
+        count += n;
     }
 }
 
