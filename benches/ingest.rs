@@ -9,13 +9,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use lake_ingest::checkpoint::Checkpoint;
 use lake_ingest::config::PipelineConfig;
 use lake_ingest::pipeline::{RunOptions, last_checkpoint, run};
 use lake_ingest::rdkafka::ClientConfig;
 use lake_ingest::rdkafka::mocking::MockCluster;
 use lake_ingest::rdkafka::producer::{FutureProducer, FutureRecord};
 use lake_table::Table;
+
+mod common;
 
 fn event(id: u64, version: u64, pos: u64) -> (String, String) {
     let key = format!("{{\"id\":{id}}}");
@@ -30,6 +31,9 @@ fn event(id: u64, version: u64, pos: u64) -> (String, String) {
     (key, value)
 }
 
+/// Partitions of the throughput bench's topic.
+const PARTITIONS: i32 = 8;
+
 fn config(
     brokers: &str,
     topic: &str,
@@ -43,7 +47,7 @@ fn config(
 brokers = "{brokers}"
 group_id = "bench"
 [commit]
-max_records = 100000
+max_records = 50000
 max_interval_ms = {interval_ms}
 [progress]
 interval_ms = 0
@@ -59,15 +63,36 @@ max_delta_commits = 0
     PipelineConfig::parse(&text, |_| None).expect("config")
 }
 
-async fn committed(uri: &str, topic: &str) -> i64 {
-    match Table::open(uri).await {
-        Ok(t) => last_checkpoint(&t, topic)
-            .await
-            .ok()
-            .flatten()
-            .map_or(0, |c: Checkpoint| c.offsets.values().sum()),
-        Err(_) => 0,
+/// Whether the table's checkpoint has reached `ends` on every partition.
+async fn committed(uri: &str, topic: &str, ends: &HashMap<i32, i64>) -> bool {
+    let Ok(t) = Table::open(uri).await else {
+        return false;
+    };
+    let Ok(Some(c)) = last_checkpoint(&t, topic).await else {
+        return false;
+    };
+    ends.iter()
+        .all(|(p, end)| c.offsets.get(p).is_some_and(|o| o >= end))
+}
+
+/// The offsets a topic holds per partition (the mock cluster keeps only the newest messages of a
+/// partition, so a bench counts what is there, not what it sent).
+fn held(brokers: &str, topic: &str, partitions: i32) -> (HashMap<i32, i64>, i64) {
+    use lake_ingest::rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("consumer");
+    let mut ends = HashMap::new();
+    let mut total = 0;
+    for p in 0..partitions {
+        let (low, high) = c
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .expect("watermarks");
+        ends.insert(p, high);
+        total += high - low;
     }
+    (ends, total)
 }
 
 /// Produces `n` events (20% updates of earlier ids), then times the pipeline until all are committed.
@@ -75,7 +100,7 @@ async fn throughput(table_type: &str, n: u64) {
     let cluster = MockCluster::new(1).expect("mock cluster");
     let brokers = cluster.bootstrap_servers();
     let topic = format!("bench.{table_type}.orders");
-    cluster.create_topic(&topic, 4, 1).expect("topic");
+    cluster.create_topic(&topic, PARTITIONS, 1).expect("topic");
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
         .set("linger.ms", "20")
@@ -99,18 +124,24 @@ async fn throughput(table_type: &str, n: u64) {
     let _ = tokio::task::spawn_blocking(move || drop(producer)).await;
     let dir = tempfile::tempdir().expect("tmp");
     let uri = dir.path().join("t").display().to_string();
+    let (ends, held) = {
+        let (b, t) = (brokers.clone(), topic.clone());
+        tokio::task::spawn_blocking(move || held(&b, &t, PARTITIONS))
+            .await
+            .expect("watermarks")
+    };
     let cfg = config(&brokers, &topic, &uri, table_type, 2000);
     let stop = Arc::new(AtomicBool::new(false));
     let opts = RunOptions {
         until_caught_up: false,
         stop: Some(stop.clone()),
-        verbose: false,
+        verbose: std::env::var_os("LAKE_BENCH_VERBOSE").is_some(),
     };
     let started = Instant::now();
     let monitor = {
         let (uri, topic, stop) = (uri.clone(), topic.clone(), stop.clone());
         tokio::spawn(async move {
-            while committed(&uri, &topic).await < n as i64 {
+            while !committed(&uri, &topic, &ends).await {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             let secs = started.elapsed().as_secs_f64();
@@ -121,8 +152,8 @@ async fn throughput(table_type: &str, n: u64) {
     let report = run(&cfg, opts).await.expect("run");
     let secs = monitor.await.expect("monitor");
     println!(
-        "{table_type}: {n} events topic -> committed table in {secs:.2}s: {:.0} events/s ({} commits)",
-        n as f64 / secs,
+        "{table_type}: {held} events (of {n} sent) topic -> committed table in {secs:.2}s: {:.0} events/s ({} commits)",
+        held as f64 / secs,
         report.commits.values().sum::<u64>()
     );
 }
@@ -223,10 +254,92 @@ async fn freshness(table_type: &str, rate: u64, secs: u64) {
     );
 }
 
+/// The parts of the pipeline alone, on the bench's messages: decoding (for a new table and for an
+/// existing one), and the table write of the decoded batch.
+async fn parts(n: u64) {
+    use lake_ingest::TableShape;
+    use lake_ingest::messages::{DecodeSpec, Message, decode_messages};
+    use lake_table::{TableConfig, TableType, WriteOptions};
+
+    let msgs: Vec<Message> = (0..n)
+        .map(|i| {
+            let (id, version) = if i % 5 == 4 { (i / 2, 1) } else { (i, 0) };
+            let (k, v) = event(id, version, 1000 + i);
+            Message {
+                topic: "parts.orders".into(),
+                partition: (i % 4) as i32,
+                offset: (i / 4) as i64,
+                key: Some(k.into_bytes()),
+                value: Some(v.into_bytes()),
+            }
+        })
+        .collect();
+    let dir = tempfile::tempdir().expect("tmp");
+    let uri = dir.path().join("t").display().to_string();
+    let cfg = TableConfig::new(
+        "t",
+        TableType::MergeOnRead,
+        vec!["id".into()],
+        vec![],
+        Some(lake_table::config::SOURCE_POSITION_FIELD.into()),
+        Some(4),
+    )
+    .expect("config");
+    let table = Table::create(&uri, cfg.clone()).await.expect("table");
+    let mut shape = TableShape {
+        key_fields: vec!["id".into()],
+        ordering_field: cfg.ordering_field.clone(),
+        ..Default::default()
+    };
+    let spec = |shape: &TableShape| DecodeSpec {
+        kind: Default::default(),
+        shape: shape.clone(),
+        message_key_field: None,
+    };
+    let (secs, first) = common::best(3, || {
+        decode_messages(&msgs, &spec(&shape), false).expect("decodes")
+    });
+    let secs = secs.as_secs_f64();
+    println!(
+        "parts: decode {n} messages for a new table (schema inferred from the first 1,000): {secs:.3}s, {:.0} messages/s",
+        n as f64 / secs
+    );
+    let batch = first.batch.expect("rows");
+    shape.schema = Some(batch.rows.schema());
+    let (secs, direct) = common::best(3, || {
+        decode_messages(&msgs, &spec(&shape), false).expect("decodes")
+    });
+    let secs = secs.as_secs_f64();
+    println!(
+        "parts: decode {n} messages, direct into columns (table exists): {secs:.3}s, {:.0} messages/s",
+        n as f64 / secs
+    );
+    let direct = direct.batch.expect("rows");
+    let started = Instant::now();
+    table
+        .write(vec![batch], WriteOptions::default())
+        .await
+        .expect("write");
+    let first_write = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    table
+        .write(vec![direct], WriteOptions::default())
+        .await
+        .expect("write");
+    println!(
+        "parts: MOR write of the {n} decoded rows: {first_write:.3}s into the new table, {:.3}s again (updates)",
+        started.elapsed().as_secs_f64()
+    );
+}
+
 #[tokio::main]
 async fn main() {
+    parts(200_000).await;
     for t in ["cow", "mor"] {
         throughput(t, 200_000).await;
+    }
+    if std::env::var_os("LAKE_BENCH_THROUGHPUT_ONLY").is_some() {
+        return;
     }
     for t in ["cow", "mor"] {
         freshness(t, 2000, 15).await;

@@ -24,22 +24,37 @@ pub fn source_position(payload: &Value) -> Option<String> {
                 .or_else(|| x.as_str().and_then(|s| s.parse().ok()))
         })
     };
-    if let (Some(file), Some(pos)) = (src.get("file").and_then(Value::as_str), num(src.get("pos")))
-    {
+    position_text(
+        src.get("file").and_then(Value::as_str),
+        num(src.get("pos")),
+        num(src.get("row")),
+        num(src.get("lsn")),
+        num(payload.get("ts_ms")).or_else(|| num(src.get("ts_ms"))),
+    )
+}
+
+/// The position text of [`source_position`] from the source block's fields (`ts_ms`: the event's,
+/// else the source block's).
+pub(crate) fn position_text(
+    file: Option<&str>,
+    pos: Option<u64>,
+    row: Option<u64>,
+    lsn: Option<u64>,
+    ts_ms: Option<u64>,
+) -> Option<String> {
+    if let (Some(file), Some(pos)) = (file, pos) {
         let seq = file
             .rsplit('.')
             .next()
             .and_then(|s| s.parse::<u64>().ok())
             .unwrap_or(0);
-        let row = num(src.get("row")).unwrap_or(0);
+        let row = row.unwrap_or(0);
         return Some(format!("{seq:012}.{pos:020}.{row:010}"));
     }
-    if let Some(lsn) = num(src.get("lsn")) {
+    if let Some(lsn) = lsn {
         return Some(format!("{lsn:020}"));
     }
-    num(payload.get("ts_ms"))
-        .or_else(|| num(src.get("ts_ms")))
-        .map(|t| format!("{t:020}"))
+    ts_ms.map(|t| format!("{t:020}"))
 }
 
 /// Decodes JSON Lines of Debezium change-event values: each line is decoded exactly as a Kafka

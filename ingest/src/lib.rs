@@ -8,6 +8,7 @@
 pub mod checkpoint;
 pub mod config;
 mod debezium;
+mod direct;
 mod error;
 pub mod messages;
 pub mod pipeline;

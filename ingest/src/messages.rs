@@ -102,7 +102,49 @@ pub fn debezium_key_fields(key: &[u8]) -> Option<Vec<String>> {
 
 /// Decodes messages into one change batch. With `keep_going`, bad messages are returned in
 /// `rejected` and the others decode; without it the first bad message is the error.
+///
+/// A batch of the common shape (every value a flat value of an existing column) decodes directly
+/// into Arrow columns; any other batch takes the general decoder, which gives the same result.
 pub fn decode_messages(
+    msgs: &[Message],
+    spec: &DecodeSpec,
+    keep_going: bool,
+) -> Result<DecodedMessages, MessageError> {
+    decode_with_prefix(msgs, spec, keep_going, SCHEMA_PREFIX)
+}
+
+/// Messages of a new table's first batch that the general decoder reads to infer the schema for
+/// the rest.
+const SCHEMA_PREFIX: usize = 1000;
+
+/// [`decode_messages`], where a batch for a table without a schema takes the schema the general
+/// decoder infers from its first `prefix` messages, and decodes directly against it: if every
+/// message fits that schema, inferring it from the whole batch gives the same schema.
+pub(crate) fn decode_with_prefix(
+    msgs: &[Message],
+    spec: &DecodeSpec,
+    keep_going: bool,
+    prefix: usize,
+) -> Result<DecodedMessages, MessageError> {
+    if let Some(decoded) = crate::direct::decode(msgs, spec) {
+        return Ok(decoded);
+    }
+    if spec.shape.schema.is_none()
+        && msgs.len() > 2 * prefix
+        && let Ok(head) = decode_general(&msgs[..prefix], spec, false)
+        && let Some(batch) = head.batch
+    {
+        let mut inferred = spec.clone();
+        inferred.shape.schema = Some(batch.rows.schema());
+        if let Some(decoded) = crate::direct::decode(msgs, &inferred) {
+            return Ok(decoded);
+        }
+    }
+    decode_general(msgs, spec, keep_going)
+}
+
+/// The general decoder: a JSON tree per message, every rule and every error message.
+pub(crate) fn decode_general(
     msgs: &[Message],
     spec: &DecodeSpec,
     keep_going: bool,

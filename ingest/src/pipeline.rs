@@ -13,11 +13,15 @@
 //! table — in the same step, before the table commit that moves the checkpoint past them.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::{ArrayRef, BinaryArray, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use lake_compaction::{CompactionStrategy, Scheduled, execute_pending, schedule};
 use lake_table::archive::ArchivedTimeline;
 use lake_table::config::SOURCE_POSITION_FIELD;
@@ -95,27 +99,52 @@ pub struct RunReport {
     pub abandoned: usize,
 }
 
-/// One topic flowing into one table.
-struct Flow {
+/// The part of a flow that commits: held by the flow while idle, by its commit task while a batch
+/// is being decoded and committed.
+struct Writer {
     spec: TableSpec,
     topic: String,
     uri: String,
     table: Option<Table>,
-    /// Next offset to read per partition, as of the last table commit.
+    dead_letter: Option<Table>,
+}
+
+/// What a commit task did.
+struct Committed {
+    /// The checkpoint the commit recorded.
+    next: BTreeMap<i32, i64>,
+    records: u64,
+    instant: Option<String>,
+    dead_letters: u64,
+}
+
+/// A batch being committed: the flow's index, its writer, and the outcome.
+type Commit = Pin<Box<dyn Future<Output = (usize, Writer, Result<Committed, IngestError>)>>>;
+
+/// One topic flowing into one table. Consuming goes on while the previous batch commits: at most one
+/// batch per flow is committing while the next one fills.
+struct Flow {
+    topic: String,
+    uri: String,
+    writer: Option<Writer>,
+    /// A batch of this flow is being committed.
+    busy: bool,
+    /// Next offset to read per partition, as of the last completed table commit.
     committed: BTreeMap<i32, i64>,
+    /// Next offset to read per partition, as of the last batch handed to the commit task.
+    dispatched: BTreeMap<i32, i64>,
     /// End offsets at start (for `until_caught_up`).
     end_at_start: BTreeMap<i32, i64>,
     pending: Vec<Message>,
     pending_bytes: usize,
     first_pending: Option<Instant>,
     last_instant: Option<String>,
-    dead_letter: Option<Table>,
     records_since_progress: u64,
 }
 
 impl Flow {
     fn next_offsets(&self) -> BTreeMap<i32, i64> {
-        let mut next = self.committed.clone();
+        let mut next = self.dispatched.clone();
         for m in &self.pending {
             let e = next.entry(m.partition).or_insert(0);
             *e = (*e).max(m.offset + 1);
@@ -125,6 +154,7 @@ impl Flow {
 
     fn caught_up(&self) -> bool {
         self.pending.is_empty()
+            && !self.busy
             && self
                 .end_at_start
                 .iter()
@@ -205,17 +235,23 @@ pub async fn run(config: &PipelineConfig, opts: RunOptions) -> Result<RunReport,
             }
             let uri = spec.table_uri(&topic);
             flows.push(Flow {
-                spec: spec.clone(),
-                topic,
-                uri,
-                table: None,
+                topic: topic.clone(),
+                uri: uri.clone(),
+                writer: Some(Writer {
+                    spec: spec.clone(),
+                    topic,
+                    uri,
+                    table: None,
+                    dead_letter: None,
+                }),
+                busy: false,
                 committed: BTreeMap::new(),
+                dispatched: BTreeMap::new(),
                 end_at_start: BTreeMap::new(),
                 pending: Vec::new(),
                 pending_bytes: 0,
                 first_pending: None,
                 last_instant: None,
-                dead_letter: None,
                 records_since_progress: 0,
             });
         }
@@ -229,10 +265,14 @@ pub async fn run(config: &PipelineConfig, opts: RunOptions) -> Result<RunReport,
     // Start positions: each table's checkpoint, else the reset policy resolved to a real offset.
     let mut tpl = TopicPartitionList::new();
     for f in &mut flows {
-        f.table = Table::open_if_exists(&f.uri)
+        let table = Table::open_if_exists(&f.uri)
             .await
-            .map_err(|source| table_err(f, source))?;
-        let checkpoint = match &f.table {
+            .map_err(|source| IngestError::Table {
+                uri: f.uri.clone(),
+                topic: f.topic.clone(),
+                source,
+            })?;
+        let checkpoint = match &table {
             Some(t) => last_checkpoint(t, &f.topic)
                 .await
                 .map_err(|source| IngestError::Table {
@@ -242,6 +282,9 @@ pub async fn run(config: &PipelineConfig, opts: RunOptions) -> Result<RunReport,
                 })?,
             None => None,
         };
+        if let Some(w) = f.writer.as_mut() {
+            w.table = table;
+        }
         for &p in &partitions_of[&f.topic] {
             let (c, topic) = (consumer.clone(), f.topic.clone());
             let (low, high) =
@@ -255,6 +298,7 @@ pub async fn run(config: &PipelineConfig, opts: RunOptions) -> Result<RunReport,
                 None => low,
             };
             f.committed.insert(p, start);
+            f.dispatched.insert(p, start);
             f.end_at_start.insert(p, high);
             tpl.add_partition_offset(&f.topic, p, Offset::Offset(start))
                 .map_err(|e| kafka("assign", e))?;
@@ -286,6 +330,7 @@ pub async fn run(config: &PipelineConfig, opts: RunOptions) -> Result<RunReport,
     let mut last_progress = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let mut last_message = Instant::now();
+    let mut commits: FuturesUnordered<Commit> = FuturesUnordered::new();
     loop {
         if opts
             .stop
@@ -321,17 +366,22 @@ pub async fn run(config: &PipelineConfig, opts: RunOptions) -> Result<RunReport,
                 if f.pending.len() >= config.commit.max_records
                     || f.pending_bytes >= config.commit.max_bytes
                 {
-                    flush(f, &consumer, &mut report, opts.verbose).await?;
+                    // A full batch waits for the previous one to commit: back-pressure.
+                    dispatch(i, &mut flows, &mut commits, &consumer, &mut report, opts.verbose).await?;
                 }
             }
+            Some((i, writer, result)) = commits.next(), if !commits.is_empty() => {
+                settle(&mut flows[i], writer, result, &mut report)?;
+            }
             _ = tick.tick() => {
-                for f in &mut flows {
+                for i in 0..flows.len() {
+                    let f = &flows[i];
                     let due = f.first_pending.is_some_and(|t| t.elapsed() >= max_interval);
                     let tail = opts.until_caught_up
                         && !f.pending.is_empty()
                         && last_message.elapsed() >= CAUGHT_UP_IDLE;
-                    if due || tail {
-                        flush(f, &consumer, &mut report, opts.verbose).await?;
+                    if (due || tail) && !f.busy {
+                        dispatch(i, &mut flows, &mut commits, &consumer, &mut report, opts.verbose).await?;
                     }
                 }
                 if opts.verbose && !progress_every.is_zero() && last_progress.elapsed() >= progress_every {
@@ -340,6 +390,10 @@ pub async fn run(config: &PipelineConfig, opts: RunOptions) -> Result<RunReport,
                 }
             }
         }
+    }
+    // Batches already committing finish (their commit is not abandoned halfway).
+    while let Some((i, writer, result)) = commits.next().await {
+        settle(&mut flows[i], writer, result, &mut report)?;
     }
     report.abandoned = flows.iter().map(|f| f.pending.len()).sum();
     if report.abandoned > 0 {
@@ -356,7 +410,7 @@ pub async fn run(config: &PipelineConfig, opts: RunOptions) -> Result<RunReport,
     Ok(report)
 }
 
-fn table_err(f: &Flow, source: lake_table::Error) -> IngestError {
+fn table_err(f: &Writer, source: lake_table::Error) -> IngestError {
     IngestError::Table {
         uri: f.uri.clone(),
         topic: f.topic.clone(),
@@ -406,7 +460,7 @@ pub async fn last_checkpoint(
 
 /// Creates the table of a flow on its first batch (the key comes from the config or, for Debezium,
 /// from the message keys).
-async fn ensure_table(f: &mut Flow) -> Result<Table, IngestError> {
+async fn ensure_table(f: &mut Writer, msgs: &[Message]) -> Result<Table, IngestError> {
     if let Some(t) = &f.table {
         return Ok(t.clone());
     }
@@ -415,8 +469,7 @@ async fn ensure_table(f: &mut Flow) -> Result<Table, IngestError> {
     } else if let Some(k) = f.spec.message_key_field.clone() {
         vec![k]
     } else {
-        f.pending
-            .iter()
+        msgs.iter()
             .find_map(|m| m.key.as_deref().and_then(debezium_key_fields))
             .ok_or_else(|| {
                 IngestError::Config(format!(
@@ -457,7 +510,7 @@ async fn ensure_table(f: &mut Flow) -> Result<Table, IngestError> {
     Ok(table)
 }
 
-async fn dead_letter_table(f: &mut Flow) -> Result<Table, IngestError> {
+async fn dead_letter_table(f: &mut Writer) -> Result<Table, IngestError> {
     if let Some(t) = &f.dead_letter {
         return Ok(t.clone());
     }
@@ -494,19 +547,77 @@ async fn dead_letter_table(f: &mut Flow) -> Result<Table, IngestError> {
     Ok(t)
 }
 
-/// Commits a flow's open batch: dead letters first, then the table commit carrying the checkpoint,
-/// then the consumer-group offsets; then inline compaction scheduling for merge-on-read tables.
-async fn flush(
-    f: &mut Flow,
-    consumer: &StreamConsumer,
+/// Starts committing a flow's open batch, after the flow's previous batch has committed.
+async fn dispatch(
+    i: usize,
+    flows: &mut [Flow],
+    commits: &mut FuturesUnordered<Commit>,
+    consumer: &Arc<StreamConsumer>,
     report: &mut RunReport,
     verbose: bool,
 ) -> Result<(), IngestError> {
-    if f.pending.is_empty() {
+    if flows[i].pending.is_empty() {
         return Ok(());
     }
+    while flows[i].busy {
+        match commits.next().await {
+            Some((j, writer, result)) => settle(&mut flows[j], writer, result, report)?,
+            None => break,
+        }
+    }
+    let f = &mut flows[i];
+    let Some(mut writer) = f.writer.take() else {
+        return Err(IngestError::Config(format!(
+            "topic {}: no writer after its commit ended",
+            f.topic
+        )));
+    };
+    let next = f.next_offsets();
+    let msgs = std::mem::take(&mut f.pending);
+    f.dispatched = next.clone();
+    f.pending_bytes = 0;
+    f.first_pending = None;
+    f.busy = true;
+    let consumer = consumer.clone();
+    commits.push(Box::pin(async move {
+        let result = commit_batch(&mut writer, msgs, next, &consumer, verbose).await;
+        (i, writer, result)
+    }));
+    Ok(())
+}
+
+/// Takes in what a flow's commit did.
+fn settle(
+    f: &mut Flow,
+    writer: Writer,
+    result: Result<Committed, IngestError>,
+    report: &mut RunReport,
+) -> Result<(), IngestError> {
+    f.writer = Some(writer);
+    f.busy = false;
+    let done = result?;
+    if let Some(instant) = done.instant {
+        f.last_instant = Some(instant);
+        *report.commits.entry(f.uri.clone()).or_default() += 1;
+    }
+    report.dead_letters += done.dead_letters;
+    *report.records.entry(f.uri.clone()).or_default() += done.records;
+    f.records_since_progress += done.records;
+    f.committed = done.next;
+    Ok(())
+}
+
+/// Commits one batch: dead letters first, then the table commit carrying the checkpoint `next`,
+/// then the consumer-group offsets; then inline compaction scheduling for merge-on-read tables.
+async fn commit_batch(
+    f: &mut Writer,
+    msgs: Vec<Message>,
+    next: BTreeMap<i32, i64>,
+    consumer: &StreamConsumer,
+    verbose: bool,
+) -> Result<Committed, IngestError> {
     let started = Instant::now();
-    let table = ensure_table(f).await?;
+    let table = ensure_table(f, &msgs).await?;
     let timeline = table.timeline().await.map_err(|s| table_err(f, s))?;
     let schema = table
         .data_schema(&timeline)
@@ -526,10 +637,18 @@ async fn flush(
         message_key_field: f.spec.message_key_field.clone(),
     };
     let keep_going = f.spec.on_error == ErrorPolicy::DeadLetter;
-    let decoded = decode_messages(&f.pending, &spec, keep_going)?;
+    // Decoding is CPU work: off the async threads, which keep consuming meanwhile.
+    let (msgs, decoded) = tokio::task::spawn_blocking(move || {
+        let decoded = decode_messages(&msgs, &spec, keep_going);
+        (msgs, decoded)
+    })
+    .await
+    .map_err(|e| IngestError::Config(format!("topic {}: decoding failed: {e}", f.topic)))?;
+    let decoded = decoded?;
+    let mut dead_letters = 0;
     if !decoded.rejected.is_empty() {
         let dlq = dead_letter_table(f).await?;
-        let rows = dead_letter_rows(&f.pending, &decoded.rejected);
+        let rows = dead_letter_rows(&msgs, &decoded.rejected);
         dlq.write_retrying(
             vec![ChangeBatch::upserts(rows)],
             WriteOptions::default(),
@@ -537,12 +656,11 @@ async fn flush(
         )
         .await
         .map_err(|s| table_err(f, s))?;
-        report.dead_letters += decoded.rejected.len() as u64;
+        dead_letters = decoded.rejected.len() as u64;
         for (_, e) in &decoded.rejected {
             log(verbose, &format!("dead-letter {e}"));
         }
     }
-    let next = f.next_offsets();
     let checkpoint = Checkpoint {
         topic: f.topic.clone(),
         offsets: next.clone(),
@@ -552,14 +670,15 @@ async fn flush(
     } else {
         WriteOperation::Upsert
     };
-    let records = f.pending.len() as u64;
+    let records = msgs.len() as u64;
+    let mut instant = None;
     if let Some(batch) = decoded.batch {
         let opts = WriteOptions {
             operation,
             extra_metadata: [(CHECKPOINT_KEY.to_owned(), checkpoint.render())].into(),
             ..Default::default()
         };
-        let range = offset_ranges(&f.pending);
+        let range = offset_ranges(&msgs);
         let summary = table
             .write_retrying(vec![batch], opts, WRITE_ATTEMPTS)
             .await
@@ -576,8 +695,7 @@ async fn flush(
                 source => table_err(f, source),
             })?;
         if let Some(t) = summary.instant {
-            f.last_instant = Some(t.to_string());
-            *report.commits.entry(f.uri.clone()).or_default() += 1;
+            instant = Some(t.to_string());
             log(
                 verbose,
                 &format!(
@@ -592,15 +710,9 @@ async fn flush(
             );
         }
     }
-    *report.records.entry(f.uri.clone()).or_default() += records;
-    f.records_since_progress += records;
-    f.committed = next;
-    f.pending.clear();
-    f.pending_bytes = 0;
-    f.first_pending = None;
     // Monitoring only: the group's offsets follow the table's checkpoint.
     let mut tpl = TopicPartitionList::new();
-    for (p, o) in &f.committed {
+    for (p, o) in &next {
         let _ = tpl.add_partition_offset(&f.topic, *p, Offset::Offset(*o));
     }
     let _ = consumer.commit(&tpl, CommitMode::Async);
@@ -626,7 +738,12 @@ async fn flush(
             }
         }
     }
-    Ok(())
+    Ok(Committed {
+        next,
+        records,
+        instant,
+        dead_letters,
+    })
 }
 
 /// `partition@first-last` of the messages in a batch, for error messages.
