@@ -371,7 +371,7 @@ pub async fn run(config: &PipelineConfig, opts: RunOptions) -> Result<RunReport,
                 }
             }
             Some((i, writer, result)) = commits.next(), if !commits.is_empty() => {
-                settle(&mut flows[i], writer, result, &mut report)?;
+                settle(&mut flows[i], writer, result?, &mut report);
             }
             _ = tick.tick() => {
                 for i in 0..flows.len() {
@@ -393,7 +393,7 @@ pub async fn run(config: &PipelineConfig, opts: RunOptions) -> Result<RunReport,
     }
     // Batches already committing finish (their commit is not abandoned halfway).
     while let Some((i, writer, result)) = commits.next().await {
-        settle(&mut flows[i], writer, result, &mut report)?;
+        settle(&mut flows[i], writer, result?, &mut report);
     }
     report.abandoned = flows.iter().map(|f| f.pending.len()).sum();
     if report.abandoned > 0 {
@@ -561,7 +561,7 @@ async fn dispatch(
     }
     while flows[i].busy {
         match commits.next().await {
-            Some((j, writer, result)) => settle(&mut flows[j], writer, result, report)?,
+            Some((j, writer, result)) => settle(&mut flows[j], writer, result?, report),
             None => break,
         }
     }
@@ -587,15 +587,9 @@ async fn dispatch(
 }
 
 /// Takes in what a flow's commit did.
-fn settle(
-    f: &mut Flow,
-    writer: Writer,
-    result: Result<Committed, IngestError>,
-    report: &mut RunReport,
-) -> Result<(), IngestError> {
+fn settle(f: &mut Flow, writer: Writer, done: Committed, report: &mut RunReport) {
     f.writer = Some(writer);
     f.busy = false;
-    let done = result?;
     if let Some(instant) = done.instant {
         f.last_instant = Some(instant);
         *report.commits.entry(f.uri.clone()).or_default() += 1;
@@ -604,7 +598,6 @@ fn settle(
     *report.records.entry(f.uri.clone()).or_default() += done.records;
     f.records_since_progress += done.records;
     f.committed = done.next;
-    Ok(())
 }
 
 /// Commits one batch: dead letters first, then the table commit carrying the checkpoint `next`,
