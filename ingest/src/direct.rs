@@ -22,7 +22,7 @@ use arrow::array::{
     ArrayRef, BooleanArray, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch,
     StringBuilder, UInt64Builder, new_null_array,
 };
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::datatypes::{DataType, Decimal128Type, Field, Schema};
 use lake_table::ChangeBatch;
 use lake_table::config::SOURCE_POSITION_FIELD;
 
@@ -318,8 +318,22 @@ fn kind_of(dt: &DataType) -> Option<Kind> {
         DataType::UInt64 => Kind::UInt64,
         DataType::Float64 => Kind::Float64,
         DataType::Boolean => Kind::Boolean,
-        t if t.is_nested() => return None,
-        _ => Kind::NullOnly,
+        // Types the general decoder builds a column of (all null here); any other declines, so
+        // that a type arrow-json refuses keeps failing the way it does there.
+        DataType::Date32
+        | DataType::Date64
+        | DataType::Float32
+        | DataType::Binary
+        | DataType::LargeUtf8
+        | DataType::Timestamp(_, None) => Kind::NullOnly,
+        DataType::Timestamp(_, Some(tz)) if tz.as_ref() == "UTC" => Kind::NullOnly,
+        DataType::Decimal128(p, s)
+            if arrow::datatypes::validate_decimal_precision_and_scale::<Decimal128Type>(*p, *s)
+                .is_ok() =>
+        {
+            Kind::NullOnly
+        }
+        _ => return None,
     })
 }
 
@@ -957,6 +971,42 @@ mod tests {
             offset,
             key: key.map(String::into_bytes),
             value: value.map(String::into_bytes),
+        }
+    }
+
+    /// A column type arrow-json cannot decode declines the batch, even when every value is null:
+    /// the general decoder fails on it.
+    #[test]
+    fn column_types_the_general_decoder_refuses_decline() {
+        let event = r#"{"op":"c","after":{"id":1},"source":{"file":"b.1","pos":4}}"#;
+        for (dt, accepted) in [
+            (DataType::Decimal128(40, 2), false),
+            (DataType::Decimal128(10, 2), true),
+            (DataType::Time32(arrow::datatypes::TimeUnit::Second), false),
+            (DataType::Date32, true),
+        ] {
+            let spec = DecodeSpec {
+                kind: DecoderKind::Debezium,
+                shape: TableShape {
+                    schema: Some(Arc::new(Schema::new(vec![
+                        Field::new("id", DataType::Int64, false),
+                        Field::new(SOURCE_POSITION_FIELD, DataType::Utf8, true),
+                        Field::new("amount", dt.clone(), true),
+                    ]))),
+                    key_fields: vec!["id".into()],
+                    ordering_field: Some(SOURCE_POSITION_FIELD.into()),
+                    ..Default::default()
+                },
+                message_key_field: None,
+            };
+            let msgs = [message(0, None, Some(event.to_owned()))];
+            let direct = decode(&msgs, &spec);
+            assert_eq!(direct.is_some(), accepted, "{dt}");
+            let general = decode_general(&msgs, &spec, false);
+            if let Some(d) = direct {
+                let g = general.expect("the general decoder takes it too");
+                assert_eq!(d.batch.map(|b| b.rows), g.batch.map(|b| b.rows), "{dt}");
+            }
         }
     }
 
