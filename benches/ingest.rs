@@ -296,25 +296,23 @@ async fn parts(n: u64) {
         shape: shape.clone(),
         message_key_field: None,
     };
-    let (secs, first) = common::best(3, || {
-        decode_messages(&msgs, &spec(&shape), false).expect("decodes")
-    });
-    let secs = secs.as_secs_f64();
-    println!(
-        "parts: decode {n} messages for a new table (schema inferred from the first 1,000): {secs:.3}s, {:.0} messages/s",
-        n as f64 / secs
+    let decode = |shape: &TableShape, what: &str| {
+        let (took, decoded) = common::best(3, || {
+            decode_messages(&msgs, &spec(shape), false).expect("decodes")
+        });
+        let secs = took.as_secs_f64();
+        println!(
+            "parts: decode {n} messages, {what}: {secs:.3}s, {:.0} messages/s",
+            n as f64 / secs
+        );
+        decoded.batch.expect("rows")
+    };
+    let batch = decode(
+        &shape,
+        "for a new table (schema inferred from the first 1,000)",
     );
-    let batch = first.batch.expect("rows");
     shape.schema = Some(batch.rows.schema());
-    let (secs, direct) = common::best(3, || {
-        decode_messages(&msgs, &spec(&shape), false).expect("decodes")
-    });
-    let secs = secs.as_secs_f64();
-    println!(
-        "parts: decode {n} messages, direct into columns (table exists): {secs:.3}s, {:.0} messages/s",
-        n as f64 / secs
-    );
-    let direct = direct.batch.expect("rows");
+    let direct = decode(&shape, "direct into columns (table exists)");
     let started = Instant::now();
     table
         .write(vec![batch], WriteOptions::default())

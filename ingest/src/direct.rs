@@ -215,25 +215,7 @@ impl<'a> Scan<'a> {
         match self.peek()? {
             b'"' => self.string().map(drop),
             b'{' => self.object(|s, _| s.skip()),
-            b'[' => {
-                self.enter()?;
-                self.i += 1;
-                if self.eat(b']').is_none() {
-                    loop {
-                        self.skip()?;
-                        match self.peek()? {
-                            b',' => self.i += 1,
-                            b']' => {
-                                self.i += 1;
-                                break;
-                            }
-                            _ => return None,
-                        }
-                    }
-                }
-                self.depth -= 1;
-                Some(())
-            }
+            b'[' => self.items(b'[', b']', Self::skip),
             b't' => self.word("true"),
             b'f' => self.word("false"),
             b'n' => self.word("null"),
@@ -246,24 +228,21 @@ impl<'a> Scan<'a> {
         (self.depth <= MAX_DEPTH).then_some(())
     }
 
-    /// An object: `each` is called at every value with its key and must consume the value.
-    fn object(
+    /// The comma-separated items between `open` and `close`; `item` must consume one.
+    fn items(
         &mut self,
-        mut each: impl FnMut(&mut Self, Cow<'a, str>) -> Option<()>,
+        open: u8,
+        close: u8,
+        mut item: impl FnMut(&mut Self) -> Option<()>,
     ) -> Option<()> {
-        self.eat(b'{')?;
+        self.eat(open)?;
         self.enter()?;
-        if self.eat(b'}').is_none() {
+        if self.eat(close).is_none() {
             loop {
-                if self.peek()? != b'"' {
-                    return None;
-                }
-                let key = self.string()?;
-                self.eat(b':')?;
-                each(self, key)?;
+                item(self)?;
                 match self.peek()? {
                     b',' => self.i += 1,
-                    b'}' => {
+                    c if c == close => {
                         self.i += 1;
                         break;
                     }
@@ -273,6 +252,31 @@ impl<'a> Scan<'a> {
         }
         self.depth -= 1;
         Some(())
+    }
+
+    /// An object: `each` is called at every value with its key and must consume the value.
+    fn object(
+        &mut self,
+        mut each: impl FnMut(&mut Self, Cow<'a, str>) -> Option<()>,
+    ) -> Option<()> {
+        self.items(b'{', b'}', |s| {
+            if s.peek()? != b'"' {
+                return None;
+            }
+            let key = s.string()?;
+            s.eat(b':')?;
+            each(s, key)
+        })
+    }
+
+    /// A string value, or `None` after checking a value of another type.
+    fn text_or_skip(&mut self) -> Option<Option<Cow<'a, str>>> {
+        if self.peek()? == b'"' {
+            Some(Some(self.string()?))
+        } else {
+            self.skip()?;
+            Some(None)
+        }
     }
 
     /// A non-negative integer, or a string that parses as one (Debezium's loose number fields);
@@ -594,14 +598,7 @@ fn event(s: &str) -> Option<Option<Event<'_>>> {
     let mut e = Event::default();
     scan.object(|s, key| {
         match key.as_ref() {
-            "op" => {
-                e.op = if s.peek()? == b'"' {
-                    Some(s.string()?)
-                } else {
-                    s.skip()?;
-                    None
-                };
-            }
+            "op" => e.op = s.text_or_skip()?,
             "before" | "after" => {
                 let at = (s.peek()? == b'{').then_some(s.i);
                 s.skip()?;
@@ -620,14 +617,7 @@ fn event(s: &str) -> Option<Option<Event<'_>>> {
                 if s.peek()? == b'{' {
                     s.object(|s, k| {
                         match k.as_ref() {
-                            "file" => {
-                                e.file = if s.peek()? == b'"' {
-                                    Some(s.string()?)
-                                } else {
-                                    s.skip()?;
-                                    None
-                                };
-                            }
+                            "file" => e.file = s.text_or_skip()?,
                             "pos" => e.pos = s.loose_u64()?,
                             "row" => e.row = s.loose_u64()?,
                             "lsn" => e.lsn = s.loose_u64()?,
