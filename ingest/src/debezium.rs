@@ -42,19 +42,57 @@ pub(crate) fn position_text(
     lsn: Option<u64>,
     ts_ms: Option<u64>,
 ) -> Option<String> {
+    let mut out = String::new();
+    write_position(&mut out, file, pos, row, lsn, ts_ms).then_some(out)
+}
+
+/// Appends [`position_text`] to `out`; false (nothing appended) when the fields give no position.
+pub(crate) fn write_position(
+    out: &mut String,
+    file: Option<&str>,
+    pos: Option<u64>,
+    row: Option<u64>,
+    lsn: Option<u64>,
+    ts_ms: Option<u64>,
+) -> bool {
     if let (Some(file), Some(pos)) = (file, pos) {
         let seq = file
             .rsplit('.')
             .next()
             .and_then(|s| s.parse::<u64>().ok())
             .unwrap_or(0);
-        let row = row.unwrap_or(0);
-        return Some(format!("{seq:012}.{pos:020}.{row:010}"));
+        push_padded(out, seq, 12);
+        out.push('.');
+        push_padded(out, pos, 20);
+        out.push('.');
+        push_padded(out, row.unwrap_or(0), 10);
+        return true;
     }
-    if let Some(lsn) = lsn {
-        return Some(format!("{lsn:020}"));
+    match lsn.or(ts_ms) {
+        Some(v) => {
+            push_padded(out, v, 20);
+            true
+        }
+        None => false,
     }
-    ts_ms.map(|t| format!("{t:020}"))
+}
+
+/// Appends `v` in decimal, zero padded to `width` digits (as `format!("{v:0width$}")`).
+pub(crate) fn push_padded(out: &mut String, mut v: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    for _ in digits.len() - start..width {
+        out.push('0');
+    }
+    out.extend(digits[start..].iter().map(|d| char::from(*d)));
 }
 
 /// Decodes JSON Lines of Debezium change-event values: each line is decoded exactly as a Kafka
@@ -189,5 +227,43 @@ mod tests {
             .expect_err("bad type")
             .to_string();
         assert!(err.starts_with("f:2:"), "{err}");
+    }
+
+    #[test]
+    fn padded_positions_equal_formatted_ones() {
+        let mut values = vec![
+            0u64,
+            1,
+            9,
+            10,
+            99,
+            100,
+            u64::MAX,
+            u64::MAX / 10,
+            10u64.pow(19),
+        ];
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..2000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            values.push(x >> (x % 64));
+        }
+        for v in values {
+            for width in [0, 1, 10, 12, 20] {
+                let mut out = String::from("p");
+                push_padded(&mut out, v, width);
+                assert_eq!(out, format!("p{v:0width$}"), "{v} at width {width}");
+            }
+        }
+        assert_eq!(
+            position_text(Some("mysql-bin.000042"), Some(7), Some(3), None, None).as_deref(),
+            Some("000000000042.00000000000000000007.0000000003")
+        );
+        assert_eq!(
+            position_text(None, None, None, Some(5), Some(6)).as_deref(),
+            Some("00000000000000000005")
+        );
+        assert_eq!(position_text(None, Some(1), None, None, None), None);
     }
 }

@@ -15,7 +15,6 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -27,7 +26,7 @@ use lake_table::ChangeBatch;
 use lake_table::config::SOURCE_POSITION_FIELD;
 
 use crate::config::DecoderKind;
-use crate::debezium::position_text;
+use crate::debezium::{push_padded, write_position};
 use crate::messages::{DecodeSpec, DecodedMessages, Message};
 
 /// Nesting deeper than this declines (serde_json refuses 128 levels).
@@ -676,7 +675,7 @@ pub(crate) fn decode(msgs: &[Message], spec: &DecodeSpec) -> Option<DecodedMessa
                 if !scan.at_end() {
                     return None;
                 }
-                write!(position, "{:020}", m.offset).ok()?;
+                push_padded(&mut position, u64::try_from(m.offset).ok()?, 20);
                 cols.finish(&mut after, &mut text, key, Some(&position), false)?;
             }
             DecoderKind::Debezium => {
@@ -692,14 +691,15 @@ pub(crate) fn decode(msgs: &[Message], spec: &DecodeSpec) -> Option<DecodedMessa
                     "d" => (e.before?, true),
                     _ => return None,
                 };
-                let pos = position_text(
+                let pos = write_position(
+                    &mut position,
                     e.file.as_deref(),
                     e.pos,
                     e.row,
                     e.lsn,
                     e.ts_ms.or(e.source_ts),
-                );
-                let pos = pos.as_deref();
+                )
+                .then_some(position.as_str());
                 cols.image(&mut Scan::new(&value[image..]), &mut after, &mut text)?;
                 if e.op.as_deref() == Some("u")
                     && !cols.partitions.is_empty()

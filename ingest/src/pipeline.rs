@@ -431,7 +431,7 @@ pub async fn last_checkpoint(
         if timeline.is_compaction(w.time) {
             continue;
         }
-        let meta = timeline.commit_metadata(w).await?;
+        let meta = timeline.commit_metadata_cached(w).await?;
         if let Some(c) = meta.checkpoint().and_then(Checkpoint::parse)
             && c.topic == topic
         {

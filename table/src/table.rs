@@ -97,7 +97,7 @@ impl Table {
         if self.config.layout() == lake_timeline::Layout::V1 {
             let writes: Vec<_> = timeline.completed_writes().copied().collect();
             for inst in writes.iter().rev() {
-                let meta = timeline.commit_metadata(inst).await?;
+                let meta = timeline.commit_metadata_cached(inst).await?;
                 if let Some(s) = meta.schema() {
                     return Ok(Some(Arc::new(arrow_schema_from_avro(s)?)));
                 }

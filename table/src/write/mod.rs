@@ -450,7 +450,7 @@ impl Table {
         if timeline.layout() != lake_timeline::Layout::V1 {
             return Ok(None);
         }
-        let meta = timeline.commit_metadata(last).await?;
+        let meta = timeline.commit_metadata_cached(last).await?;
         Ok(meta.extra_metadata.get(MAX_POSITION_KEY).cloned())
     }
 

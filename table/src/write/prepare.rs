@@ -101,7 +101,7 @@ impl Table {
         partitions: &[String],
     ) -> Result<u64> {
         if let Some(last) = timeline.last_completed_write() {
-            let m = timeline.commit_metadata(last).await?;
+            let m = timeline.commit_metadata_cached(last).await?;
             let (bytes, records) = m.write_stats().fold((0i64, 0i64), |(b, r), s| {
                 (b + s.total_write_bytes, r + s.num_writes)
             });
