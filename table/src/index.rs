@@ -91,16 +91,22 @@ fn assign_buckets(
     rows: &Rows<'_>,
     buckets: u32,
 ) -> Result<Vec<Assignment>> {
-    let mut groups: BTreeMap<(String, u32), Vec<usize>> = BTreeMap::new();
+    // Grouped by borrowed partition paths (no string copy or comparison per row), then ordered by
+    // (partition, bucket) as before.
+    let mut groups: HashMap<(&str, u32), Vec<usize>, foldhash::fast::RandomState> =
+        HashMap::default();
     for &row in rows.winners {
         let b = bucket_id(&rows.keys[row], &config.bucket_hash_fields, buckets);
         groups
-            .entry((rows.partitions[row].clone(), b))
+            .entry((rows.partitions[row].as_str(), b))
             .or_default()
             .push(row);
     }
+    let mut groups: Vec<_> = groups.into_iter().collect();
+    groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let mut out = Vec::with_capacity(groups.len());
     for ((partition, bucket), rows) in groups {
+        let partition = partition.to_owned();
         let existing: Vec<&str> = view
             .file_ids(&partition)
             .filter(|f| bucket_of_file_id(f) == Some(bucket))

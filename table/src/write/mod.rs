@@ -209,9 +209,10 @@ impl Table {
 
         let touched: Vec<String> = winners
             .iter()
-            .map(|r| partitions[*r].clone())
+            .map(|r| partitions[*r].as_str())
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
+            .map(str::to_owned)
             .collect();
         summary.partitions = touched.len();
 

@@ -143,7 +143,8 @@ impl Table {
     /// another are both kept, so a key that moves between partitions leaves no copy behind.
     pub(super) fn dedupe(&self, p: &Prepared, partitions: &[String]) -> Result<Vec<usize>> {
         let order = ordering_rows(&p.rows, self.config().ordering_field.as_deref(), &[])?;
-        let mut winner: HashMap<(&str, &str), usize> = HashMap::with_capacity(p.keys.len());
+        let mut winner: HashMap<(&str, &str), usize, foldhash::fast::RandomState> =
+            HashMap::with_capacity_and_hasher(p.keys.len(), Default::default());
         let mut first_seen: Vec<(&str, &str)> = Vec::new();
         for (row, key) in p.keys.iter().enumerate() {
             let id = (key.as_str(), partitions[row].as_str());
