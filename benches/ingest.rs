@@ -95,6 +95,53 @@ fn held(brokers: &str, topic: &str, partitions: i32) -> (HashMap<i32, i64>, i64)
     (ends, total)
 }
 
+/// The floor under the end-to-end figure: the same topic read by a consumer configured as the
+/// pipeline's, copying each message out as the pipeline does, with no decoding or writing.
+async fn consume_only(brokers: &str, topic: &str, held: i64) {
+    use lake_ingest::messages::Message;
+    use lake_ingest::rdkafka::consumer::{Consumer, StreamConsumer};
+    use lake_ingest::rdkafka::{Message as _, Offset, TopicPartitionList};
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "bench-consume-only")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false");
+    for kv in std::env::var("LAKE_BENCH_CONSUMER")
+        .unwrap_or_default()
+        .split(',')
+    {
+        if let Some((k, v)) = kv.split_once('=') {
+            client.set(k, v);
+        }
+    }
+    let consumer: StreamConsumer = client.create().expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let (started, cpu) = (Instant::now(), common::cpu_seconds());
+    let mut got: Vec<Message> = Vec::with_capacity(held as usize);
+    while (got.len() as i64) < held {
+        let m = consumer.recv().await.expect("message");
+        got.push(Message {
+            topic: m.topic().to_owned(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec),
+        });
+    }
+    let (secs, cpu) = (started.elapsed().as_secs_f64(), common::cpu_seconds() - cpu);
+    println!(
+        "parts: consume {held} messages from the mock cluster, no decoding or writing: {secs:.2}s, {:.0} messages/s, {cpu:.2} CPU-s",
+        held as f64 / secs
+    );
+    let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
+}
+
 /// Produces `n` events (20% updates of earlier ids), then times the pipeline until all are committed.
 async fn throughput(table_type: &str, n: u64) {
     let cluster = MockCluster::new(1).expect("mock cluster");
@@ -130,6 +177,7 @@ async fn throughput(table_type: &str, n: u64) {
             .await
             .expect("watermarks")
     };
+    consume_only(&brokers, &topic, held).await;
     let cfg = config(&brokers, &topic, &uri, table_type, 2000);
     let stop = Arc::new(AtomicBool::new(false));
     let opts = RunOptions {
@@ -137,7 +185,7 @@ async fn throughput(table_type: &str, n: u64) {
         stop: Some(stop.clone()),
         verbose: std::env::var_os("LAKE_BENCH_VERBOSE").is_some(),
     };
-    let started = Instant::now();
+    let (started, cpu) = (Instant::now(), common::cpu_seconds());
     let monitor = {
         let (uri, topic, stop) = (uri.clone(), topic.clone(), stop.clone());
         tokio::spawn(async move {
@@ -151,10 +199,12 @@ async fn throughput(table_type: &str, n: u64) {
     };
     let report = run(&cfg, opts).await.expect("run");
     let secs = monitor.await.expect("monitor");
+    let cpu = common::cpu_seconds() - cpu;
     println!(
-        "{table_type}: {held} events (of {n} sent) topic -> committed table in {secs:.2}s: {:.0} events/s ({} commits)",
+        "{table_type}: {held} events (of {n} sent) topic -> committed table in {secs:.2}s: {:.0} events/s ({} commits); {cpu:.2} CPU-s, {:.1} µs per event",
         held as f64 / secs,
-        report.commits.values().sum::<u64>()
+        report.commits.values().sum::<u64>(),
+        cpu * 1e6 / held as f64
     );
 }
 
