@@ -7,10 +7,12 @@ use datafusion::catalog::{Session, TableProvider, TableProviderFactory};
 use datafusion::common::{DataFusionError, Result};
 use datafusion::logical_expr::CreateExternalTable;
 
-use crate::{HudiTableProvider, QueryOptions};
+use crate::QueryOptions;
 
-/// Creates [`HudiTableProvider`]s for `STORED AS HUDI` tables; `OPTIONS` take Hudi's query option
-/// names (`hoodie.datasource.query.type`, `hoodie.datasource.read.begin.instanttime`, …).
+/// Creates [`crate::HudiTableProvider`]s (and [`crate::ChangeFeedProvider`]s for
+/// `hoodie.datasource.query.incremental.format = 'cdc'`) for `STORED AS HUDI` tables; `OPTIONS` take
+/// Hudi's query option names (`hoodie.datasource.query.type`,
+/// `hoodie.datasource.read.begin.instanttime`, …).
 #[derive(Debug, Default)]
 pub struct HudiTableFactory;
 
@@ -31,8 +33,6 @@ impl TableProviderFactory for HudiTableFactory {
                 )));
             }
         };
-        Ok(Arc::new(
-            HudiTableProvider::try_new(location, options).await?,
-        ))
+        crate::open_provider(location, options).await
     }
 }

@@ -1,6 +1,7 @@
 //! Table functions for ad-hoc reads without DDL:
 //! `lake_snapshot('uri')`, `lake_as_of('uri', 'instant or timestamp')`,
-//! `lake_changes('uri', 'begin' [, 'end'])` (incremental: commits in (begin, end]).
+//! `lake_incremental('uri', 'begin' [, 'end'])` (the records written by commits in (begin, end], in
+//! their latest state) and `lake_changes('uri', 'begin' [, 'end'])` (the change feed of the range).
 
 use std::sync::Arc;
 
@@ -9,12 +10,13 @@ use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::Expr;
 use datafusion::prelude::SessionContext;
 
-use crate::{HudiTableProvider, QueryOptions, QueryType};
+use crate::{QueryOptions, QueryType};
 
 #[derive(Debug, Clone, Copy)]
 enum Kind {
     Snapshot,
     AsOf,
+    Incremental,
     Changes,
 }
 
@@ -60,8 +62,12 @@ impl TableFunctionImpl for LakeFunction {
                 ),
                 ..Default::default()
             },
-            Kind::Changes => QueryOptions {
-                query_type: QueryType::Incremental,
+            Kind::Incremental | Kind::Changes => QueryOptions {
+                query_type: if matches!(self.kind, Kind::Changes) {
+                    QueryType::Changes
+                } else {
+                    QueryType::Incremental
+                },
                 begin: Some(second.ok_or_else(|| {
                     DataFusionError::Plan(format!("{name}: missing begin instant"))
                 })?),
@@ -70,10 +76,9 @@ impl TableFunctionImpl for LakeFunction {
             },
         };
         // Table functions are planned synchronously; opening the table needs I/O.
-        let provider = tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(HudiTableProvider::try_new(&uri, options))
-        })?;
-        Ok(Arc::new(provider))
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(crate::open_provider(&uri, options))
+        })
     }
 }
 
@@ -82,6 +87,7 @@ pub(crate) fn register(ctx: &SessionContext) {
     for (name, kind) in [
         ("lake_snapshot", Kind::Snapshot),
         ("lake_as_of", Kind::AsOf),
+        ("lake_incremental", Kind::Incremental),
         ("lake_changes", Kind::Changes),
     ] {
         ctx.register_udtf(name, Arc::new(LakeFunction { name, kind }));

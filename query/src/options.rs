@@ -12,6 +12,11 @@ pub const BEGIN_INSTANT: &str = "hoodie.datasource.read.begin.instanttime";
 pub const END_INSTANT: &str = "hoodie.datasource.read.end.instanttime";
 /// `as.of.instant`: time travel.
 pub const AS_OF: &str = "as.of.instant";
+/// `hoodie.datasource.query.incremental.format`: `latest_state` (default) or `cdc` (the change
+/// feed).
+pub const INCREMENTAL_FORMAT: &str = "hoodie.datasource.query.incremental.format";
+/// `lake.changes.net`: a change feed netted to one row per record over the range.
+pub const CHANGES_NET: &str = "lake.changes.net";
 
 /// What a query reads.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -23,6 +28,9 @@ pub enum QueryType {
     ReadOptimized,
     /// Records written by commits in (begin, end], in their latest state within the range.
     Incremental,
+    /// The change feed over (begin, end]: one row per changed record per write, with its change type
+    /// and before and after images (Hudi's CDC query).
+    Changes,
 }
 
 /// Options of a [`crate::HudiTableProvider`].
@@ -37,6 +45,8 @@ pub struct QueryOptions {
     pub begin: Option<String>,
     /// Incremental: inclusive end (latest when unset).
     pub end: Option<String>,
+    /// Change feed: one row per record over the whole range instead of one per write.
+    pub net: bool,
 }
 
 impl QueryOptions {
@@ -48,28 +58,52 @@ impl QueryOptions {
                 .map(|v| v.trim().to_owned())
                 .filter(|v| !v.is_empty())
         };
+        let cdc = match get(INCREMENTAL_FORMAT).as_deref() {
+            None | Some("latest_state") => false,
+            Some("cdc") => true,
+            Some(other) => {
+                return Err(format!(
+                    "{INCREMENTAL_FORMAT}: unknown format {other:?} (latest_state or cdc)"
+                ));
+            }
+        };
         let query_type = match get(QUERY_TYPE).as_deref() {
             None | Some("snapshot") => QueryType::Snapshot,
             Some("read_optimized") => QueryType::ReadOptimized,
+            Some("incremental") if cdc => QueryType::Changes,
             Some("incremental") => QueryType::Incremental,
             Some(other) => return Err(format!("{QUERY_TYPE}: unknown query type {other:?}")),
+        };
+        let net = match get(CHANGES_NET).as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => return Err(format!("{CHANGES_NET}: {other:?} is not true or false")),
         };
         let opts = Self {
             query_type,
             as_of: get(AS_OF),
             begin: get(BEGIN_INSTANT),
             end: get(END_INSTANT),
+            net,
         };
-        if query_type == QueryType::Incremental && opts.begin.is_none() {
+        if matches!(query_type, QueryType::Incremental | QueryType::Changes) && opts.begin.is_none()
+        {
             return Err(format!("an incremental query needs {BEGIN_INSTANT}"));
         }
         Ok(opts)
     }
 }
 
-/// Parses an instant time (14 or 17 digits) or a timestamp (RFC 3339, `YYYY-MM-DD[ HH:MM:SS[.fff]]`,
-/// taken as UTC) into an instant time.
+/// Parses an instant time (14 or 17 digits), `earliest` or a run of zeros (before every instant, as
+/// Hudi's `000`), or a timestamp (RFC 3339, `YYYY-MM-DD[ HH:MM:SS[.fff]]`, taken as UTC) into an
+/// instant time.
 pub fn parse_time(s: &str) -> Result<InstantTime, String> {
+    // Hudi's "from the beginning": `000` (or any run of zeros), or `earliest`.
+    if s == "earliest" || (!s.is_empty() && s.bytes().all(|b| b == b'0')) {
+        return "00000000000000000"
+            .parse::<InstantTime>()
+            .map_err(|e| e.to_string());
+    }
     if let Ok(t) = s.parse::<InstantTime>() {
         return Ok(t);
     }
@@ -102,6 +136,11 @@ mod tests {
             Ok("20250102000000000".into())
         );
         assert!(parse_time("yesterday").is_err());
+        assert_eq!(
+            parse_time("000").map(|t| t.to_string()),
+            Ok("00000000000000000".into())
+        );
+        assert_eq!(parse_time("earliest"), parse_time("0"));
         let m: HashMap<String, String> = [(QUERY_TYPE.to_owned(), "incremental".to_owned())].into();
         assert!(
             QueryOptions::from_map(&m).is_err(),

@@ -195,6 +195,11 @@ impl HudiTableProvider {
 
     /// Wraps an open table for the given query.
     pub async fn try_new_with_table(table: Table, options: QueryOptions) -> Result<Self> {
+        if options.query_type == QueryType::Changes {
+            return Err(plan_err(
+                "the change feed is read through ChangeFeedProvider (lake_changes)".into(),
+            ));
+        }
         let timeline = table.timeline().await.map_err(ext)?;
         // A timestamp resolves to the last completed write at or before it.
         let resolve = |s: &str| -> Result<InstantTime> {

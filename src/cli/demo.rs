@@ -286,9 +286,9 @@ max_delta_commits = 0
     .await?;
     sql(
         &ctx,
-        &format!("orders changed since instant {first}"),
+        &format!("order changes since instant {first}: inserts, updates, deletes"),
         &format!(
-            "SELECT status, count(*) AS changed FROM lake_changes('{orders_uri}', '{first}') GROUP BY status ORDER BY status"
+            "SELECT op, count(*) AS changes FROM lake_changes('{orders_uri}', '{first}') GROUP BY op ORDER BY op"
         ),
     )
     .await?;

@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch; each subcommand lives in its own module.
 
 mod archive;
+mod changes;
 mod clean;
 mod compact;
 mod create;
@@ -39,6 +40,9 @@ pub enum Command {
     Timeline(timeline::Args),
     /// Print the rows of a table (snapshot, or as of an instant).
     Read(read::Args),
+    /// Print the change feed of a range of commits: inserts, updates and deletes with before and
+    /// after images, and the instant to resume from.
+    Changes(changes::Args),
     /// Delete file versions no retained instant needs (a clean instant).
     Clean(clean::Args),
     /// Table services for cron: roll back failed writes, schedule and execute compactions, clean,
@@ -65,6 +69,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ingest(a) => ingest::run(a).await,
         Command::Timeline(a) => timeline::run(a).await,
         Command::Read(a) => read::run(a).await,
+        Command::Changes(a) => changes::run(a).await,
         Command::Clean(a) => clean::run(a).await,
         Command::Compact(a) => compact::run(a).await,
         Command::Archive(a) => archive::run(a).await,

@@ -132,6 +132,16 @@ pub enum Error {
     /// An Arrow computation failed.
     #[error("arrow: {0}")]
     Arrow(#[from] ArrowError),
+    /// A change-feed query over (begin, end] cannot be answered exactly.
+    #[error("change feed ({begin}, {end}]: {reason}")]
+    ChangeFeed {
+        /// The exclusive begin asked for.
+        begin: String,
+        /// The inclusive end (`latest` when open).
+        end: String,
+        /// Why not.
+        reason: String,
+    },
     /// The table uses a feature lake does not support.
     #[error("unsupported: {0}")]
     Unsupported(String),

@@ -20,7 +20,7 @@ mod write;
 
 pub(crate) use format::parquet_io;
 pub use format::{avro_block, compaction_plan, log_format, schema};
-pub use read::{merge, view};
+pub use read::{changes, merge, view};
 
 pub use config::{TableConfig, TableType};
 pub use error::{Error, Result};

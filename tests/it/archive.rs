@@ -252,11 +252,11 @@ async fn time_travel_and_changes_reach_archived_instants() {
     for (end, ids) in [(Some(&all[11]), 4..=12), (None, 4..=25)] {
         let q = match end {
             Some(e) => format!(
-                "SELECT id, v FROM lake_changes('{}', '{}', '{e}') ORDER BY id",
+                "SELECT id, v FROM lake_incremental('{}', '{}', '{e}') ORDER BY id",
                 p.uri, all[2]
             ),
             None => format!(
-                "SELECT id, v FROM lake_changes('{}', '{}') ORDER BY id",
+                "SELECT id, v FROM lake_incremental('{}', '{}') ORDER BY id",
                 p.uri, all[2]
             ),
         };

@@ -175,8 +175,9 @@ fn as_of_before_the_timeline_says_why() {
     let err = stderr_of(&["sql", "-c", &sql]);
     assert!(err.contains("the table's first commit is"), "{err}");
     // A change range that ends before the first commit is simply empty.
-    let sql =
-        format!("SELECT count(*) AS n FROM lake_changes('{uri}', '19990101000000000', '{early}')");
+    let sql = format!(
+        "SELECT count(*) AS n FROM lake_incremental('{uri}', '19990101000000000', '{early}')"
+    );
     let out = lake_ok(&["sql", "--format", "csv", "-c", &sql], &[]);
     assert_eq!(out.trim(), "n\n0", "{out}");
     // Reading before the active timeline consults the archive (Hudi's .hoodie/archived/ log): a

@@ -120,7 +120,7 @@ async fn compare(zip: &str) {
         let bound = &bounds[i];
         let changes = sql_rows_by(
             &ctx,
-            &format!("SELECT * FROM lake_changes('{uri}', '{bound}')"),
+            &format!("SELECT * FROM lake_incremental('{uri}', '{bound}')"),
             &dir.path().join(format!("c{i}.parquet")),
             "id",
         )
@@ -276,7 +276,7 @@ async fn compare_mor_archived(zip: &str, sort: &str, archived: usize) {
         let (b, e) = (&w[0], &w[1]);
         let changes = sql_rows_by(
             &ctx,
-            &format!("SELECT * FROM lake_changes('{uri}', '{b}', '{e}')"),
+            &format!("SELECT * FROM lake_incremental('{uri}', '{b}', '{e}')"),
             &dir.path().join(format!("r{i}.parquet")),
             sort,
         )

@@ -465,7 +465,8 @@ fn the_demo_answers_and_leaves_readable_tables() {
     );
     for want in [
         "current orders by status",
-        "orders changed since instant",
+        "order changes since instant",
+        "| d  |",
         "orders as of instant",
         "compacted ",
         "| delivered |",

@@ -137,7 +137,7 @@ fn run(uri: &str, env: &[(String, String)], dir: &Path, table_type: &str) {
     // Incremental: (c1, c2] and (c2, latest].
     let ours = norm(sql(
         uri,
-        &format!("SELECT * FROM lake_changes('{uri}', '{c1}', '{c2}')"),
+        &format!("SELECT * FROM lake_incremental('{uri}', '{c1}', '{c2}')"),
         env,
     ));
     assert_eq!(ours.len(), 15);
@@ -147,7 +147,7 @@ fn run(uri: &str, env: &[(String, String)], dir: &Path, table_type: &str) {
     );
     let ours = norm(sql(
         uri,
-        &format!("SELECT id, region, amount, v FROM lake_changes('{uri}', '{c2}')"),
+        &format!("SELECT id, region, amount, v FROM lake_incremental('{uri}', '{c2}')"),
         env,
     ));
     assert_eq!(

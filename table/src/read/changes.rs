@@ -1,0 +1,578 @@
+//! The change feed: what each completed write in a range (begin, end] did to each record — an
+//! insert with its after image, an update with its before and after images, a delete with its
+//! before image — inferred from the file slices the write touched, as Hudi infers it for tables
+//! without CDC log files.
+//!
+//! For each write `C` in the range the feed reads the file groups `C`'s commit metadata names (the
+//! groups it wrote and the groups it replaced) as of the write before it and as of `C`, and compares
+//! them record by record on (`_hoodie_partition_path`, `_hoodie_record_key`): a key only after is an
+//! insert, a key only before a delete, a key in both whose `_hoodie_commit_time` is `C` an update.
+//! Compactions and clustering change files, not records, and are left out. Applying the rows in
+//! order — keyed by partition path and record key, `d` removes, `i` and `u` put the after image —
+//! turns the table as of `begin` into the table as of `end`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, RecordBatch, StringArray, StructArray, UInt32Array, new_null_array,
+};
+use arrow::buffer::NullBuffer;
+use arrow::compute::{cast, concat_batches, interleave, take};
+use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
+use futures::{StreamExt, TryStreamExt};
+use lake_timeline::{Action, Instant, InstantTime, Layout, Timeline};
+
+use crate::archive::ArchivedTimeline;
+use crate::schema::{COMMIT_TIME, RECORD_KEY, is_meta_column, with_meta_columns};
+use crate::view::{FileSlice, FileSystemView, check_not_cleaned};
+use crate::{Error, Result, Table};
+
+/// The change type column: `i`, `u` or `d`.
+pub const OP: &str = "op";
+/// The instant time of the write that made the change (Hudi's CDC column name).
+pub const TS: &str = "ts_ms";
+/// The changed record's key.
+pub const KEY: &str = "record_key";
+/// The changed record's partition path.
+pub const PARTITION: &str = "partition_path";
+/// The record before the change (null for inserts), over the table's data columns.
+pub const BEFORE: &str = "before";
+/// The record after the change (null for deletes), over the table's data columns.
+pub const AFTER: &str = "after";
+
+/// What a change-feed row says happened to its record. The order is the feed's order within a
+/// write: deletes first, so that a key moved to another partition is removed before it is added.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ChangeOp {
+    /// The record was deleted (`d`).
+    Delete,
+    /// The record was rewritten (`u`).
+    Update,
+    /// The record was inserted (`i`).
+    Insert,
+}
+
+impl ChangeOp {
+    /// The `op` column's value.
+    pub fn code(self) -> &'static str {
+        match self {
+            ChangeOp::Delete => "d",
+            ChangeOp::Update => "u",
+            ChangeOp::Insert => "i",
+        }
+    }
+}
+
+/// A change-feed query.
+#[derive(Clone, Debug)]
+pub struct ChangeQuery {
+    /// Exclusive begin: an instant time (timeline layout 1) or a completion time (layout 2).
+    pub begin: InstantTime,
+    /// Inclusive end; the latest completed write when `None`.
+    pub end: Option<InstantTime>,
+    /// One row per record over the whole range (first before image, last after image) instead of
+    /// one per record per write; records inserted and deleted within the range drop out.
+    pub net: bool,
+    /// The read schema (meta columns included) the images follow; the latest table schema when
+    /// `None`.
+    pub schema: Option<SchemaRef>,
+}
+
+/// The answer to a [`ChangeQuery`].
+#[derive(Clone, Debug)]
+pub struct ChangeFeed {
+    /// `op`, `ts_ms`, `record_key`, `partition_path`, `before`, `after` (see [`change_schema`]).
+    pub schema: SchemaRef,
+    /// The rows, in write order (and within a write: deletes, updates, inserts, each by partition
+    /// path and key).
+    pub batches: Vec<RecordBatch>,
+    /// The writes the feed covers, oldest first.
+    pub commits: Vec<InstantTime>,
+    /// Where the range ended: the next query resumes from here (`None` on a table without writes).
+    pub end: Option<InstantTime>,
+}
+
+impl ChangeFeed {
+    /// Rows in the feed.
+    pub fn num_rows(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+}
+
+/// The feed's schema for a table read schema: the images carry its data columns (no meta columns),
+/// all nullable.
+pub fn change_schema(read_schema: &Schema) -> SchemaRef {
+    let image = DataType::Struct(image_fields(read_schema));
+    Arc::new(Schema::new(vec![
+        Field::new(OP, DataType::Utf8, false),
+        Field::new(TS, DataType::Utf8, false),
+        Field::new(KEY, DataType::Utf8, false),
+        Field::new(PARTITION, DataType::Utf8, false),
+        Field::new(BEFORE, image.clone(), true),
+        Field::new(AFTER, image, true),
+    ]))
+}
+
+fn image_fields(read_schema: &Schema) -> Fields {
+    read_schema
+        .fields()
+        .iter()
+        .filter(|f| !is_meta_column(f.name()))
+        .map(|f| Arc::new(f.as_ref().clone().with_nullable(true)))
+        .collect()
+}
+
+/// A change found for one record of one write; images are (batch, row) in the write's reads.
+struct Change {
+    op: ChangeOp,
+    partition: usize,
+    key: String,
+    before: Option<(usize, usize)>,
+    after: Option<(usize, usize)>,
+}
+
+impl Table {
+    /// The change feed over (begin, end]: see the [module docs](self).
+    ///
+    /// Refused with [`Error::ChangeFeed`] when the answer could not be exact: writes of the range
+    /// are archived, a restore lies in it, the cleaner removed a file version it needs, or the
+    /// table has no meta fields.
+    pub async fn changes(&self, q: &ChangeQuery) -> Result<ChangeFeed> {
+        let timeline = self.timeline().await?;
+        let fail = |reason: String| Error::ChangeFeed {
+            begin: q.begin.to_string(),
+            end: q.end.map_or_else(|| "latest".to_owned(), |e| e.to_string()),
+            reason,
+        };
+        if !self.config().populate_meta_fields {
+            return Err(fail(
+                "the table has no meta fields (hoodie.populate.meta.fields=false), so record \
+                 versions cannot be told apart"
+                    .into(),
+            ));
+        }
+        let v2 = timeline.layout() == Layout::V2;
+        let done = move |i: &Instant| {
+            if v2 {
+                i.completion.unwrap_or(i.time)
+            } else {
+                i.time
+            }
+        };
+        let end = range_end(&timeline, q.end);
+        let in_range = |t: InstantTime| t > q.begin && end.is_some_and(|e| t <= e);
+        if let Some(r) = timeline
+            .by_actions(&[Action::Restore])
+            .find(|i| i.is_completed() && in_range(done(i)))
+        {
+            return Err(fail(format!(
+                "the restore {} in the range rolled the table back without a write; read the \
+                 feed up to before it and the snapshot after it",
+                r.time
+            )));
+        }
+        let first_active = timeline.completed_writes().next().map(|i| i.time);
+        let mut archived_last = None;
+        if v2 || first_active.is_none_or(|f| q.begin < f) {
+            let archived = ArchivedTimeline::load(timeline.storage(), timeline.layout()).await?;
+            let older: Vec<_> = archived
+                .completed_writes()
+                .filter(|a| timeline.find(a.time).is_none())
+                .collect();
+            if let Some(a) = older.iter().find(|a| {
+                in_range(if v2 {
+                    a.completion.unwrap_or(a.time)
+                } else {
+                    a.time
+                })
+            }) {
+                return Err(fail(format!(
+                    "the write {} in the range is archived; the feed reads the active timeline, \
+                     which begins at {}",
+                    a.time,
+                    first_active.map_or_else(|| "-".to_owned(), |f| f.to_string())
+                )));
+            }
+            archived_last = older.iter().map(|a| a.time).max();
+        }
+        let mut writes: Vec<Instant> = timeline
+            .completed_writes()
+            .filter(|i| in_range(done(i)) && !timeline.is_compaction(i.time))
+            .copied()
+            .collect();
+        writes.sort_by_key(|i| i.time);
+        // The groups each write touched, by partition; compactions and clustering are left out.
+        let metas: Vec<_> = futures::stream::iter(writes.clone())
+            .map(|w| {
+                let timeline = &timeline;
+                async move { timeline.commit_metadata_cached(&w).await }
+            })
+            .buffered(16)
+            .try_collect()
+            .await?;
+        let mut plan: Vec<(InstantTime, BTreeMap<String, BTreeSet<String>>)> = Vec::new();
+        for (w, meta) in writes.iter().zip(metas) {
+            if meta.compacted || meta.operation_type.as_deref() == Some("cluster") {
+                continue;
+            }
+            let mut touched: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+            for (p, stats) in &meta.partition_to_write_stats {
+                for s in stats.iter().filter(|s| !s.file_id.is_empty()) {
+                    let part = s.partition_path.clone().unwrap_or_else(|| p.clone());
+                    touched.entry(part).or_default().insert(s.file_id.clone());
+                }
+            }
+            for (p, ids) in &meta.partition_to_replace_file_ids {
+                touched
+                    .entry(p.clone())
+                    .or_default()
+                    .extend(ids.iter().cloned());
+            }
+            plan.push((w.time, touched));
+        }
+        let full = match &q.schema {
+            Some(s) => s.clone(),
+            None => self.latest_schema(&timeline, &plan).await?,
+        };
+        let schema = change_schema(&full);
+        let mut batches = Vec::new();
+        for (c, touched) in &plan {
+            let prev = timeline
+                .completed_writes()
+                .filter(|i| i.time < *c)
+                .map(|i| i.time)
+                .last()
+                .or(archived_last.filter(|a| a < c));
+            if let Some(p) = prev {
+                match check_not_cleaned(&timeline, p).await {
+                    Err(Error::Cleaned { earliest, .. }) => {
+                        return Err(fail(format!(
+                            "the changes of {c} need the table as of {p}, which the cleaner has \
+                             removed; the earliest begin still readable is {earliest}"
+                        )));
+                    }
+                    other => other?,
+                }
+            }
+            let batch = self
+                .write_changes(&timeline, *c, prev, touched, &full, &schema)
+                .await?;
+            if batch.num_rows() > 0 {
+                batches.push(batch);
+            }
+        }
+        if q.net {
+            batches = net_changes(&schema, &batches)?;
+        }
+        Ok(ChangeFeed {
+            schema,
+            batches,
+            commits: plan.iter().map(|(c, _)| *c).collect(),
+            end,
+        })
+    }
+
+    /// The read schema of the latest state of the partitions the writes touched.
+    async fn latest_schema(
+        &self,
+        timeline: &Timeline,
+        plan: &[(InstantTime, BTreeMap<String, BTreeSet<String>>)],
+    ) -> Result<SchemaRef> {
+        let parts: BTreeSet<String> = plan.iter().flat_map(|(_, t)| t.keys().cloned()).collect();
+        if parts.is_empty() {
+            return Ok(match self.data_schema(timeline).await? {
+                Some(s) => with_meta_columns(&s),
+                None => Arc::new(Schema::empty()),
+            });
+        }
+        let parts: Vec<String> = parts.into_iter().collect();
+        let slices = FileSystemView::load(timeline, Some(&parts), None)
+            .await?
+            .latest_slices();
+        self.snapshot_schema(timeline, &slices).await
+    }
+
+    /// The changes of one write `c`: the touched groups read as of `prev` and as of `c`, compared.
+    async fn write_changes(
+        &self,
+        timeline: &Timeline,
+        c: InstantTime,
+        prev: Option<InstantTime>,
+        touched: &BTreeMap<String, BTreeSet<String>>,
+        full: &SchemaRef,
+        schema: &SchemaRef,
+    ) -> Result<RecordBatch> {
+        let parts: Vec<String> = touched.keys().cloned().collect();
+        let slices_at = |view: &FileSystemView| -> Vec<FileSlice> {
+            touched
+                .iter()
+                .flat_map(|(p, ids)| ids.iter().filter_map(|id| view.latest_slice(p, id)))
+                .collect()
+        };
+        let before = match prev {
+            Some(p) => slices_at(&FileSystemView::load(timeline, Some(&parts), Some(p)).await?),
+            None => Vec::new(),
+        };
+        let after = slices_at(&FileSystemView::load(timeline, Some(&parts), Some(c)).await?);
+        let reads: Vec<(bool, FileSlice)> = before
+            .into_iter()
+            .map(|s| (false, s))
+            .chain(after.into_iter().map(|s| (true, s)))
+            .collect();
+        let read: Vec<(bool, String, Vec<RecordBatch>)> = futures::stream::iter(reads)
+            .map(|(is_after, s)| async move {
+                let as_of = if is_after { Some(c) } else { prev };
+                let batches = self.read_merged_slice(timeline, &s, full, as_of).await?;
+                Ok::<_, Error>((is_after, s.partition, batches))
+            })
+            .buffered(4)
+            .try_collect()
+            .await?;
+        // Batches by side, with their partition's index.
+        let mut partitions: Vec<String> = Vec::new();
+        let mut sides: [Vec<(usize, RecordBatch)>; 2] = [Vec::new(), Vec::new()];
+        for (is_after, part, batches) in read {
+            let pi = match partitions.iter().position(|p| *p == part) {
+                Some(i) => i,
+                None => {
+                    partitions.push(part);
+                    partitions.len() - 1
+                }
+            };
+            sides[usize::from(is_after)].extend(
+                batches
+                    .into_iter()
+                    .filter(|b| b.num_rows() > 0)
+                    .map(|b| (pi, b)),
+            );
+        }
+        let [before, after] = sides;
+        let changes = diff(c, &before, &after)?;
+        let before: Vec<RecordBatch> = before.into_iter().map(|(_, b)| b).collect();
+        let after: Vec<RecordBatch> = after.into_iter().map(|(_, b)| b).collect();
+        build_rows(
+            schema,
+            full,
+            &c.to_string(),
+            &changes,
+            &partitions,
+            &before,
+            &after,
+        )
+    }
+}
+
+/// The end of a range: `end`, or the latest completed write — but never past a data write still
+/// in flight on timeline layout 1, whose instant time precedes its completion: a feed that resumes
+/// from the end must not skip it when it completes.
+fn range_end(timeline: &Timeline, end: Option<InstantTime>) -> Option<InstantTime> {
+    if timeline.layout() == Layout::V2 {
+        let latest = timeline
+            .completed_writes()
+            .map(|i| i.completion.unwrap_or(i.time))
+            .max();
+        return end.or(latest);
+    }
+    let in_flight = timeline
+        .pending()
+        .filter(|i| i.action.writes_data() && !timeline.is_compaction(i.time))
+        .map(|i| i.time)
+        .next();
+    let cap = timeline
+        .completed_writes()
+        .map(|i| i.time)
+        .filter(|t| in_flight.is_none_or(|f| *t < f))
+        .last();
+    match (end, in_flight) {
+        (Some(e), Some(f)) if e >= f => cap,
+        (Some(e), _) => Some(e),
+        (None, _) => cap,
+    }
+}
+
+fn strings(batch: &RecordBatch, name: &str) -> Result<StringArray> {
+    let col = batch
+        .column_by_name(name)
+        .ok_or_else(|| Error::Corrupt(format!("a record of the table has no {name} column")))?;
+    Ok(cast(col, &DataType::Utf8)?.as_string::<i32>().clone())
+}
+
+/// Compares the records of the touched groups before and after write `c`, partition by partition.
+fn diff(
+    c: InstantTime,
+    before: &[(usize, RecordBatch)],
+    after: &[(usize, RecordBatch)],
+) -> Result<Vec<Change>> {
+    let key_arrays = |side: &[(usize, RecordBatch)]| -> Result<Vec<StringArray>> {
+        side.iter().map(|(_, b)| strings(b, RECORD_KEY)).collect()
+    };
+    let before_keys = key_arrays(before)?;
+    let after_keys = key_arrays(after)?;
+    let after_times: Vec<StringArray> = after
+        .iter()
+        .map(|(_, b)| strings(b, COMMIT_TIME))
+        .collect::<Result<_>>()?;
+    let mut by_key: HashMap<(usize, &str), (usize, usize)> = HashMap::new();
+    for (bi, ((part, _), keys)) in before.iter().zip(&before_keys).enumerate() {
+        for (row, k) in keys.iter().enumerate() {
+            if let Some(k) = k {
+                by_key.insert((*part, k), (bi, row));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (ai, ((part, _), keys)) in after.iter().zip(&after_keys).enumerate() {
+        let times = &after_times[ai];
+        for (row, k) in keys.iter().enumerate() {
+            let Some(k) = k else { continue };
+            let change = match by_key.remove(&(*part, k)) {
+                Some(b) => {
+                    let rewritten = times.is_valid(row)
+                        && times.value(row).parse::<InstantTime>().ok() == Some(c);
+                    if !rewritten {
+                        continue;
+                    }
+                    (ChangeOp::Update, Some(b))
+                }
+                None => (ChangeOp::Insert, None),
+            };
+            out.push(Change {
+                op: change.0,
+                partition: *part,
+                key: k.to_owned(),
+                before: change.1,
+                after: Some((ai, row)),
+            });
+        }
+    }
+    out.extend(by_key.into_iter().map(|((part, k), b)| Change {
+        op: ChangeOp::Delete,
+        partition: part,
+        key: k.to_owned(),
+        before: Some(b),
+        after: None,
+    }));
+    Ok(out)
+}
+
+/// The feed rows of one write, sorted: deletes, updates, inserts, each by partition path and key.
+fn build_rows(
+    schema: &SchemaRef,
+    full: &SchemaRef,
+    ts: &str,
+    changes: &[Change],
+    partitions: &[String],
+    before: &[RecordBatch],
+    after: &[RecordBatch],
+) -> Result<RecordBatch> {
+    let mut order: Vec<&Change> = changes.iter().collect();
+    order.sort_by(|a, b| {
+        (a.op, &partitions[a.partition], &a.key).cmp(&(b.op, &partitions[b.partition], &b.key))
+    });
+    let fields = image_fields(full);
+    let data_cols: Vec<usize> = full
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| !is_meta_column(f.name()))
+        .map(|(i, _)| i)
+        .collect();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(
+            order.iter().map(|c| c.op.code()),
+        )),
+        Arc::new(StringArray::from_iter_values(order.iter().map(|_| ts))),
+        Arc::new(StringArray::from_iter_values(
+            order.iter().map(|c| c.key.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            order.iter().map(|c| partitions[c.partition].as_str()),
+        )),
+        image(before, order.iter().map(|c| c.before), &data_cols, &fields)?,
+        image(after, order.iter().map(|c| c.after), &data_cols, &fields)?,
+    ];
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+/// A struct column of the picked rows' data columns; `None` picks a null image.
+fn image(
+    batches: &[RecordBatch],
+    picks: impl Iterator<Item = Option<(usize, usize)>>,
+    cols: &[usize],
+    fields: &Fields,
+) -> Result<ArrayRef> {
+    let picks: Vec<Option<(usize, usize)>> = picks.collect();
+    let null_slot = (batches.len(), 0);
+    let indices: Vec<(usize, usize)> = picks.iter().map(|p| p.unwrap_or(null_slot)).collect();
+    let columns = cols
+        .iter()
+        .zip(fields.iter())
+        .map(|(&c, f)| {
+            let null = new_null_array(f.data_type(), 1);
+            let mut arrays: Vec<&dyn Array> =
+                batches.iter().map(|b| b.column(c).as_ref()).collect();
+            arrays.push(null.as_ref());
+            Ok(interleave(&arrays, &indices)?)
+        })
+        .collect::<Result<Vec<ArrayRef>>>()?;
+    let valid = NullBuffer::from(picks.iter().map(Option::is_some).collect::<Vec<bool>>());
+    Ok(Arc::new(StructArray::try_new(
+        fields.clone(),
+        columns,
+        Some(valid),
+    )?))
+}
+
+/// Nets a feed to one row per (partition path, record key): the first before image, the last after
+/// image and the last write's time; the op follows from which images remain, and records with
+/// neither (inserted and deleted within the range) drop out.
+fn net_changes(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<RecordBatch>> {
+    if batches.is_empty() {
+        return Ok(Vec::new());
+    }
+    let all = concat_batches(schema, batches)?;
+    let keys = all.column(2).as_string::<i32>();
+    let parts = all.column(3).as_string::<i32>();
+    let (before, after) = (all.column(4), all.column(5));
+    let mut span: HashMap<(&str, &str), (u32, u32)> = HashMap::new();
+    for row in 0..all.num_rows() {
+        let i = u32::try_from(row)
+            .map_err(|_| Error::Unsupported("a change feed of more than 2^32 rows".into()))?;
+        span.entry((parts.value(row), keys.value(row)))
+            .and_modify(|s| s.1 = i)
+            .or_insert((i, i));
+    }
+    let mut rows: Vec<(ChangeOp, &str, &str, u32, u32)> = span
+        .into_iter()
+        .filter_map(|((p, k), (first, last))| {
+            let op = match (
+                before.is_valid(first as usize),
+                after.is_valid(last as usize),
+            ) {
+                (false, false) => return None,
+                (false, true) => ChangeOp::Insert,
+                (true, false) => ChangeOp::Delete,
+                (true, true) => ChangeOp::Update,
+            };
+            Some((op, p, k, first, last))
+        })
+        .collect();
+    rows.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let first = UInt32Array::from_iter_values(rows.iter().map(|r| r.3));
+    let last = UInt32Array::from_iter_values(rows.iter().map(|r| r.4));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.0.code()),
+        )),
+        take(all.column(1), &last, None)?,
+        take(all.column(2), &last, None)?,
+        take(all.column(3), &last, None)?,
+        take(before, &first, None)?,
+        take(after, &last, None)?,
+    ];
+    Ok(vec![RecordBatch::try_new(schema.clone(), columns)?])
+}
