@@ -61,6 +61,36 @@ pub fn read_parquet_columns(
     Ok((schema, batches))
 }
 
+/// Decodes only the rows at `rows` (ascending row numbers within the file) of a Parquet file; pages
+/// that hold none of them are skipped.
+pub fn read_parquet_rows(path: &str, bytes: Bytes, rows: &[usize]) -> Result<Vec<RecordBatch>> {
+    let perr = |source| Error::Parquet {
+        path: path.to_owned(),
+        source,
+    };
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(perr)?;
+    let total = usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
+    let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
+    for &r in rows.iter().filter(|r| **r < total) {
+        match ranges.last_mut() {
+            Some(last) if last.end == r => last.end = r + 1,
+            _ => ranges.push(r..r + 1),
+        }
+    }
+    let selection = parquet::arrow::arrow_reader::RowSelection::from_consecutive_ranges(
+        ranges.into_iter(),
+        total,
+    );
+    let reader = builder
+        .with_row_selection(selection)
+        .with_batch_size(64 * 1024)
+        .build()
+        .map_err(perr)?;
+    reader
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| perr(parquet::errors::ParquetError::ArrowError(e.to_string())))
+}
+
 /// Encodes one batch as a Parquet file (Snappy), with extra footer key-value metadata.
 pub fn encode_parquet(
     path: &str,

@@ -11,7 +11,7 @@
 //! order — keyed by partition path and record key, `d` removes, `i` and `u` put the after image —
 //! turns the table as of `begin` into the table as of `end`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{
@@ -24,7 +24,9 @@ use futures::{StreamExt, TryStreamExt};
 use lake_timeline::{Action, Instant, InstantTime, Layout, Timeline};
 
 use crate::archive::ArchivedTimeline;
-use crate::schema::{COMMIT_TIME, RECORD_KEY, is_meta_column, with_meta_columns};
+use crate::merge::{SliceBytes, SliceMerge};
+use crate::parquet_io::{read_parquet_columns, read_parquet_rows};
+use crate::schema::{COMMIT_TIME, RECORD_KEY, align_batch, is_meta_column, with_meta_columns};
 use crate::view::{FileSlice, FileSystemView, check_not_cleaned};
 use crate::{Error, Result, Table};
 
@@ -123,10 +125,9 @@ fn image_fields(read_schema: &Schema) -> Fields {
         .collect()
 }
 
-/// A change found for one record of one write; images are (batch, row) in the write's reads.
+/// A change found for one record of one file group; images are (batch, row) in the group's reads.
 struct Change {
     op: ChangeOp,
-    partition: usize,
     key: String,
     before: Option<(usize, usize)>,
     after: Option<(usize, usize)>,
@@ -255,10 +256,10 @@ impl Table {
                     other => other?,
                 }
             }
-            let batch = self
+            if let Some(batch) = self
                 .write_changes(&timeline, *c, prev, touched, &full, &schema)
-                .await?;
-            if batch.num_rows() > 0 {
+                .await?
+            {
                 batches.push(batch);
             }
         }
@@ -293,7 +294,11 @@ impl Table {
         self.snapshot_schema(timeline, &slices).await
     }
 
-    /// The changes of one write `c`: the touched groups read as of `prev` and as of `c`, compared.
+    /// The changes of one write `c`: each touched group read as of `prev` and as of `c` and
+    /// compared, a few groups at a time; the write's rows sorted (deletes, updates, inserts, each
+    /// by partition path and key), a record that moved between two groups of a partition (a
+    /// replacecommit) as one update.
+    #[allow(clippy::too_many_arguments)]
     async fn write_changes(
         &self,
         timeline: &Timeline,
@@ -302,65 +307,232 @@ impl Table {
         touched: &BTreeMap<String, BTreeSet<String>>,
         full: &SchemaRef,
         schema: &SchemaRef,
-    ) -> Result<RecordBatch> {
+    ) -> Result<Option<RecordBatch>> {
         let parts: Vec<String> = touched.keys().cloned().collect();
-        let slices_at = |view: &FileSystemView| -> Vec<FileSlice> {
-            touched
-                .iter()
-                .flat_map(|(p, ids)| ids.iter().filter_map(|id| view.latest_slice(p, id)))
-                .collect()
+        let before_view = match prev {
+            Some(p) => Some(FileSystemView::load(timeline, Some(&parts), Some(p)).await?),
+            None => None,
         };
-        let before = match prev {
-            Some(p) => slices_at(&FileSystemView::load(timeline, Some(&parts), Some(p)).await?),
-            None => Vec::new(),
-        };
-        let after = slices_at(&FileSystemView::load(timeline, Some(&parts), Some(c)).await?);
-        let reads: Vec<(bool, FileSlice)> = before
-            .into_iter()
-            .map(|s| (false, s))
-            .chain(after.into_iter().map(|s| (true, s)))
+        let after_view = FileSystemView::load(timeline, Some(&parts), Some(c)).await?;
+        let groups: Vec<(Option<FileSlice>, Option<FileSlice>)> = touched
+            .iter()
+            .flat_map(|(p, ids)| ids.iter().map(move |id| (p, id)))
+            .map(|(p, id)| {
+                (
+                    before_view.as_ref().and_then(|v| v.latest_slice(p, id)),
+                    after_view.latest_slice(p, id),
+                )
+            })
+            .filter(|(b, a)| b.is_some() || a.is_some())
             .collect();
-        let read: Vec<(bool, String, Vec<RecordBatch>)> = futures::stream::iter(reads)
-            .map(|(is_after, s)| async move {
-                let as_of = if is_after { Some(c) } else { prev };
-                let batches = self.read_merged_slice(timeline, &s, full, as_of).await?;
-                Ok::<_, Error>((is_after, s.partition, batches))
+        let batches: Vec<RecordBatch> = futures::stream::iter(groups)
+            .map(|(before, after)| {
+                self.group_changes(timeline, c, prev, before, after, full, schema)
             })
             .buffered(4)
             .try_collect()
             .await?;
-        // Batches by side, with their partition's index.
-        let mut partitions: Vec<String> = Vec::new();
-        let mut sides: [Vec<(usize, RecordBatch)>; 2] = [Vec::new(), Vec::new()];
-        for (is_after, part, batches) in read {
-            let pi = match partitions.iter().position(|p| *p == part) {
-                Some(i) => i,
-                None => {
-                    partitions.push(part);
-                    partitions.len() - 1
+        let batches: Vec<RecordBatch> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
+        if batches.is_empty() {
+            return Ok(None);
+        }
+        let rows = order_rows(&concat_batches(schema, &batches)?)?;
+        Ok(net_changes(schema, &[rows])?.into_iter().next())
+    }
+
+    /// The changes of one file group in write `c`.
+    #[allow(clippy::too_many_arguments)]
+    async fn group_changes(
+        &self,
+        timeline: &Timeline,
+        c: InstantTime,
+        prev: Option<InstantTime>,
+        before: Option<FileSlice>,
+        after: Option<FileSlice>,
+        full: &SchemaRef,
+        schema: &SchemaRef,
+    ) -> Result<RecordBatch> {
+        let partition = before
+            .as_ref()
+            .or(after.as_ref())
+            .map(|s| s.partition.clone())
+            .unwrap_or_default();
+        let base_only = |s: &Option<FileSlice>| {
+            s.as_ref()
+                .is_none_or(|s| s.log_files.is_empty() && s.base_file.is_some())
+        };
+        if base_only(&before) && base_only(&after) {
+            // Copy-on-write: keys first, then only the changed rows of each file.
+            let fetch = |s: Option<FileSlice>| async move {
+                match s.and_then(|s| s.base_file) {
+                    Some(b) => {
+                        let path = b.path();
+                        let bytes = self.storage().get(&path).await?;
+                        Ok::<_, Error>(Some((self.storage().display(&path), bytes)))
+                    }
+                    None => Ok(None),
                 }
             };
-            sides[usize::from(is_after)].extend(
-                batches
-                    .into_iter()
-                    .filter(|b| b.num_rows() > 0)
-                    .map(|b| (pi, b)),
-            );
+            let (b, a) = futures::try_join!(fetch(before), fetch(after))?;
+            let (full, schema) = (full.clone(), schema.clone());
+            return tokio::task::spawn_blocking(move || {
+                base_file_changes(c, b, a, &full, &schema, &partition)
+            })
+            .await
+            .map_err(|e| Error::Task(e.to_string()))?;
         }
-        let [before, after] = sides;
-        let changes = diff(c, &before, &after)?;
-        let before: Vec<RecordBatch> = before.into_iter().map(|(_, b)| b).collect();
-        let after: Vec<RecordBatch> = after.into_iter().map(|(_, b)| b).collect();
-        build_rows(
-            schema,
-            full,
-            &c.to_string(),
-            &changes,
-            &partitions,
-            &before,
-            &after,
-        )
+        // Merge-on-read: the slices merged on the key and commit-time columns decide, then only the
+        // changed records are merged in full.
+        let key_columns: Vec<usize> = [RECORD_KEY, COMMIT_TIME]
+            .iter()
+            .filter_map(|n| full.index_of(n).ok())
+            .collect();
+        let keys_plan = Arc::new(SliceMerge::new(self.config(), full, Some(&key_columns))?);
+        let full_plan = Arc::new(SliceMerge::new(self.config(), full, None)?);
+        let fetch = |s: Option<FileSlice>| {
+            let full_plan = full_plan.clone();
+            async move {
+                match s {
+                    Some(s) => Ok::<_, Error>(Some(full_plan.fetch(self, &s).await?)),
+                    None => Ok(None),
+                }
+            }
+        };
+        let (b, a) = futures::try_join!(fetch(before), fetch(after))?;
+        let (timeline, full, schema) = (timeline.clone(), full.clone(), schema.clone());
+        tokio::task::spawn_blocking(move || {
+            let merge = |plan: &SliceMerge, bytes: &Option<SliceBytes>, as_of| match bytes {
+                Some(bytes) => plan.merge(bytes.clone(), &timeline, as_of),
+                None => Ok(Vec::new()),
+            };
+            let bk = merge(&keys_plan, &b, prev)?;
+            let ak = merge(&keys_plan, &a, Some(c))?;
+            let changes = diff(c, &bk, &ak)?;
+            let wanted = |side: fn(&Change) -> bool| -> HashSet<&str> {
+                changes
+                    .iter()
+                    .filter(|x| side(x))
+                    .map(|x| x.key.as_str())
+                    .collect()
+            };
+            let in_full = |bytes: Option<SliceBytes>, as_of, keys: HashSet<&str>| match bytes {
+                Some(bytes) if !keys.is_empty() => {
+                    full_plan.merge_keys(bytes, &timeline, as_of, &keys)
+                }
+                _ => Ok(Vec::new()),
+            };
+            let bf = in_full(b, prev, wanted(|x| x.before.is_some()))?;
+            let af = in_full(a, Some(c), wanted(|x| x.after.is_some()))?;
+            let (b_at, a_at) = (positions(&bf)?, positions(&af)?);
+            let find = |at: &HashMap<String, (usize, usize)>, x: &Change, side: &str| {
+                at.get(x.key.as_str()).copied().ok_or_else(|| {
+                    Error::Corrupt(format!(
+                        "record {} of partition {partition:?}: its {side} image is missing from \
+                         the full merge of its file group",
+                        x.key
+                    ))
+                })
+            };
+            let changes: Vec<Change> = changes
+                .iter()
+                .map(|x| {
+                    Ok(Change {
+                        op: x.op,
+                        key: x.key.clone(),
+                        before: x.before.map(|_| find(&b_at, x, "before")).transpose()?,
+                        after: x.after.map(|_| find(&a_at, x, "after")).transpose()?,
+                    })
+                })
+                .collect::<Result<_>>()?;
+            build_rows(&schema, &full, c, &changes, &partition, &bf, &af)
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?
     }
+}
+
+/// Where each record key sits in merged batches.
+fn positions(batches: &[RecordBatch]) -> Result<HashMap<String, (usize, usize)>> {
+    let mut at = HashMap::new();
+    for (bi, b) in batches.iter().enumerate() {
+        for (row, k) in strings(b, RECORD_KEY)?.iter().enumerate() {
+            if let Some(k) = k {
+                at.insert(k.to_owned(), (bi, row));
+            }
+        }
+    }
+    Ok(at)
+}
+
+/// The changes between two base files of a group (either may be absent): the key and commit-time
+/// columns decide, then only the rows that changed are decoded in full.
+fn base_file_changes(
+    c: InstantTime,
+    before: Option<(String, bytes::Bytes)>,
+    after: Option<(String, bytes::Bytes)>,
+    full: &SchemaRef,
+    schema: &SchemaRef,
+    partition: &str,
+) -> Result<RecordBatch> {
+    let columns = |f: &Option<(String, bytes::Bytes)>, cols: &[&str]| -> Result<Vec<RecordBatch>> {
+        match f {
+            Some((path, bytes)) => Ok(read_parquet_columns(path, bytes.clone(), Some(cols))?.1),
+            None => Ok(Vec::new()),
+        }
+    };
+    let b = columns(&before, &[RECORD_KEY])?;
+    let a = columns(&after, &[RECORD_KEY, COMMIT_TIME])?;
+    let changes = diff(c, &b, &a)?;
+    // Row numbers within each file, and where each lands among the rows decoded in full.
+    let offsets = |batches: &[RecordBatch]| -> Vec<usize> {
+        batches
+            .iter()
+            .scan(0, |acc, x| {
+                let start = *acc;
+                *acc += x.num_rows();
+                Some(start)
+            })
+            .collect()
+    };
+    let (b_off, a_off) = (offsets(&b), offsets(&a));
+    let mut b_rows: Vec<usize> = changes
+        .iter()
+        .filter_map(|x| x.before.map(|(bi, r)| b_off[bi] + r))
+        .collect();
+    let mut a_rows: Vec<usize> = changes
+        .iter()
+        .filter_map(|x| x.after.map(|(bi, r)| a_off[bi] + r))
+        .collect();
+    b_rows.sort_unstable();
+    b_rows.dedup();
+    a_rows.sort_unstable();
+    a_rows.dedup();
+    let rows_of =
+        |f: &Option<(String, bytes::Bytes)>, rows: &[usize]| -> Result<Vec<RecordBatch>> {
+            match f {
+                Some((path, bytes)) if !rows.is_empty() => {
+                    let batches = read_parquet_rows(path, bytes.clone(), rows)?;
+                    let Some(first) = batches.first() else {
+                        return Ok(Vec::new());
+                    };
+                    let one = concat_batches(&first.schema(), &batches)?;
+                    Ok(vec![align_batch(&one, full)?])
+                }
+                _ => Ok(Vec::new()),
+            }
+        };
+    let b_full = rows_of(&before, &b_rows)?;
+    let a_full = rows_of(&after, &a_rows)?;
+    let at = |rows: &[usize], r: usize| rows.binary_search(&r).map(|i| (0, i)).ok();
+    let changes: Vec<Change> = changes
+        .into_iter()
+        .map(|x| Change {
+            before: x.before.and_then(|(bi, r)| at(&b_rows, b_off[bi] + r)),
+            after: x.after.and_then(|(bi, r)| at(&a_rows, a_off[bi] + r)),
+            ..x
+        })
+        .collect();
+    build_rows(schema, full, c, &changes, partition, &b_full, &a_full)
 }
 
 /// The end of a range: `end`, or the latest completed write — but never past a data write still
@@ -398,38 +570,40 @@ fn strings(batch: &RecordBatch, name: &str) -> Result<StringArray> {
     Ok(cast(col, &DataType::Utf8)?.as_string::<i32>().clone())
 }
 
-/// Compares the records of the touched groups before and after write `c`, partition by partition.
-fn diff(
-    c: InstantTime,
-    before: &[(usize, RecordBatch)],
-    after: &[(usize, RecordBatch)],
-) -> Result<Vec<Change>> {
-    let key_arrays = |side: &[(usize, RecordBatch)]| -> Result<Vec<StringArray>> {
-        side.iter().map(|(_, b)| strings(b, RECORD_KEY)).collect()
-    };
-    let before_keys = key_arrays(before)?;
-    let after_keys = key_arrays(after)?;
+/// Compares the records of one file group before and after write `c` by record key.
+fn diff(c: InstantTime, before: &[RecordBatch], after: &[RecordBatch]) -> Result<Vec<Change>> {
+    let before_keys: Vec<StringArray> = before
+        .iter()
+        .map(|b| strings(b, RECORD_KEY))
+        .collect::<Result<_>>()?;
+    let after_keys: Vec<StringArray> = after
+        .iter()
+        .map(|b| strings(b, RECORD_KEY))
+        .collect::<Result<_>>()?;
     let after_times: Vec<StringArray> = after
         .iter()
-        .map(|(_, b)| strings(b, COMMIT_TIME))
+        .map(|b| strings(b, COMMIT_TIME))
         .collect::<Result<_>>()?;
-    let mut by_key: HashMap<(usize, &str), (usize, usize)> = HashMap::new();
-    for (bi, ((part, _), keys)) in before.iter().zip(&before_keys).enumerate() {
+    let mut by_key: HashMap<&str, (usize, usize)> = HashMap::new();
+    for (bi, keys) in before_keys.iter().enumerate() {
         for (row, k) in keys.iter().enumerate() {
             if let Some(k) = k {
-                by_key.insert((*part, k), (bi, row));
+                by_key.insert(k, (bi, row));
             }
         }
     }
+    let text = c.to_string();
     let mut out = Vec::new();
-    for (ai, ((part, _), keys)) in after.iter().zip(&after_keys).enumerate() {
+    for (ai, keys) in after_keys.iter().enumerate() {
         let times = &after_times[ai];
         for (row, k) in keys.iter().enumerate() {
             let Some(k) = k else { continue };
-            let change = match by_key.remove(&(*part, k)) {
+            let (op, before) = match by_key.remove(k) {
                 Some(b) => {
-                    let rewritten = times.is_valid(row)
-                        && times.value(row).parse::<InstantTime>().ok() == Some(c);
+                    // Rewritten by this write (compare as instants: 14- and 17-digit forms).
+                    let t = times.is_valid(row).then(|| times.value(row));
+                    let rewritten =
+                        t.is_some_and(|t| t == text || t.parse::<InstantTime>().ok() == Some(c));
                     if !rewritten {
                         continue;
                     }
@@ -438,17 +612,15 @@ fn diff(
                 None => (ChangeOp::Insert, None),
             };
             out.push(Change {
-                op: change.0,
-                partition: *part,
+                op,
                 key: k.to_owned(),
-                before: change.1,
+                before,
                 after: Some((ai, row)),
             });
         }
     }
-    out.extend(by_key.into_iter().map(|((part, k), b)| Change {
+    out.extend(by_key.into_iter().map(|(k, b)| Change {
         op: ChangeOp::Delete,
-        partition: part,
         key: k.to_owned(),
         before: Some(b),
         after: None,
@@ -456,20 +628,16 @@ fn diff(
     Ok(out)
 }
 
-/// The feed rows of one write, sorted: deletes, updates, inserts, each by partition path and key.
+/// The feed rows of one group's changes in write `c` (unsorted).
 fn build_rows(
     schema: &SchemaRef,
     full: &SchemaRef,
-    ts: &str,
+    c: InstantTime,
     changes: &[Change],
-    partitions: &[String],
+    partition: &str,
     before: &[RecordBatch],
     after: &[RecordBatch],
 ) -> Result<RecordBatch> {
-    let mut order: Vec<&Change> = changes.iter().collect();
-    order.sort_by(|a, b| {
-        (a.op, &partitions[a.partition], &a.key).cmp(&(b.op, &partitions[b.partition], &b.key))
-    });
     let fields = image_fields(full);
     let data_cols: Vec<usize> = full
         .fields()
@@ -478,21 +646,56 @@ fn build_rows(
         .filter(|(_, f)| !is_meta_column(f.name()))
         .map(|(i, _)| i)
         .collect();
+    let ts = c.to_string();
     let columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from_iter_values(
-            order.iter().map(|c| c.op.code()),
-        )),
-        Arc::new(StringArray::from_iter_values(order.iter().map(|_| ts))),
-        Arc::new(StringArray::from_iter_values(
-            order.iter().map(|c| c.key.as_str()),
+            changes.iter().map(|x| x.op.code()),
         )),
         Arc::new(StringArray::from_iter_values(
-            order.iter().map(|c| partitions[c.partition].as_str()),
+            changes.iter().map(|_| ts.as_str()),
         )),
-        image(before, order.iter().map(|c| c.before), &data_cols, &fields)?,
-        image(after, order.iter().map(|c| c.after), &data_cols, &fields)?,
+        Arc::new(StringArray::from_iter_values(
+            changes.iter().map(|x| x.key.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            changes.iter().map(|_| partition),
+        )),
+        image(
+            before,
+            changes.iter().map(|x| x.before),
+            &data_cols,
+            &fields,
+        )?,
+        image(after, changes.iter().map(|x| x.after), &data_cols, &fields)?,
     ];
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+fn op_rank(code: &str) -> u8 {
+    match code {
+        "d" => 0,
+        "u" => 1,
+        _ => 2,
+    }
+}
+
+/// One write's rows in feed order: deletes, updates, inserts, each by partition path and key.
+fn order_rows(rows: &RecordBatch) -> Result<RecordBatch> {
+    let ops = rows.column(0).as_string::<i32>();
+    let keys = rows.column(2).as_string::<i32>();
+    let parts = rows.column(3).as_string::<i32>();
+    let mut order: Vec<u32> = (0..rows.num_rows() as u32).collect();
+    order.sort_by(|&a, &b| {
+        let key = |i: u32| {
+            let i = i as usize;
+            (op_rank(ops.value(i)), parts.value(i), keys.value(i))
+        };
+        key(a).cmp(&key(b))
+    });
+    Ok(arrow::compute::take_record_batch(
+        rows,
+        &UInt32Array::from(order),
+    )?)
 }
 
 /// A struct column of the picked rows' data columns; `None` picks a null image.

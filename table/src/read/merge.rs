@@ -30,7 +30,7 @@ use crate::avro_block::{
 };
 use crate::config::{KeyGenerator, TableConfig};
 use crate::log_format::{BlockType, LogBlock, ReadBlock, header, read_blocks};
-use crate::parquet_io::{StoreReader, read_parquet_columns};
+use crate::parquet_io::{StoreReader, read_parquet_columns, read_parquet_rows};
 use crate::schema::{RECORD_KEY, align_batch};
 use crate::view::FileSlice;
 use crate::{Error, Result, Table};
@@ -722,6 +722,56 @@ impl SliceMerge {
     }
 }
 
+impl SliceMerge {
+    /// [`SliceMerge::merge`] of the records whose key is in `keys` (records of other keys that only
+    /// the logs hold may come out too): of a whole fetched base file only the key column and the rows
+    /// of those keys are decoded, so a few records of a large slice cost little more than its keys.
+    pub fn merge_keys(
+        &self,
+        bytes: SliceBytes,
+        timeline: &Timeline,
+        as_of: Option<InstantTime>,
+        keys: &HashSet<&str>,
+    ) -> Result<Vec<RecordBatch>> {
+        let base = match bytes.base {
+            Some((path, BaseData::Whole(data))) => {
+                let (_, key_batches) =
+                    read_parquet_columns(&path, data.clone(), Some(&[RECORD_KEY]))?;
+                let mut rows = Vec::new();
+                let mut offset = 0;
+                for b in &key_batches {
+                    if let Some(col) = b.column_by_name(RECORD_KEY) {
+                        let col = cast(col, &DataType::Utf8)?;
+                        let col = col.as_string::<i32>();
+                        rows.extend(
+                            col.iter()
+                                .enumerate()
+                                .filter(|(_, k)| k.is_some_and(|k| keys.contains(k)))
+                                .map(|(i, _)| offset + i),
+                        );
+                    }
+                    offset += b.num_rows();
+                }
+                let batches = if rows.is_empty() {
+                    Vec::new()
+                } else {
+                    read_parquet_rows(&path, data, &rows)?
+                };
+                Some((path, BaseData::Decoded(batches)))
+            }
+            other => other,
+        };
+        self.merge(
+            SliceBytes {
+                base,
+                logs: bytes.logs,
+            },
+            timeline,
+            as_of,
+        )
+    }
+}
+
 /// The named top-level columns of a stored Parquet file, read with ranged requests (footer, then the
 /// column chunks); names the file does not have are left out.
 async fn read_store_columns(
@@ -755,7 +805,7 @@ async fn read_store_columns(
 }
 
 /// A slice's base file as fetched: its bytes, or the projected columns already decoded.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 enum BaseData {
     Whole(Bytes),
     Decoded(Vec<RecordBatch>),
@@ -790,7 +840,7 @@ fn integer_key_field<'a>(config: &'a TableConfig, schema: &SchemaRef) -> Option<
 
 /// The fetched files of one file slice: its base file and its log files in write order, each with
 /// its display path.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct SliceBytes {
     base: Option<(String, BaseData)>,
     logs: Vec<(String, Bytes)>,
