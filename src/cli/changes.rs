@@ -74,9 +74,7 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
             let mut w = arrow::json::ArrayWriter::new(&mut out);
             w.write_batches(&feed.batches.iter().collect::<Vec<_>>())?;
             w.finish()?;
-            if feed.batches.is_empty() {
-                write!(out, "[]")?;
-            }
+            // An empty feed is `[]` too: the writer brackets whatever it was given.
             writeln!(out)?;
         }
         Format::Csv => {

@@ -61,8 +61,9 @@ pub fn read_parquet_columns(
     Ok((schema, batches))
 }
 
-/// Decodes only the rows at `rows` (ascending row numbers within the file) of a Parquet file; pages
-/// that hold none of them are skipped.
+/// Decodes only the rows at `rows` (row numbers within the file; returned in ascending order, each
+/// once) of a Parquet file; pages that hold none of them are skipped. A row past the file's end is an
+/// error.
 pub fn read_parquet_rows(path: &str, bytes: Bytes, rows: &[usize]) -> Result<Vec<RecordBatch>> {
     let perr = |source| Error::Parquet {
         path: path.to_owned(),
@@ -70,8 +71,17 @@ pub fn read_parquet_rows(path: &str, bytes: Bytes, rows: &[usize]) -> Result<Vec
     };
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(perr)?;
     let total = usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
+    if let Some(r) = rows.iter().find(|r| **r >= total) {
+        return Err(Error::Damaged {
+            path: path.to_owned(),
+            reason: format!("row {r} asked for, but the file holds {total} rows"),
+        });
+    }
+    let mut sorted = rows.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
     let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
-    for &r in rows.iter().filter(|r| **r < total) {
+    for r in sorted {
         match ranges.last_mut() {
             Some(last) if last.end == r => last.end = r + 1,
             _ => ranges.push(r..r + 1),

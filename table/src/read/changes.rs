@@ -6,7 +6,8 @@
 //! For each write `C` in the range the feed reads the file groups `C`'s commit metadata names (the
 //! groups it wrote and the groups it replaced) as of the write before it and as of `C`, and compares
 //! them record by record on (`_hoodie_partition_path`, `_hoodie_record_key`): a key only after is an
-//! insert, a key only before a delete, a key in both whose `_hoodie_commit_time` is `C` an update.
+//! insert, a key only before a delete, a key in both whose `_hoodie_commit_time` is `C` (after the
+//! state before it) an update. A netted feed does the same once for the whole range.
 //! Compactions and clustering change files, not records, and are left out. Applying the rows in
 //! order — keyed by partition path and record key, `d` removes, `i` and `u` put the after image —
 //! turns the table as of `begin` into the table as of `end`.
@@ -73,8 +74,10 @@ pub struct ChangeQuery {
     pub begin: InstantTime,
     /// Inclusive end; the latest completed write when `None`.
     pub end: Option<InstantTime>,
-    /// One row per record over the whole range (first before image, last after image) instead of
-    /// one per record per write; records inserted and deleted within the range drop out.
+    /// One row per record over the whole range — the record as of `begin` against the record as of
+    /// the end, in one comparison of the groups the range touched — instead of one per record per
+    /// write; records inserted and deleted within the range drop out, and `ts_ms` is the record's
+    /// last write (the range's end for deletes).
     pub net: bool,
     /// The read schema (meta columns included) the images follow; the latest table schema when
     /// `None`.
@@ -91,7 +94,8 @@ pub struct ChangeFeed {
     pub batches: Vec<RecordBatch>,
     /// The writes the feed covers, oldest first.
     pub commits: Vec<InstantTime>,
-    /// Where the range ended: the next query resumes from here (`None` on a table without writes).
+    /// Where the range ended: the next query resumes from here (the begin when nothing completed
+    /// in the range).
     pub end: Option<InstantTime>,
 }
 
@@ -125,10 +129,15 @@ fn image_fields(read_schema: &Schema) -> Fields {
         .collect()
 }
 
+/// The file groups a write touched: partition path → file ids.
+type Touched = BTreeMap<String, BTreeSet<String>>;
+
 /// A change found for one record of one file group; images are (batch, row) in the group's reads.
 struct Change {
     op: ChangeOp,
     key: String,
+    /// The after image's commit time (the write that made the change); `None` for deletes.
+    ts: Option<String>,
     before: Option<(usize, usize)>,
     after: Option<(usize, usize)>,
 }
@@ -212,12 +221,16 @@ impl Table {
             .buffered(16)
             .try_collect()
             .await?;
-        let mut plan: Vec<(InstantTime, BTreeMap<String, BTreeSet<String>>)> = Vec::new();
+        let mut plan: Vec<(InstantTime, Touched)> = Vec::new();
         for (w, meta) in writes.iter().zip(metas) {
-            if meta.compacted || meta.operation_type.as_deref() == Some("cluster") {
+            let clustering = meta
+                .operation_type
+                .as_deref()
+                .is_some_and(|o| o.eq_ignore_ascii_case("cluster"));
+            if meta.compacted || clustering {
                 continue;
             }
-            let mut touched: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+            let mut touched = Touched::new();
             for (p, stats) in &meta.partition_to_write_stats {
                 for s in stats.iter().filter(|s| !s.file_id.is_empty()) {
                     let part = s.partition_path.clone().unwrap_or_else(|| p.clone());
@@ -237,14 +250,35 @@ impl Table {
             None => self.latest_schema(&timeline, &plan).await?,
         };
         let schema = change_schema(&full);
+        // Netted: one comparison of the touched groups as of before the first write and as of the
+        // last; otherwise one per write.
+        let steps: Vec<(InstantTime, Touched, Option<InstantTime>)> =
+            match (q.net, plan.first(), plan.last()) {
+                (true, Some((first, _)), Some((last, _))) => {
+                    let mut all = Touched::new();
+                    for (_, touched) in &plan {
+                        for (p, ids) in touched {
+                            all.entry(p.clone())
+                                .or_default()
+                                .extend(ids.iter().cloned());
+                        }
+                    }
+                    vec![(*last, all, Some(*first))]
+                }
+                _ => plan
+                    .iter()
+                    .map(|(c, t)| (*c, t.clone(), Some(*c)))
+                    .collect(),
+            };
         let mut batches = Vec::new();
-        for (c, touched) in &plan {
+        for (c, touched, first) in &steps {
+            let first = first.unwrap_or(*c);
             let prev = timeline
                 .completed_writes()
-                .filter(|i| i.time < *c)
+                .filter(|i| i.time < first)
                 .map(|i| i.time)
                 .last()
-                .or(archived_last.filter(|a| a < c));
+                .or(archived_last.filter(|a| *a < first));
             if let Some(p) = prev {
                 match check_not_cleaned(&timeline, p).await {
                     Err(Error::Cleaned { earliest, .. }) => {
@@ -263,14 +297,11 @@ impl Table {
                 batches.push(batch);
             }
         }
-        if q.net {
-            batches = net_changes(&schema, &batches)?;
-        }
         Ok(ChangeFeed {
             schema,
             batches,
             commits: plan.iter().map(|(c, _)| *c).collect(),
-            end,
+            end: Some(end.map_or(q.begin, |e| e.max(q.begin))),
         })
     }
 
@@ -278,7 +309,7 @@ impl Table {
     async fn latest_schema(
         &self,
         timeline: &Timeline,
-        plan: &[(InstantTime, BTreeMap<String, BTreeSet<String>>)],
+        plan: &[(InstantTime, Touched)],
     ) -> Result<SchemaRef> {
         let parts: BTreeSet<String> = plan.iter().flat_map(|(_, t)| t.keys().cloned()).collect();
         if parts.is_empty() {
@@ -304,7 +335,7 @@ impl Table {
         timeline: &Timeline,
         c: InstantTime,
         prev: Option<InstantTime>,
-        touched: &BTreeMap<String, BTreeSet<String>>,
+        touched: &Touched,
         full: &SchemaRef,
         schema: &SchemaRef,
     ) -> Result<Option<RecordBatch>> {
@@ -376,7 +407,7 @@ impl Table {
             let (b, a) = futures::try_join!(fetch(before), fetch(after))?;
             let (full, schema) = (full.clone(), schema.clone());
             return tokio::task::spawn_blocking(move || {
-                base_file_changes(c, b, a, &full, &schema, &partition)
+                base_file_changes(c, prev, b, a, &full, &schema, &partition)
             })
             .await
             .map_err(|e| Error::Task(e.to_string()))?;
@@ -407,7 +438,7 @@ impl Table {
             };
             let bk = merge(&keys_plan, &b, prev)?;
             let ak = merge(&keys_plan, &a, Some(c))?;
-            let changes = diff(c, &bk, &ak)?;
+            let changes = diff(prev, &bk, &ak)?;
             let wanted = |side: fn(&Change) -> bool| -> HashSet<&str> {
                 changes
                     .iter()
@@ -439,6 +470,7 @@ impl Table {
                     Ok(Change {
                         op: x.op,
                         key: x.key.clone(),
+                        ts: x.ts.clone(),
                         before: x.before.map(|_| find(&b_at, x, "before")).transpose()?,
                         after: x.after.map(|_| find(&a_at, x, "after")).transpose()?,
                     })
@@ -468,6 +500,7 @@ fn positions(batches: &[RecordBatch]) -> Result<HashMap<String, (usize, usize)>>
 /// columns decide, then only the rows that changed are decoded in full.
 fn base_file_changes(
     c: InstantTime,
+    prev: Option<InstantTime>,
     before: Option<(String, bytes::Bytes)>,
     after: Option<(String, bytes::Bytes)>,
     full: &SchemaRef,
@@ -482,7 +515,7 @@ fn base_file_changes(
     };
     let b = columns(&before, &[RECORD_KEY])?;
     let a = columns(&after, &[RECORD_KEY, COMMIT_TIME])?;
-    let changes = diff(c, &b, &a)?;
+    let changes = diff(prev, &b, &a)?;
     // Row numbers within each file, and where each lands among the rows decoded in full.
     let offsets = |batches: &[RecordBatch]| -> Vec<usize> {
         batches
@@ -512,8 +545,15 @@ fn base_file_changes(
             match f {
                 Some((path, bytes)) if !rows.is_empty() => {
                     let batches = read_parquet_rows(path, bytes.clone(), rows)?;
-                    let Some(first) = batches.first() else {
-                        return Ok(Vec::new());
+                    let decoded: usize = batches.iter().map(RecordBatch::num_rows).sum();
+                    let Some(first) = batches.first().filter(|_| decoded == rows.len()) else {
+                        return Err(Error::Damaged {
+                            path: path.clone(),
+                            reason: format!(
+                                "{decoded} of the {} rows its key column located could be decoded",
+                                rows.len()
+                            ),
+                        });
                     };
                     let one = concat_batches(&first.schema(), &batches)?;
                     Ok(vec![align_batch(&one, full)?])
@@ -535,16 +575,19 @@ fn base_file_changes(
     build_rows(schema, full, c, &changes, partition, &b_full, &a_full)
 }
 
-/// The end of a range: `end`, or the latest completed write — but never past a data write still
-/// in flight on timeline layout 1, whose instant time precedes its completion: a feed that resumes
-/// from the end must not skip it when it completes.
+/// The end of a range: `end`, or the latest completed write — never past the latest completed
+/// write, nor past a data write still in flight on timeline layout 1 (whose instant time precedes
+/// its completion): a feed that resumes from the end must not skip a write that completes later.
 fn range_end(timeline: &Timeline, end: Option<InstantTime>) -> Option<InstantTime> {
     if timeline.layout() == Layout::V2 {
         let latest = timeline
             .completed_writes()
             .map(|i| i.completion.unwrap_or(i.time))
             .max();
-        return end.or(latest);
+        return match end {
+            Some(e) => latest.map(|l| l.min(e)),
+            None => latest,
+        };
     }
     let in_flight = timeline
         .pending()
@@ -556,10 +599,11 @@ fn range_end(timeline: &Timeline, end: Option<InstantTime>) -> Option<InstantTim
         .map(|i| i.time)
         .filter(|t| in_flight.is_none_or(|f| *t < f))
         .last();
-    match (end, in_flight) {
-        (Some(e), Some(f)) if e >= f => cap,
-        (Some(e), _) => Some(e),
-        (None, _) => cap,
+    // An explicit end past the last completed write resumes from that write, not from the end
+    // given: writes that complete before that end must not be skipped.
+    match end {
+        Some(e) => cap.map(|c| c.min(e)),
+        None => cap,
     }
 }
 
@@ -570,8 +614,13 @@ fn strings(batch: &RecordBatch, name: &str) -> Result<StringArray> {
     Ok(cast(col, &DataType::Utf8)?.as_string::<i32>().clone())
 }
 
-/// Compares the records of one file group before and after write `c` by record key.
-fn diff(c: InstantTime, before: &[RecordBatch], after: &[RecordBatch]) -> Result<Vec<Change>> {
+/// Compares the records of one file group as of `prev` (`before`) and after the writes since
+/// (`after`) by record key: a key in both changed when its commit time is after `prev`.
+fn diff(
+    prev: Option<InstantTime>,
+    before: &[RecordBatch],
+    after: &[RecordBatch],
+) -> Result<Vec<Change>> {
     let before_keys: Vec<StringArray> = before
         .iter()
         .map(|b| strings(b, RECORD_KEY))
@@ -584,7 +633,9 @@ fn diff(c: InstantTime, before: &[RecordBatch], after: &[RecordBatch]) -> Result
         .iter()
         .map(|b| strings(b, COMMIT_TIME))
         .collect::<Result<_>>()?;
-    let mut by_key: HashMap<&str, (usize, usize)> = HashMap::new();
+    let rows: usize = before.iter().map(RecordBatch::num_rows).sum();
+    let mut by_key: HashMap<&str, (usize, usize), foldhash::fast::RandomState> =
+        HashMap::with_capacity_and_hasher(rows, Default::default());
     for (bi, keys) in before_keys.iter().enumerate() {
         for (row, k) in keys.iter().enumerate() {
             if let Some(k) = k {
@@ -592,7 +643,7 @@ fn diff(c: InstantTime, before: &[RecordBatch], after: &[RecordBatch]) -> Result
             }
         }
     }
-    let text = c.to_string();
+    let since = prev.map(|p| (p.as_u64(), p.to_string()));
     let mut out = Vec::new();
     for (ai, keys) in after_keys.iter().enumerate() {
         let times = &after_times[ai];
@@ -600,10 +651,19 @@ fn diff(c: InstantTime, before: &[RecordBatch], after: &[RecordBatch]) -> Result
             let Some(k) = k else { continue };
             let (op, before) = match by_key.remove(k) {
                 Some(b) => {
-                    // Rewritten by this write (compare as instants: 14- and 17-digit forms).
-                    let t = times.is_valid(row).then(|| times.value(row));
-                    let rewritten =
-                        t.is_some_and(|t| t == text || t.parse::<InstantTime>().ok() == Some(c));
+                    // Rewritten since `prev`: instant texts of one length compare as text; a
+                    // 14- against a 17-digit time compares as instants.
+                    let rewritten = match (times.is_valid(row), &since) {
+                        (true, Some((p, text))) => {
+                            let t = times.value(row);
+                            if t.len() == text.len() {
+                                t > text.as_str()
+                            } else {
+                                t.parse::<InstantTime>().map_or(true, |w| w.as_u64() > *p)
+                            }
+                        }
+                        _ => true,
+                    };
                     if !rewritten {
                         continue;
                     }
@@ -614,6 +674,7 @@ fn diff(c: InstantTime, before: &[RecordBatch], after: &[RecordBatch]) -> Result
             out.push(Change {
                 op,
                 key: k.to_owned(),
+                ts: times.is_valid(row).then(|| times.value(row).to_owned()),
                 before,
                 after: Some((ai, row)),
             });
@@ -622,6 +683,7 @@ fn diff(c: InstantTime, before: &[RecordBatch], after: &[RecordBatch]) -> Result
     out.extend(by_key.into_iter().map(|(k, b)| Change {
         op: ChangeOp::Delete,
         key: k.to_owned(),
+        ts: None,
         before: Some(b),
         after: None,
     }));
@@ -652,7 +714,9 @@ fn build_rows(
             changes.iter().map(|x| x.op.code()),
         )),
         Arc::new(StringArray::from_iter_values(
-            changes.iter().map(|_| ts.as_str()),
+            changes
+                .iter()
+                .map(|x| x.ts.as_deref().unwrap_or(ts.as_str())),
         )),
         Arc::new(StringArray::from_iter_values(
             changes.iter().map(|x| x.key.as_str()),
