@@ -135,24 +135,25 @@ fn sql_counts(p: &Place, since: &str, until: &str) -> BTreeMap<String, usize> {
         .collect()
 }
 
+/// Creates the test table keyed by `id`, ordered by `v`, with `extra` options.
+fn create(p: &Place, extra: &[&str]) {
+    let mut args = vec!["create", p.uri.as_str(), "--key", "id", "--ordering", "v"];
+    args.extend_from_slice(extra);
+    lake_ok(&args, &p.env);
+}
+
 fn workload(p: &Place, table_type: &str, index: &str, seed: u64) {
     let (uri, env) = (p.uri.as_str(), p.env.as_slice());
-    lake_ok(
+    create(
+        p,
         &[
-            "create",
-            uri,
             "--type",
             table_type,
-            "--key",
-            "id",
-            "--ordering",
-            "v",
             "--partition-by",
             "country",
             "--index",
             index,
         ],
-        env,
     );
     let mut rng = Rng::new(seed);
     // The record keys each write named.
@@ -340,7 +341,7 @@ fn change_feed_replays_mor_bucket_on_s3() {
 fn change_feed_refuses_archived_and_restored_ranges() {
     let p = Place::local();
     let (uri, env) = (p.uri.as_str(), p.env.as_slice());
-    lake_ok(&["create", uri, "--key", "id", "--ordering", "v"], env);
+    create(&p, &[]);
     let write = |i: u64| {
         let f = p.dir.path().join(format!("w{i}.jsonl"));
         std::fs::write(&f, json!({"id": i % 3, "v": i}).to_string() + "\n").expect("input");
@@ -403,21 +404,7 @@ fn change_feed_refuses_archived_and_restored_ranges() {
 fn large_group(table_type: &str) {
     let p = Place::local();
     let (uri, env) = (p.uri.as_str(), p.env.as_slice());
-    lake_ok(
-        &[
-            "create",
-            uri,
-            "--type",
-            table_type,
-            "--key",
-            "id",
-            "--ordering",
-            "v",
-            "--buckets",
-            "1",
-        ],
-        env,
-    );
+    create(&p, &["--type", table_type, "--buckets", "1"]);
     let rows = 140_000u64;
     let write = |name: &str, lines: String, op: &str| {
         let f = p.dir.path().join(name);
@@ -537,7 +524,7 @@ fn change_feed_of_a_large_mor_group_maps_every_image() {
 fn change_feed_resumes_before_writes_in_flight() {
     let p = Place::local();
     let (uri, env) = (p.uri.as_str(), p.env.as_slice());
-    lake_ok(&["create", uri, "--key", "id", "--ordering", "v"], env);
+    create(&p, &[]);
     for i in 0..2u64 {
         let f = p.dir.path().join(format!("w{i}.jsonl"));
         std::fs::write(&f, json!({"id": i, "v": i}).to_string() + "\n").expect("input");
