@@ -1,10 +1,12 @@
 //! Change-feed bench: one commit touching 1% of a table (80% updates, 10% deletes, 10% new keys),
 //! then the change feed of that commit (`Table::changes`, and `lake_changes` through DataFusion)
-//! against a full snapshot scan of the same table, on copy-on-write and merge-on-read tables.
+//! against a full snapshot scan of the same table, on copy-on-write tables (inferred, and with Hudi
+//! CDC logs in `DATA_BEFORE_AFTER` mode, read from the logs) and merge-on-read tables.
 //! `--spread` spreads the touched keys over the whole table (every file group changes); by default
 //! they are one contiguous key range (a few file groups change), as a busy source's recent rows are.
 //!
-//! Run: `cargo bench --bench changes [-- --rows N] [--spread]` (default 10M rows).
+//! Run: `cargo bench --bench changes [-- --rows N] [--spread] [--only cow|cow-cdc|mor]` (default
+//! 10M rows).
 
 mod common;
 
@@ -16,7 +18,7 @@ use arrow::array::BooleanArray;
 use arrow::compute::concat_batches;
 use lake_query::{HudiTableProvider, QueryOptions};
 use lake_table::changes::ChangeQuery;
-use lake_table::{ChangeBatch, Table, TableConfig, TableType, WriteOptions};
+use lake_table::{CdcMode, ChangeBatch, Table, TableConfig, TableType, WriteOptions};
 
 #[tokio::main]
 async fn main() {
@@ -28,11 +30,31 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000_000);
     let spread = args.iter().any(|a| a == "--spread");
-    for table_type in [TableType::CopyOnWrite, TableType::MergeOnRead] {
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let variants = [
+        ("COW", TableType::CopyOnWrite, None),
+        (
+            "COW+CDC",
+            TableType::CopyOnWrite,
+            Some(CdcMode::DataBeforeAfter),
+        ),
+        ("MOR", TableType::MergeOnRead, None),
+    ];
+    for (kind, table_type, cdc) in variants {
+        if only
+            .as_deref()
+            .is_some_and(|o| !o.eq_ignore_ascii_case(&kind.replace("+", "-")))
+        {
+            continue;
+        }
         let dir = tempfile::tempdir().expect("tmp");
         let uri = dir.path().join("t").display().to_string();
         let buckets = (rows / 250_000).max(4) as u32;
-        let cfg = TableConfig::new(
+        let mut cfg = TableConfig::new(
             "bench",
             table_type,
             vec!["id".into()],
@@ -41,6 +63,7 @@ async fn main() {
             Some(buckets),
         )
         .expect("config");
+        cfg.cdc = cdc;
         let table = Table::create(&uri, cfg).await.expect("create");
         let started = Instant::now();
         let mut next = 0i64;
@@ -94,15 +117,12 @@ async fn main() {
         let flags = BooleanArray::from_iter(
             (0..all.num_rows() as i64).map(|i| Some(i >= n_upd && i < n_upd + n_del)),
         );
+        let commit_started = Instant::now();
         table
             .write(vec![ChangeBatch::new(all, flags)], WriteOptions::default())
             .await
             .expect("commit");
-
-        let kind = match table_type {
-            TableType::CopyOnWrite => "COW",
-            TableType::MergeOnRead => "MOR",
-        };
+        let commit = commit_started.elapsed().as_secs_f64();
         let mut best = f64::MAX;
         let mut cpu_best = f64::MAX;
         let mut changes = 0;
@@ -115,12 +135,18 @@ async fn main() {
                     end: None,
                     net: false,
                     schema: None,
+                    infer: false,
                 })
                 .await
                 .expect("feed");
             best = best.min(started.elapsed().as_secs_f64());
             cpu_best = cpu_best.min(cpu_seconds() - cpu);
             changes = feed.num_rows();
+            assert_eq!(
+                feed.sources.cdc_logs > 0,
+                cdc.is_some(),
+                "read from CDC logs exactly when the table has them"
+            );
         }
         assert_eq!(changes as i64, touched, "one change per touched key");
 
@@ -146,8 +172,8 @@ async fn main() {
         )
         .await;
         println!(
-            "{kind} {rows} rows (loaded in {load:.1}s), one commit touching {touched} keys ({}): \
-             feed {:.0} ms ({cpu_best:.2} CPU-s), lake_changes via SQL {:.0} ms; snapshot scans: \
+            "{kind} {rows} rows (loaded in {load:.1}s), one commit touching {touched} keys ({}, \
+             written in {commit:.2}s): feed {:.0} ms ({cpu_best:.2} CPU-s), lake_changes via SQL {:.0} ms; snapshot scans: \
              3 columns {:.0} ms, every column {:.0} ms (feed / every-column scan {:.2}x)\n{answer}",
             if spread { "spread" } else { "clustered" },
             best * 1e3,

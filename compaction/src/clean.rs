@@ -99,6 +99,12 @@ pub async fn clean(table: &Table, policy: CleanPolicy) -> Result<CleanReport> {
                         .iter()
                         .filter(|l| !pinned(&l.name))
                         .map(|l| (l.path(), l.size)),
+                )
+                .chain(
+                    s.cdc_files
+                        .iter()
+                        .filter(|c| !pinned(&c.name))
+                        .map(|c| (c.path(), c.size)),
                 );
             to_delete
                 .entry(s.partition.clone())

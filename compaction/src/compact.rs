@@ -388,6 +388,7 @@ async fn compact_group(
         base_instant,
         base_file,
         log_files: log_files.clone(),
+        cdc_files: Vec::new(),
     };
     let batches = table
         .read_merged_slice(timeline, &slice, &schema, None)

@@ -66,6 +66,7 @@ pub async fn create_savepoint(
         let files = per_partition.entry(s.partition.clone()).or_default();
         files.extend(s.base_file.iter().map(|b| b.name.clone()));
         files.extend(s.log_files.iter().map(|l| l.name.clone()));
+        files.extend(s.cdc_files.iter().map(|c| c.name.clone()));
     }
     let meta = wire::SavepointMetadata {
         savepointed_by: std::env::var("USER").unwrap_or_else(|_| "lake".into()),
@@ -357,6 +358,12 @@ pub async fn restore(table: &Table, to: InstantTime) -> Result<RestoreReport> {
         if t.is_completed() {
             let m = timeline.commit_metadata(t).await?;
             files.extend(m.write_stats().filter_map(|s| s.path.clone()));
+            // CDC logs, named by partition and file in `cdcStats`.
+            files.extend(
+                m.write_stats()
+                    .filter_map(|s| s.cdc_stats.as_ref()?.as_object())
+                    .flat_map(|o| o.keys().cloned()),
+            );
         }
         if compaction && let Some(plan) = table.compaction_plan(t.time).await? {
             files.extend(plan.operations.iter().map(|op| {

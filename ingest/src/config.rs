@@ -179,6 +179,9 @@ pub struct TableSpec {
     /// Inline compaction (merge-on-read tables).
     #[serde(default)]
     pub compaction: InlineCompaction,
+    /// Hudi CDC log files of a table this job creates (`hoodie.table.cdc.enabled`), in this
+    /// logging mode: `op_key_only`, `data_before` or `data_before_after`.
+    pub cdc: Option<String>,
 }
 
 fn default_type() -> String {
@@ -266,6 +269,10 @@ impl PipelineConfig {
             }
             if t.buckets == 0 {
                 return Err(format!("tables[{i}]: buckets must be at least 1"));
+            }
+            if let Some(m) = &t.cdc {
+                m.parse::<lake_table::CdcMode>()
+                    .map_err(|e| format!("tables[{i}]: cdc: {e}"))?;
             }
         }
         if !matches!(

@@ -499,6 +499,18 @@ async fn ensure_table(f: &mut Writer, msgs: &[Message]) -> Result<Table, IngestE
     )
     .map_err(|source| table_err(f, source))?;
     cfg.global_index = f.spec.index == "global";
+    cfg.cdc = match &f.spec.cdc {
+        Some(m) => Some(m.parse().map_err(|reason: String| {
+            table_err(
+                f,
+                lake_table::Error::Config {
+                    path: f.uri.clone(),
+                    reason,
+                },
+            )
+        })?),
+        None => None,
+    };
     let table = match Table::create(&f.uri, cfg).await {
         Ok(t) => t,
         Err(lake_table::Error::TableExists { .. }) => Table::open(&f.uri)

@@ -117,6 +117,7 @@ impl TableProvider for ChangeFeedProvider {
                 end: self.end,
                 net: self.net,
                 schema: Some(self.read_schema.clone()),
+                infer: false,
             })
             .await
             .map_err(ext)?;

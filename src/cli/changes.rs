@@ -38,6 +38,9 @@ pub struct Args {
     /// One row per record over the whole range instead of one per write.
     #[arg(long)]
     pub net: bool,
+    /// Infer every change from file slices, even where the table's CDC log files hold them.
+    #[arg(long)]
+    pub infer: bool,
     /// Output format.
     #[arg(long, value_enum, default_value = "nd-json")]
     pub format: Format,
@@ -61,6 +64,7 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
             end,
             net: a.net,
             schema: None,
+            infer: a.infer,
         })
         .await?;
     let mut out = std::io::stdout().lock();
@@ -101,8 +105,16 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     drop(out);
     // The resume point goes to stderr so stdout stays pure data.
     let resume = feed.end.unwrap_or(begin);
+    let s = feed.sources;
+    let source = match (s.cdc_logs, s.inferred) {
+        (0, _) => "inferred from file slices".to_owned(),
+        (_, 0) => "from CDC log files".to_owned(),
+        (c, i) => format!(
+            "from CDC log files ({c} file-group changes) and inferred from file slices ({i})"
+        ),
+    };
     eprintln!(
-        "{} changes from {} writes in ({begin}, {resume}], inferred from file slices; resume with --since {resume}",
+        "{} changes from {} writes in ({begin}, {resume}], {source}; resume with --since {resume}",
         feed.num_rows(),
         feed.commits.len(),
     );

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use lake_table::config::{DEFAULT_TARGET_FILE_SIZE, SOURCE_POSITION_FIELD};
-use lake_table::{Table, TableConfig, TableType};
+use lake_table::{CdcMode, Table, TableConfig, TableType};
 
 /// Arguments of `lake create`.
 #[derive(Debug, clap::Args)]
@@ -39,6 +39,11 @@ pub struct Args {
     /// 5/6 of it, then fill new file groups of this size).
     #[arg(long, default_value_t = DEFAULT_TARGET_FILE_SIZE)]
     pub target_file_size: u64,
+    /// Write Hudi CDC log files (`hoodie.table.cdc.enabled`) in this logging mode: op_key_only,
+    /// data_before or data_before_after. Copy-on-write writes put one next to every base file they
+    /// rewrite, for Hudi's CDC readers and `lake changes`.
+    #[arg(long, value_name = "MODE")]
+    pub cdc: Option<CdcMode>,
 }
 
 /// Record index of a new table.
@@ -78,12 +83,13 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     config.global_index = matches!(a.index, Index::Global);
     config.target_file_size = a.target_file_size;
     config.small_file_limit = a.target_file_size / 6 * 5;
+    config.cdc = a.cdc;
     let table = Table::create(&a.table, config)
         .await
         .with_context(|| format!("creating table {}", a.table))?;
     let c = table.config();
     println!(
-        "created {} table {:?} at {} (key {}, ordering {}, partitions [{}], {}, table version {})",
+        "created {} table {:?} at {} (key {}, ordering {}, partitions [{}], {}, table version {}{})",
         c.table_type,
         c.name,
         a.table,
@@ -102,7 +108,8 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
                 c.target_file_size
             ),
         },
-        c.version
+        c.version,
+        c.cdc.map(|m| format!(", CDC logs {m}")).unwrap_or_default()
     );
     Ok(())
 }

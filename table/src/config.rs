@@ -42,6 +42,8 @@ const BUCKET_HASH_FIELD: &str = "hoodie.bucket.index.hash.field";
 const MAX_FILE_SIZE: &str = "hoodie.parquet.max.file.size";
 const SMALL_FILE_LIMIT: &str = "hoodie.parquet.small.file.limit";
 const UPDATE_PARTITION_PATH: &str = "hoodie.simple.index.update.partition.path";
+const CDC_ENABLED: &str = "hoodie.table.cdc.enabled";
+const CDC_MODE: &str = "hoodie.table.cdc.supplemental.logging.mode";
 
 /// Hudi's default target base-file size (`hoodie.parquet.max.file.size`, 120 MiB).
 pub const DEFAULT_TARGET_FILE_SIZE: u64 = 125_829_120;
@@ -86,6 +88,50 @@ impl FromStr for TableType {
 }
 
 impl fmt::Display for TableType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.hudi_name())
+    }
+}
+
+/// What a CDC log file records per change (`hoodie.table.cdc.supplemental.logging.mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CdcMode {
+    /// The change type and the record key; readers look both images up in the file slices.
+    OpKeyOnly,
+    /// The change type, the record key and the before image; the after image is read from the new
+    /// base file.
+    DataBefore,
+    /// The change type, the commit time and both images (Hudi's default).
+    DataBeforeAfter,
+}
+
+impl CdcMode {
+    /// The name Hudi 0.14+ writes (upper case).
+    pub fn hudi_name(self) -> &'static str {
+        match self {
+            CdcMode::OpKeyOnly => "OP_KEY_ONLY",
+            CdcMode::DataBefore => "DATA_BEFORE",
+            CdcMode::DataBeforeAfter => "DATA_BEFORE_AFTER",
+        }
+    }
+}
+
+impl FromStr for CdcMode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        // Hudi upper-cases the value before matching, so 0.13's lower-case names are accepted too.
+        match s.trim().to_ascii_uppercase().as_str() {
+            "OP_KEY_ONLY" => Ok(CdcMode::OpKeyOnly),
+            "DATA_BEFORE" => Ok(CdcMode::DataBefore),
+            "DATA_BEFORE_AFTER" => Ok(CdcMode::DataBeforeAfter),
+            other => Err(format!(
+                "unknown CDC logging mode {other:?} (op_key_only, data_before or data_before_after)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for CdcMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.hudi_name())
     }
@@ -178,6 +224,9 @@ pub struct TableConfig {
     /// table, and an upsert whose partition value changed deletes the copy in the old partition.
     /// Needs the simple index (`bucket_count` `None`).
     pub global_index: bool,
+    /// Hudi's CDC log files (`hoodie.table.cdc.enabled`) and what they record; `None`: off.
+    /// Copy-on-write writes put one next to every base file they rewrite.
+    pub cdc: Option<CdcMode>,
     /// Every key as read or to be written, including those lake does not interpret.
     pub raw: BTreeMap<String, String>,
 }
@@ -231,6 +280,7 @@ impl TableConfig {
             target_file_size: DEFAULT_TARGET_FILE_SIZE,
             small_file_limit: DEFAULT_SMALL_FILE_LIMIT,
             global_index: false,
+            cdc: None,
             raw: BTreeMap::new(),
         })
     }
@@ -339,6 +389,15 @@ impl TableConfig {
         // Hudi's global indexes (GLOBAL_SIMPLE, GLOBAL_BLOOM, RECORD_INDEX, HBASE) keep keys
         // table-wide.
         let global_index = bucket_count.is_none() && get(INDEX_TYPE).is_some_and(is_global_index);
+        let cdc = if flag(CDC_ENABLED, false) {
+            Some(
+                get(CDC_MODE)
+                    .map_or(Ok(CdcMode::DataBeforeAfter), str::parse)
+                    .map_err(|e| bad(format!("{CDC_MODE}: {e}")))?,
+            )
+        } else {
+            None
+        };
         Ok(Self {
             name,
             database: get(DATABASE).map(str::to_owned),
@@ -356,6 +415,7 @@ impl TableConfig {
             small_file_limit,
             bucket_hash_fields,
             global_index,
+            cdc,
             raw,
         })
     }
@@ -417,6 +477,14 @@ impl TableConfig {
                 set(MAX_FILE_SIZE, self.target_file_size.to_string());
                 set(SMALL_FILE_LIMIT, self.small_file_limit.to_string());
             }
+        }
+        match self.cdc {
+            Some(mode) => {
+                set(CDC_ENABLED, "true".to_owned());
+                set(CDC_MODE, mode.hudi_name().to_owned());
+            }
+            None if self.raw.contains_key(CDC_ENABLED) => set(CDC_ENABLED, "false".to_owned()),
+            None => {}
         }
         let db = self.database.as_deref().unwrap_or("");
         set(
@@ -492,6 +560,51 @@ mod tests {
         assert_eq!(back.bucket_count, Some(8));
         assert_eq!(back.layout(), Layout::V1);
         assert!(!back.global_index);
+    }
+
+    #[test]
+    fn cdc_mode_parses_in_any_case_and_is_written_upper_case() {
+        let text = |extra: &str| {
+            format!(
+                "hoodie.table.name=t\nhoodie.table.version=6\nhoodie.table.recordkey.fields=id\n{extra}"
+            )
+        };
+        let parse = |extra: &str| TableConfig::parse(&text(extra));
+        assert_eq!(parse("").expect("off").cdc, None);
+        assert_eq!(
+            parse("hoodie.table.cdc.enabled=false\n").expect("off").cdc,
+            None
+        );
+        assert_eq!(
+            parse("hoodie.table.cdc.enabled=true\n")
+                .expect("default")
+                .cdc,
+            Some(CdcMode::DataBeforeAfter)
+        );
+        for (v, want) in [
+            ("op_key_only", CdcMode::OpKeyOnly),
+            ("DATA_BEFORE", CdcMode::DataBefore),
+            ("data_before_after", CdcMode::DataBeforeAfter),
+        ] {
+            let c = parse(&format!("hoodie.table.cdc.enabled=TRUE\n{CDC_MODE}={v}\n")).expect(v);
+            assert_eq!(c.cdc, Some(want), "{v}");
+            let e = c.to_entries();
+            assert_eq!(e[CDC_ENABLED], "true");
+            assert_eq!(e[CDC_MODE], want.hudi_name());
+            assert_eq!(
+                TableConfig::parse(&c.render()).expect("back").cdc,
+                Some(want)
+            );
+        }
+        // Names Hudi itself refuses are refused, naming the key.
+        for bad in ["KEY_OP", "cdc_data_before"] {
+            let err = parse(&format!(
+                "hoodie.table.cdc.enabled=true\n{CDC_MODE}={bad}\n"
+            ))
+            .expect_err(bad)
+            .to_string();
+            assert!(err.contains(CDC_MODE), "{err}");
+        }
     }
 
     #[test]

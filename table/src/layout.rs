@@ -136,6 +136,46 @@ impl LogFile {
     }
 }
 
+/// A CDC log file: `.{fileId}_{instant}.log.{version}_{writeToken}.cdc`, written by the commit
+/// `instant` next to the base file it rewrote (Hudi's supplemental change log).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CdcFile {
+    /// Partition path.
+    pub partition: String,
+    /// File group id.
+    pub file_id: String,
+    /// The commit that wrote it (the base instant of the slice it describes).
+    pub instant: InstantTime,
+    /// The file name.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+impl CdcFile {
+    /// The name of the CDC log a commit writes for a file group.
+    pub fn name_for(file_id: &str, instant: InstantTime, write_token: &str) -> String {
+        format!(".{file_id}_{instant}.log.1_{write_token}.cdc")
+    }
+
+    /// Parses a CDC log file name; `None` if the name is not one.
+    pub fn parse(partition: &str, name: &str, size: u64) -> Option<Self> {
+        let log = LogFile::parse(partition, name.strip_suffix(".cdc")?, size)?;
+        Some(Self {
+            partition: log.partition,
+            file_id: log.file_id,
+            instant: log.instant,
+            name: name.to_owned(),
+            size,
+        })
+    }
+
+    /// Root-relative path.
+    pub fn path(&self) -> String {
+        join(&self.partition, &self.name)
+    }
+}
+
 /// The content of `.hoodie_partition_metadata` for a partition first written at `instant`.
 pub fn partition_metadata(instant: InstantTime, partition: &str) -> String {
     let depth = if partition.is_empty() {
@@ -190,6 +230,21 @@ mod tests {
         ] {
             assert!(LogFile::parse("", not_a_log, 1).is_none(), "{not_a_log}");
         }
+        let cdc =
+            CdcFile::parse("p", ".0712b9f9-0_20250126040823628.log.2_1-0-1.cdc", 7).expect("cdc");
+        assert_eq!(
+            (cdc.file_id.as_str(), cdc.instant.to_string(), cdc.path()),
+            (
+                "0712b9f9-0",
+                "20250126040823628".to_owned(),
+                "p/.0712b9f9-0_20250126040823628.log.2_1-0-1.cdc".to_owned()
+            )
+        );
+        let t = "20250126040823628".parse().expect("t");
+        let name = CdcFile::name_for("f-0", t, WRITE_TOKEN);
+        assert_eq!(name, ".f-0_20250126040823628.log.1_0-0-0.cdc");
+        assert!(CdcFile::parse("", &name, 0).is_some());
+        assert!(CdcFile::parse("", ".f-0_20250126040823628.log.1_0-0-0", 0).is_none());
     }
 
     #[test]

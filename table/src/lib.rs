@@ -19,10 +19,10 @@ mod table;
 mod write;
 
 pub(crate) use format::parquet_io;
-pub use format::{avro_block, compaction_plan, log_format, schema};
+pub use format::{avro_block, cdc, compaction_plan, log_format, schema};
 pub use read::{changes, merge, view};
 
-pub use config::{TableConfig, TableType};
+pub use config::{CdcMode, TableConfig, TableType};
 pub use error::{Error, Result};
 pub use lake_timeline as timeline;
 pub use parquet_io::{encode_parquet, encode_parquet_batches, read_parquet};

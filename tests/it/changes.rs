@@ -56,6 +56,34 @@ fn feed(p: &Place, since: &str, until: &str, net: bool) -> Vec<Value> {
     json_lines(&lake_ok(&args, &p.env))
 }
 
+/// The feed inferred from file slices, ignoring CDC log files.
+fn inferred_feed(p: &Place, since: &str, until: &str) -> Vec<Value> {
+    let args = [
+        "changes", &p.uri, "--since", since, "--until", until, "--infer",
+    ];
+    json_lines(&lake_ok(&args, &p.env))
+}
+
+/// The table's CDC log files (root-relative paths) and its base files.
+fn cdc_and_base_files(p: &Place) -> (Vec<String>, Vec<String>) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let all = rt
+        .block_on(p.storage.list_recursive(""))
+        .expect("list")
+        .into_iter()
+        .map(|m| p.storage.relative(&m.location))
+        .filter(|f| !f.starts_with(".hoodie"));
+    let (mut cdc, mut base) = (Vec::new(), Vec::new());
+    for f in all {
+        if f.ends_with(".cdc") {
+            cdc.push(f);
+        } else if f.ends_with(".parquet") {
+            base.push(f);
+        }
+    }
+    (cdc, base)
+}
+
 fn image(row: &Value, side: &str) -> Option<Value> {
     row.get(side).filter(|v| !v.is_null()).cloned()
 }
@@ -142,19 +170,21 @@ fn create(p: &Place, extra: &[&str]) {
     lake_ok(&args, &p.env);
 }
 
-fn workload(p: &Place, table_type: &str, index: &str, seed: u64) {
+/// `cdc`: the table's CDC logging mode (`lake create --cdc`), if any.
+fn workload(p: &Place, table_type: &str, index: &str, seed: u64, cdc: Option<&str>) {
     let (uri, env) = (p.uri.as_str(), p.env.as_slice());
-    create(
-        p,
-        &[
-            "--type",
-            table_type,
-            "--partition-by",
-            "country",
-            "--index",
-            index,
-        ],
-    );
+    let mut options = vec![
+        "--type",
+        table_type,
+        "--partition-by",
+        "country",
+        "--index",
+        index,
+    ];
+    if let Some(mode) = cdc {
+        options.extend(["--cdc", mode]);
+    }
+    create(p, &options);
     let mut rng = Rng::new(seed);
     // The record keys each write named.
     let mut written: Vec<std::collections::BTreeSet<String>> = Vec::new();
@@ -270,6 +300,25 @@ fn workload(p: &Place, table_type: &str, index: &str, seed: u64) {
         if compaction {
             assert!(ops.is_empty(), "a compaction changes no record: {ops:?}");
         }
+        if cdc.is_some() {
+            // Read from CDC logs or inferred from file slices, the feed is the same, row for row.
+            let (a, b) = (name(&bounds[k - 1]), name(&bounds[k]));
+            assert_eq!(
+                feed(p, &a, &b, false),
+                inferred_feed(p, &a, &b),
+                "seed {seed} step {k}: CDC logs and inference disagree"
+            );
+        }
+    }
+    if let (Some(mode), "cow") = (cdc, table_type) {
+        let (logs, _) = cdc_and_base_files(p);
+        assert!(!logs.is_empty(), "{mode}: rewrites wrote CDC logs");
+        let out = lake_env(&["changes", uri, "--since", "0"], env);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("CDC log files"), "{mode}: {err}");
+        let out = lake_env(&["changes", uri, "--since", "0", "--infer"], env);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("inferred from file slices;"), "{mode}: {err}");
     }
     // Random longer ranges, and through SQL the same counts as the CLI.
     for _ in 0..6 {
@@ -299,7 +348,24 @@ fn workload(p: &Place, table_type: &str, index: &str, seed: u64) {
     );
 
     // After a clean, ranges that need removed file versions are refused, later ones still replay.
+    let cdc_before_clean = cdc_and_base_files(p).0.len();
     lake_ok(&["clean", uri, "--retain-commits", "2"], env);
+    if let (Some(mode), "cow") = (cdc, table_type) {
+        // The cleaner takes each CDC log with its base file: every log left has its base file.
+        let (logs, bases) = cdc_and_base_files(p);
+        assert!(
+            logs.len() < cdc_before_clean,
+            "{mode}: the clean removed CDC logs"
+        );
+        for l in &logs {
+            let (dir, name) = l.rsplit_once('/').unwrap_or(("", l));
+            let stem = name.trim_start_matches('.');
+            let (id, rest) = stem.split_once('_').expect("file id");
+            let instant = rest.split_once(".log.").expect("log").0;
+            let base = format!("{dir}/{id}_0-0-0_{instant}.parquet");
+            assert!(bases.contains(&base), "{mode}: {l} outlived {base}");
+        }
+    }
     let out = lake_env(&["changes", uri, "--since", "0"], env);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a cleaned range is refused");
@@ -314,25 +380,49 @@ fn workload(p: &Place, table_type: &str, index: &str, seed: u64) {
 #[test]
 fn change_feed_replays_cow_global_local() {
     for seed in 0..2 {
-        workload(&Place::local(), "cow", "global", seed);
+        workload(&Place::local(), "cow", "global", seed, None);
     }
 }
 
 #[test]
 fn change_feed_replays_mor_global_local() {
     for seed in 0..2 {
-        workload(&Place::local(), "mor", "global", seed);
+        workload(&Place::local(), "mor", "global", seed, None);
     }
 }
 
 #[test]
 fn change_feed_replays_cow_simple_local() {
-    workload(&Place::local(), "cow", "simple", 7);
+    workload(&Place::local(), "cow", "simple", 7, None);
+}
+
+/// Copy-on-write tables with Hudi CDC logs, in every logging mode: the feed read from the logs
+/// equals the inferred one at every step, replays, matches hudi-rs, and the cleaner removes logs
+/// with their slices. On S3 for the full images, locally for the modes that look images up.
+#[test]
+fn change_feed_from_cdc_logs_in_every_mode() {
+    workload(
+        &Place::s3("changes-cdc"),
+        "cow",
+        "global",
+        3,
+        Some("data_before_after"),
+    );
+    workload(&Place::local(), "cow", "simple", 4, Some("DATA_BEFORE"));
+    workload(&Place::local(), "cow", "bucket", 5, Some("op_key_only"));
+    // Merge-on-read deltacommits write no CDC logs: the feed is inferred, and exact.
+    workload(
+        &Place::local(),
+        "mor",
+        "bucket",
+        6,
+        Some("data_before_after"),
+    );
 }
 
 #[test]
 fn change_feed_replays_mor_bucket_on_s3() {
-    workload(&Place::s3("changes"), "mor", "bucket", 11);
+    workload(&Place::s3("changes"), "mor", "bucket", 11, None);
 }
 
 /// Ranges the feed cannot answer exactly are refused with a reason: writes moved to the archived

@@ -1,7 +1,8 @@
 //! Killing `lake write` (SIGKILL) at arbitrary moments leaves the table readable at its last
 //! completed instant; once the killed writer's heartbeat has expired, the next write rolls the
 //! leftovers back (or publishes a commit the killed writer had already decided). Copy-on-write and merge-on-read
-//! tables, on a local folder and on S3.
+//! tables, on a local folder and on S3; the local copy-on-write table writes Hudi CDC logs, which
+//! must go with their failed writes too.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -23,7 +24,7 @@ async fn inflight_files(storage: &Storage) -> usize {
         .count()
 }
 
-async fn run(p: &Place, table_type: &str) {
+async fn run(p: &Place, table_type: &str, cdc: bool) {
     // Short heartbeats: a killed writer counts as dead 0.6 s after its last beat, so the next write
     // rolls it back (a live writer is never rolled back).
     let mut env = p.env.clone();
@@ -35,23 +36,24 @@ async fn run(p: &Place, table_type: &str) {
         p.dir.path(),
     );
     let expire = || std::thread::sleep(Duration::from_millis(700));
-    lake_ok(
-        &[
-            "create",
-            uri,
-            "--type",
-            table_type,
-            "--key",
-            "id",
-            "--ordering",
-            "v",
-            "--partition-by",
-            "p",
-            "--buckets",
-            "4",
-        ],
-        env,
-    );
+    let mut create = vec![
+        "create",
+        uri,
+        "--type",
+        table_type,
+        "--key",
+        "id",
+        "--ordering",
+        "v",
+        "--partition-by",
+        "p",
+        "--buckets",
+        "4",
+    ];
+    if cdc {
+        create.extend(["--cdc", "data_before_after"]);
+    }
+    lake_ok(&create, env);
     let mor = table_type == "mor";
     let keys = if mor { 20_000 } else { 100_000 };
     let batch = |v: u64| {
@@ -193,25 +195,55 @@ async fn run(p: &Place, table_type: &str) {
             leftovers.is_empty(),
             "files of failed writes remain: {leftovers:?}"
         );
+        // CDC logs: exactly those of completed commits that rewrote base files (all but the first).
+        let cdc_of = |p: &String| -> Option<String> {
+            let name = p.rsplit('/').next()?.strip_suffix(".cdc")?;
+            let head = name.split(".log.").next()?;
+            Some(head.rsplit('_').next()?.to_owned())
+        };
+        let logs: Vec<String> = files.iter().filter_map(cdc_of).collect();
+        if cdc {
+            let completed: Vec<&str> = timeline
+                .lines()
+                .filter(|l| l.contains(" commit ") && l.contains("COMPLETED"))
+                .filter_map(|l| l.split_whitespace().next())
+                .collect();
+            for l in &logs {
+                assert!(
+                    completed.contains(&l.as_str()),
+                    "CDC log of a failed write {l}"
+                );
+            }
+            for c in &completed[1..] {
+                // 3 partitions x 4 buckets, each rewritten.
+                assert_eq!(
+                    logs.iter().filter(|l| l == c).count(),
+                    12,
+                    "CDC logs of {c}"
+                );
+            }
+        } else {
+            assert!(logs.is_empty(), "CDC logs without CDC: {logs:?}");
+        }
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_writes_leave_the_last_completed_state_and_are_rolled_back_local() {
-    run(&Place::local(), "cow").await;
+    run(&Place::local(), "cow", true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_mor_writes_leave_the_last_completed_state_and_are_rolled_back_local() {
-    run(&Place::local(), "mor").await;
+    run(&Place::local(), "mor", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_mor_writes_leave_the_last_completed_state_and_are_rolled_back_on_s3() {
-    run(&Place::s3("crashmor"), "mor").await;
+    run(&Place::s3("crashmor"), "mor", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_writes_leave_the_last_completed_state_and_are_rolled_back_on_s3() {
-    run(&Place::s3("crash"), "cow").await;
+    run(&Place::s3("crash"), "cow", false).await;
 }

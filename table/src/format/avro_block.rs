@@ -74,6 +74,41 @@ fn canonical(array: &ArrayRef) -> Result<ArrayRef> {
             return Ok(cast(&micros, &DataType::Int64)?);
         }
         DataType::Timestamp(_, _) => DataType::Int64,
+        // Nested values are made canonical the same way.
+        DataType::Struct(_) => {
+            let s = array.as_struct();
+            let columns = s
+                .columns()
+                .iter()
+                .map(canonical)
+                .collect::<Result<Vec<_>>>()?;
+            let fields: Fields = s
+                .fields()
+                .iter()
+                .zip(&columns)
+                .map(|(f, c)| Arc::new(f.as_ref().clone().with_data_type(c.data_type().clone())))
+                .collect();
+            return Ok(Arc::new(StructArray::try_new(
+                fields,
+                columns,
+                s.nulls().cloned(),
+            )?));
+        }
+        DataType::List(item) => {
+            let list = array.as_list::<i32>();
+            let values = canonical(list.values())?;
+            let item = Arc::new(
+                item.as_ref()
+                    .clone()
+                    .with_data_type(values.data_type().clone()),
+            );
+            return Ok(Arc::new(ListArray::try_new(
+                item,
+                list.offsets().clone(),
+                values,
+                list.nulls().cloned(),
+            )?));
+        }
         _ => return Ok(array.clone()),
     };
     Ok(cast(array, &to)?)

@@ -6,6 +6,7 @@
 //! losslessly into the table's (int → long → double, float → double). A column whose type cannot be
 //! reconciled, or a missing record-key/ordering column, is refused before anything is written.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions, new_null_array};
@@ -173,27 +174,44 @@ pub fn arrow_schema_from_avro(avro_json: &str) -> Result<Schema> {
         .get("fields")
         .and_then(Value::as_array)
         .ok_or_else(|| schema_err("Avro schema is not a record"))?;
-    let fields = fields.iter().map(arrow_field).collect::<Result<Vec<_>>>()?;
+    let mut names = Names {
+        types: HashMap::new(),
+        namespace: v
+            .get("namespace")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+    };
+    let fields = fields
+        .iter()
+        .map(|f| arrow_field(f, &mut names))
+        .collect::<Result<Vec<_>>>()?;
     Ok(Schema::new(fields))
 }
 
-fn arrow_field(v: &Value) -> Result<Field> {
+/// Named records seen so far (by full and by short name), for later references to them, and the
+/// enclosing namespace.
+struct Names {
+    types: HashMap<String, DataType>,
+    namespace: Option<String>,
+}
+
+fn arrow_field(v: &Value, names: &mut Names) -> Result<Field> {
     let name = v
         .get("name")
         .and_then(Value::as_str)
         .ok_or_else(|| schema_err("Avro field without name"))?;
-    let (dt, nullable) = arrow_type(v.get("type").unwrap_or(&Value::Null))?;
+    let (dt, nullable) = arrow_type(v.get("type").unwrap_or(&Value::Null), names)?;
     Ok(Field::new(name, dt, nullable))
 }
 
-fn arrow_type(t: &Value) -> Result<(DataType, bool)> {
+fn arrow_type(t: &Value, names: &mut Names) -> Result<(DataType, bool)> {
     if let Some(branches) = t.as_array() {
         let non_null: Vec<&Value> = branches
             .iter()
             .filter(|b| b.as_str() != Some("null"))
             .collect();
         return match non_null.as_slice() {
-            [one] => Ok((arrow_type(one)?.0, true)),
+            [one] => Ok((arrow_type(one, names)?.0, true)),
             [] => Ok((DataType::Null, true)),
             _ => Err(schema_err(format!("Avro union {t} is not supported"))),
         };
@@ -209,7 +227,14 @@ fn arrow_type(t: &Value) -> Result<(DataType, bool)> {
                 "double" => DataType::Float64,
                 "string" => DataType::Utf8,
                 "bytes" => DataType::Binary,
-                other => return Err(schema_err(format!("Avro type {other} is not supported"))),
+                // A reference to a record defined earlier in the schema.
+                other => match names.types.get(other).or_else(|| {
+                    let ns = names.namespace.as_deref()?;
+                    names.types.get(&format!("{ns}.{other}"))
+                }) {
+                    Some(dt) => dt.clone(),
+                    None => return Err(schema_err(format!("Avro type {other} is not supported"))),
+                },
             },
             false,
         ));
@@ -236,11 +261,11 @@ fn arrow_type(t: &Value) -> Result<(DataType, bool)> {
             DataType::Decimal128(p, s)
         }
         ("array", _) => {
-            let (inner, nullable) = arrow_type(t.get("items").unwrap_or(&Value::Null))?;
+            let (inner, nullable) = arrow_type(t.get("items").unwrap_or(&Value::Null), names)?;
             DataType::List(Arc::new(Field::new("element", inner, nullable)))
         }
         ("map", _) => {
-            let (inner, nullable) = arrow_type(t.get("values").unwrap_or(&Value::Null))?;
+            let (inner, nullable) = arrow_type(t.get("values").unwrap_or(&Value::Null), names)?;
             let entries = Fields::from(vec![
                 Field::new("key", DataType::Utf8, false),
                 Field::new("value", inner, nullable),
@@ -256,13 +281,38 @@ fn arrow_type(t: &Value) -> Result<(DataType, bool)> {
                 .and_then(Value::as_array)
                 .cloned()
                 .unwrap_or_default();
-            DataType::Struct(fields.iter().map(arrow_field).collect::<Result<Fields>>()?)
+            let name = t.get("name").and_then(Value::as_str).unwrap_or_default();
+            let (full, ns) = match name.rsplit_once('.') {
+                Some((ns, _)) => (name.to_owned(), Some(ns.to_owned())),
+                None => {
+                    let ns = t
+                        .get("namespace")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                        .or_else(|| names.namespace.clone());
+                    let full = ns
+                        .as_ref()
+                        .map_or(name.to_owned(), |n| format!("{n}.{name}"));
+                    (full, ns)
+                }
+            };
+            let outer = std::mem::replace(&mut names.namespace, ns);
+            let fields = fields
+                .iter()
+                .map(|f| arrow_field(f, names))
+                .collect::<Result<Fields>>();
+            names.namespace = outer;
+            let dt = DataType::Struct(fields?);
+            let short = full.rsplit('.').next().unwrap_or(&full).to_owned();
+            names.types.insert(full, dt.clone());
+            names.types.entry(short).or_insert_with(|| dt.clone());
+            dt
         }
         ("fixed", None) => {
             DataType::FixedSizeBinary(t.get("size").and_then(Value::as_i64).unwrap_or(0) as i32)
         }
         ("enum", _) => DataType::Utf8,
-        (prim, _) => return arrow_type(&Value::String(prim.to_owned())),
+        (prim, _) => return arrow_type(&Value::String(prim.to_owned()), names),
     };
     Ok((dt, false))
 }

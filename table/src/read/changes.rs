@@ -11,6 +11,12 @@
 //! Compactions and clustering change files, not records, and are left out. Applying the rows in
 //! order — keyed by partition path and record key, `d` removes, `i` and `u` put the after image —
 //! turns the table as of `begin` into the table as of `end`.
+//!
+//! A write whose stats name CDC log files (`cdcStats`, tables with `hoodie.table.cdc.enabled`) is
+//! read from them instead, as Hudi's CDC reader does (its `AS_IS` case): the logs hold the change
+//! type and, by logging mode, the key and the images; an image they lack is looked up by key in the
+//! group's base file before or after the write, and a key they lack is derived from the images by
+//! the table's key generator. [`ChangeFeed::sources`] says how many group changes came from each.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -25,6 +31,8 @@ use futures::{StreamExt, TryStreamExt};
 use lake_timeline::{Action, Instant, InstantTime, Layout, Timeline};
 
 use crate::archive::ArchivedTimeline;
+use crate::cdc::decode_cdc_log;
+use crate::config::TableConfig;
 use crate::merge::{SliceBytes, SliceMerge};
 use crate::parquet_io::{read_parquet_columns, read_parquet_rows};
 use crate::schema::{COMMIT_TIME, RECORD_KEY, align_batch, is_meta_column, with_meta_columns};
@@ -82,6 +90,17 @@ pub struct ChangeQuery {
     /// The read schema (meta columns included) the images follow; the latest table schema when
     /// `None`.
     pub schema: Option<SchemaRef>,
+    /// Infer every change from file slices, even where CDC log files exist.
+    pub infer: bool,
+}
+
+/// Where a feed's changes came from, counted in file-group changes (one group in one write).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChangeSources {
+    /// Read from Hudi CDC log files.
+    pub cdc_logs: usize,
+    /// Inferred by comparing the group's file slices before and after the write.
+    pub inferred: usize,
 }
 
 /// The answer to a [`ChangeQuery`].
@@ -97,6 +116,8 @@ pub struct ChangeFeed {
     /// Where the range ended: the next query resumes from here (the begin when nothing completed
     /// in the range).
     pub end: Option<InstantTime>,
+    /// How the changes were found.
+    pub sources: ChangeSources,
 }
 
 impl ChangeFeed {
@@ -131,6 +152,9 @@ fn image_fields(read_schema: &Schema) -> Fields {
 
 /// The file groups a write touched: partition path → file ids.
 type Touched = BTreeMap<String, BTreeSet<String>>;
+
+/// The CDC log files a write's stats name: (partition path, file id) → root-relative paths.
+type CdcLogs = BTreeMap<(String, String), Vec<String>>;
 
 /// A change found for one record of one file group; images are (batch, row) in the group's reads.
 struct Change {
@@ -222,6 +246,7 @@ impl Table {
             .try_collect()
             .await?;
         let mut plan: Vec<(InstantTime, Touched)> = Vec::new();
+        let mut cdc_logs: Vec<CdcLogs> = Vec::new();
         for (w, meta) in writes.iter().zip(metas) {
             let clustering = meta
                 .operation_type
@@ -231,9 +256,18 @@ impl Table {
                 continue;
             }
             let mut touched = Touched::new();
+            let mut logs = CdcLogs::new();
             for (p, stats) in &meta.partition_to_write_stats {
                 for s in stats.iter().filter(|s| !s.file_id.is_empty()) {
                     let part = s.partition_path.clone().unwrap_or_else(|| p.clone());
+                    if let Some(files) = s.cdc_stats.as_ref().and_then(|v| v.as_object())
+                        && !files.is_empty()
+                        && !q.infer
+                    {
+                        logs.entry((part.clone(), s.file_id.clone()))
+                            .or_default()
+                            .extend(files.keys().cloned());
+                    }
                     touched.entry(part).or_default().insert(s.file_id.clone());
                 }
             }
@@ -244,6 +278,7 @@ impl Table {
                     .extend(ids.iter().cloned());
             }
             plan.push((w.time, touched));
+            cdc_logs.push(logs);
         }
         let full = match &q.schema {
             Some(s) => s.clone(),
@@ -251,8 +286,9 @@ impl Table {
         };
         let schema = change_schema(&full);
         // Netted: one comparison of the touched groups as of before the first write and as of the
-        // last; otherwise one per write.
-        let steps: Vec<(InstantTime, Touched, Option<InstantTime>)> =
+        // last; otherwise one per write, each with its CDC logs.
+        let none = CdcLogs::new();
+        let steps: Vec<(InstantTime, Touched, Option<InstantTime>, &CdcLogs)> =
             match (q.net, plan.first(), plan.last()) {
                 (true, Some((first, _)), Some((last, _))) => {
                     let mut all = Touched::new();
@@ -263,15 +299,17 @@ impl Table {
                                 .extend(ids.iter().cloned());
                         }
                     }
-                    vec![(*last, all, Some(*first))]
+                    vec![(*last, all, Some(*first), &none)]
                 }
                 _ => plan
                     .iter()
-                    .map(|(c, t)| (*c, t.clone(), Some(*c)))
+                    .zip(&cdc_logs)
+                    .map(|((c, t), logs)| (*c, t.clone(), Some(*c), logs))
                     .collect(),
             };
         let mut batches = Vec::new();
-        for (c, touched, first) in &steps {
+        let mut sources = ChangeSources::default();
+        for (c, touched, first, logs) in &steps {
             let first = first.unwrap_or(*c);
             let prev = timeline
                 .completed_writes()
@@ -290,18 +328,19 @@ impl Table {
                     other => other?,
                 }
             }
-            if let Some(batch) = self
-                .write_changes(&timeline, *c, prev, touched, &full, &schema)
-                .await?
-            {
-                batches.push(batch);
-            }
+            let (batch, found) = self
+                .write_changes(&timeline, *c, prev, touched, logs, &full, &schema)
+                .await?;
+            sources.cdc_logs += found.cdc_logs;
+            sources.inferred += found.inferred;
+            batches.extend(batch);
         }
         Ok(ChangeFeed {
             schema,
             batches,
             commits: plan.iter().map(|(c, _)| *c).collect(),
             end: Some(end.map_or(q.begin, |e| e.max(q.begin))),
+            sources,
         })
     }
 
@@ -336,39 +375,118 @@ impl Table {
         c: InstantTime,
         prev: Option<InstantTime>,
         touched: &Touched,
+        logs: &CdcLogs,
         full: &SchemaRef,
         schema: &SchemaRef,
-    ) -> Result<Option<RecordBatch>> {
+    ) -> Result<(Option<RecordBatch>, ChangeSources)> {
         let parts: Vec<String> = touched.keys().cloned().collect();
         let before_view = match prev {
             Some(p) => Some(FileSystemView::load(timeline, Some(&parts), Some(p)).await?),
             None => None,
         };
         let after_view = FileSystemView::load(timeline, Some(&parts), Some(c)).await?;
-        let groups: Vec<(Option<FileSlice>, Option<FileSlice>)> = touched
+        type Group = (Option<FileSlice>, Option<FileSlice>, Option<Vec<String>>);
+        let groups: Vec<Group> = touched
             .iter()
             .flat_map(|(p, ids)| ids.iter().map(move |id| (p, id)))
             .map(|(p, id)| {
                 (
                     before_view.as_ref().and_then(|v| v.latest_slice(p, id)),
                     after_view.latest_slice(p, id),
+                    logs.get(&(p.clone(), id.clone())).cloned(),
                 )
             })
-            .filter(|(b, a)| b.is_some() || a.is_some())
+            .filter(|(b, a, _)| b.is_some() || a.is_some())
             .collect();
+        let sources = ChangeSources {
+            cdc_logs: groups.iter().filter(|g| g.2.is_some()).count(),
+            inferred: groups.iter().filter(|g| g.2.is_none()).count(),
+        };
         let batches: Vec<RecordBatch> = futures::stream::iter(groups)
-            .map(|(before, after)| {
-                self.group_changes(timeline, c, prev, before, after, full, schema)
+            .map(|(before, after, logs)| async move {
+                match logs {
+                    Some(logs) => {
+                        self.cdc_log_changes(c, before, after, logs, full, schema)
+                            .await
+                    }
+                    None => {
+                        self.group_changes(timeline, c, prev, before, after, full, schema)
+                            .await
+                    }
+                }
             })
             .buffered(4)
             .try_collect()
             .await?;
         let batches: Vec<RecordBatch> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
         if batches.is_empty() {
-            return Ok(None);
+            return Ok((None, sources));
         }
         let rows = order_rows(&concat_batches(schema, &batches)?)?;
-        Ok(net_changes(schema, &[rows])?.into_iter().next())
+        Ok((net_changes(schema, &[rows])?.into_iter().next(), sources))
+    }
+
+    /// The changes of one file group in write `c`, from the CDC logs the write put next to its new
+    /// base file; images the logs lack are looked up by key in the group's base files before
+    /// (`before`) and after (`after`) the write.
+    async fn cdc_log_changes(
+        &self,
+        c: InstantTime,
+        before: Option<FileSlice>,
+        after: Option<FileSlice>,
+        logs: Vec<String>,
+        full: &SchemaRef,
+        schema: &SchemaRef,
+    ) -> Result<RecordBatch> {
+        let partition = partition_of(&before, &after);
+        let storage = self.storage();
+        let mut files = Vec::with_capacity(logs.len());
+        for path in &logs {
+            let bytes = storage.get_opt(path).await?.ok_or_else(|| Error::Damaged {
+                path: storage.display(path),
+                reason: format!(
+                    "the commit {c} names this CDC log in its cdcStats, but it is not in the store"
+                ),
+            })?;
+            files.push((storage.display(path), bytes));
+        }
+        let blocks = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            for (path, bytes) in &files {
+                out.extend(decode_cdc_log(path, bytes)?);
+            }
+            Ok::<_, Error>(out)
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))??;
+        // A base file is read only for an image the logs lack.
+        let lacks = |name: &str| blocks.iter().any(|b| b.column_by_name(name).is_none());
+        let (b, a) = futures::try_join!(
+            self.base_bytes(before.filter(|_| lacks(BEFORE))),
+            self.base_bytes(after.filter(|_| lacks(AFTER)))
+        )?;
+        let (config, full, schema) = (self.config().clone(), full.clone(), schema.clone());
+        tokio::task::spawn_blocking(move || {
+            let rows = blocks
+                .iter()
+                .map(|block| cdc_block_rows(&config, c, block, &b, &a, &full, &schema, &partition))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(concat_batches(&schema, &rows)?)
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?
+    }
+
+    /// The display path and bytes of a slice's base file, if it has one.
+    async fn base_bytes(&self, s: Option<FileSlice>) -> Result<Option<BaseBytes>> {
+        match s.and_then(|s| s.base_file) {
+            Some(b) => {
+                let path = b.path();
+                let bytes = self.storage().get(&path).await?;
+                Ok(Some((self.storage().display(&path), bytes)))
+            }
+            None => Ok(None),
+        }
     }
 
     /// The changes of one file group in write `c`.
@@ -383,28 +501,14 @@ impl Table {
         full: &SchemaRef,
         schema: &SchemaRef,
     ) -> Result<RecordBatch> {
-        let partition = before
-            .as_ref()
-            .or(after.as_ref())
-            .map(|s| s.partition.clone())
-            .unwrap_or_default();
+        let partition = partition_of(&before, &after);
         let base_only = |s: &Option<FileSlice>| {
             s.as_ref()
                 .is_none_or(|s| s.log_files.is_empty() && s.base_file.is_some())
         };
         if base_only(&before) && base_only(&after) {
             // Copy-on-write: keys first, then only the changed rows of each file.
-            let fetch = |s: Option<FileSlice>| async move {
-                match s.and_then(|s| s.base_file) {
-                    Some(b) => {
-                        let path = b.path();
-                        let bytes = self.storage().get(&path).await?;
-                        Ok::<_, Error>(Some((self.storage().display(&path), bytes)))
-                    }
-                    None => Ok(None),
-                }
-            };
-            let (b, a) = futures::try_join!(fetch(before), fetch(after))?;
+            let (b, a) = futures::try_join!(self.base_bytes(before), self.base_bytes(after))?;
             let (full, schema) = (full.clone(), schema.clone());
             return tokio::task::spawn_blocking(move || {
                 base_file_changes(c, prev, b, a, &full, &schema, &partition)
@@ -483,6 +587,205 @@ impl Table {
     }
 }
 
+/// The feed rows of one CDC block of a file group's log in write `c`: its op and key (derived from
+/// the images when the block has no `record_key`) and its images (looked up by key in the group's
+/// base file before or after the write when the block has none).
+#[allow(clippy::too_many_arguments)]
+fn cdc_block_rows(
+    config: &TableConfig,
+    c: InstantTime,
+    block: &RecordBatch,
+    before_file: &Option<BaseBytes>,
+    after_file: &Option<BaseBytes>,
+    full: &SchemaRef,
+    schema: &SchemaRef,
+    partition: &str,
+) -> Result<RecordBatch> {
+    let fields = image_fields(full);
+    let bad = |reason: String| {
+        Error::Corrupt(format!(
+            "CDC log of {c} in partition {partition:?}: {reason}"
+        ))
+    };
+    let ops = block
+        .column_by_name(OP)
+        .ok_or_else(|| bad("a block without an op column".into()))?;
+    let ops = cast(ops, &DataType::Utf8)?.as_string::<i32>().clone();
+    let ops: Vec<ChangeOp> = ops
+        .iter()
+        .map(|o| match o {
+            Some("i") => Ok(ChangeOp::Insert),
+            Some("u") => Ok(ChangeOp::Update),
+            Some("d") => Ok(ChangeOp::Delete),
+            other => Err(bad(format!("unknown op {other:?}"))),
+        })
+        .collect::<Result<_>>()?;
+    let mut before = cdc_image(block, BEFORE, &fields)?;
+    let mut after = cdc_image(block, AFTER, &fields)?;
+    let keys: Vec<String> = match block.column_by_name(KEY) {
+        Some(k) => cast(k, &DataType::Utf8)?
+            .as_string::<i32>()
+            .iter()
+            .map(|k| {
+                k.map(str::to_owned)
+                    .ok_or_else(|| bad("a change without a record key".into()))
+            })
+            .collect::<Result<_>>()?,
+        None => {
+            // The key of the image each change has (the after image, else the before image).
+            let (Some(b), Some(a)) = (&before, &after) else {
+                return Err(bad(
+                    "a block with neither record keys nor both images".into()
+                ));
+            };
+            let picks: Vec<(usize, usize)> = (0..block.num_rows())
+                .map(|r| if a.is_valid(r) { (1, r) } else { (0, r) })
+                .collect();
+            if let Some((_, r)) = picks.iter().find(|(s, r)| *s == 0 && !b.is_valid(*r)) {
+                return Err(bad(format!("change {r} has neither image")));
+            }
+            let images = interleave(&[b.as_ref() as &dyn Array, a.as_ref()], &picks)?;
+            crate::keys::record_keys(&RecordBatch::from(images.as_struct().clone()), config)?
+        }
+    };
+    // An image the block lacks: the keys of the changes that have one (all but `none`), looked up.
+    let lookup = |file: &Option<BaseBytes>, side: &str, none: ChangeOp| {
+        let wanted: Vec<Option<&str>> = ops
+            .iter()
+            .zip(&keys)
+            .map(|(op, k)| (*op != none).then_some(k.as_str()))
+            .collect();
+        images_by_key(file, &wanted, full, &fields).map_err(|e| match e {
+            Error::Corrupt(reason) => bad(format!("{side} images: {reason}")),
+            other => other,
+        })
+    };
+    if before.is_none() {
+        before = Some(lookup(before_file, BEFORE, ChangeOp::Insert)?);
+    }
+    if after.is_none() {
+        after = Some(lookup(after_file, AFTER, ChangeOp::Delete)?);
+    }
+    let (Some(before), Some(after)) = (before, after) else {
+        return Err(bad("images missing".into()));
+    };
+    let ts = c.to_string();
+    let n = block.num_rows();
+    Ok(RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from_iter_values(ops.iter().map(|o| o.code()))),
+            Arc::new(StringArray::from(vec![ts.as_str(); n])),
+            Arc::new(StringArray::from_iter_values(
+                keys.iter().map(String::as_str),
+            )),
+            Arc::new(StringArray::from(vec![partition; n])),
+            before,
+            after,
+        ],
+    )?)
+}
+
+/// A CDC block's image column over the feed's image fields, if the block has it.
+fn cdc_image(block: &RecordBatch, name: &str, fields: &Fields) -> Result<Option<ArrayRef>> {
+    crate::cdc::image_column(block, name, fields)
+}
+
+/// The images of `wanted` keys (`None`: a null image) from a base file: its key column locates
+/// them, then only those rows are decoded. A wanted key the file lacks is an error.
+fn images_by_key(
+    file: &Option<BaseBytes>,
+    wanted: &[Option<&str>],
+    full: &SchemaRef,
+    fields: &Fields,
+) -> Result<ArrayRef> {
+    let data_cols = data_columns(full);
+    if wanted.iter().all(Option::is_none) {
+        return image(&[], wanted.iter().map(|_| None), &data_cols, fields);
+    }
+    let Some((path, bytes)) = file else {
+        return Err(Error::Corrupt(
+            "a change needs a record of a file group that has no base file".into(),
+        ));
+    };
+    let keys = read_parquet_columns(path, bytes.clone(), Some(&[RECORD_KEY]))?.1;
+    let mut at: HashMap<&str, usize> = HashMap::new();
+    let key_cols: Vec<StringArray> = keys
+        .iter()
+        .map(|b| strings(b, RECORD_KEY))
+        .collect::<Result<_>>()?;
+    let mut offset = 0;
+    for k in &key_cols {
+        for (r, key) in k.iter().enumerate() {
+            if let Some(key) = key {
+                at.insert(key, offset + r);
+            }
+        }
+        offset += k.len();
+    }
+    let mut rows: Vec<usize> = Vec::new();
+    for w in wanted.iter().flatten() {
+        let r = at
+            .get(w)
+            .copied()
+            .ok_or_else(|| Error::Corrupt(format!("record {w} is not in the base file {path}")))?;
+        rows.push(r);
+    }
+    rows.sort_unstable();
+    rows.dedup();
+    let one = decode_rows(path, bytes, &rows, full)?;
+    let picks = wanted.iter().map(|w| {
+        w.and_then(|w| at.get(w))
+            .and_then(|r| rows.binary_search(r).ok())
+            .map(|i| (0, i))
+    });
+    image(&[one], picks, &data_cols, fields)
+}
+
+/// The positions of the data (non-meta) columns of a read schema.
+fn data_columns(full: &Schema) -> Vec<usize> {
+    full.fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| !is_meta_column(f.name()))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// A base file's display path and bytes.
+type BaseBytes = (String, bytes::Bytes);
+
+/// The partition of a file group read before and after a write.
+fn partition_of(before: &Option<FileSlice>, after: &Option<FileSlice>) -> String {
+    before
+        .as_ref()
+        .or(after.as_ref())
+        .map(|s| s.partition.clone())
+        .unwrap_or_default()
+}
+
+/// Rows `rows` (ascending file row numbers) of a base file, decoded in full and aligned to `full`;
+/// fewer rows than asked for is an error naming the file.
+fn decode_rows(
+    path: &str,
+    bytes: &bytes::Bytes,
+    rows: &[usize],
+    full: &SchemaRef,
+) -> Result<RecordBatch> {
+    let batches = read_parquet_rows(path, bytes.clone(), rows)?;
+    let decoded: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let Some(first) = batches.first().filter(|_| decoded == rows.len()) else {
+        return Err(Error::Damaged {
+            path: path.to_owned(),
+            reason: format!(
+                "{decoded} of the {} rows its key column located could be decoded",
+                rows.len()
+            ),
+        });
+    };
+    align_batch(&concat_batches(&first.schema(), &batches)?, full)
+}
+
 /// Where each record key sits in merged batches.
 fn positions(batches: &[RecordBatch]) -> Result<HashMap<String, (usize, usize)>> {
     let mut at = HashMap::new();
@@ -501,13 +804,13 @@ fn positions(batches: &[RecordBatch]) -> Result<HashMap<String, (usize, usize)>>
 fn base_file_changes(
     c: InstantTime,
     prev: Option<InstantTime>,
-    before: Option<(String, bytes::Bytes)>,
-    after: Option<(String, bytes::Bytes)>,
+    before: Option<BaseBytes>,
+    after: Option<BaseBytes>,
     full: &SchemaRef,
     schema: &SchemaRef,
     partition: &str,
 ) -> Result<RecordBatch> {
-    let columns = |f: &Option<(String, bytes::Bytes)>, cols: &[&str]| -> Result<Vec<RecordBatch>> {
+    let columns = |f: &Option<BaseBytes>, cols: &[&str]| -> Result<Vec<RecordBatch>> {
         match f {
             Some((path, bytes)) => Ok(read_parquet_columns(path, bytes.clone(), Some(cols))?.1),
             None => Ok(Vec::new()),
@@ -540,27 +843,14 @@ fn base_file_changes(
     b_rows.dedup();
     a_rows.sort_unstable();
     a_rows.dedup();
-    let rows_of =
-        |f: &Option<(String, bytes::Bytes)>, rows: &[usize]| -> Result<Vec<RecordBatch>> {
-            match f {
-                Some((path, bytes)) if !rows.is_empty() => {
-                    let batches = read_parquet_rows(path, bytes.clone(), rows)?;
-                    let decoded: usize = batches.iter().map(RecordBatch::num_rows).sum();
-                    let Some(first) = batches.first().filter(|_| decoded == rows.len()) else {
-                        return Err(Error::Damaged {
-                            path: path.clone(),
-                            reason: format!(
-                                "{decoded} of the {} rows its key column located could be decoded",
-                                rows.len()
-                            ),
-                        });
-                    };
-                    let one = concat_batches(&first.schema(), &batches)?;
-                    Ok(vec![align_batch(&one, full)?])
-                }
-                _ => Ok(Vec::new()),
+    let rows_of = |f: &Option<BaseBytes>, rows: &[usize]| -> Result<Vec<RecordBatch>> {
+        match f {
+            Some((path, bytes)) if !rows.is_empty() => {
+                Ok(vec![decode_rows(path, bytes, rows, full)?])
             }
-        };
+            _ => Ok(Vec::new()),
+        }
+    };
     let b_full = rows_of(&before, &b_rows)?;
     let a_full = rows_of(&after, &a_rows)?;
     let at = |rows: &[usize], r: usize| rows.binary_search(&r).map(|i| (0, i)).ok();
@@ -701,13 +991,7 @@ fn build_rows(
     after: &[RecordBatch],
 ) -> Result<RecordBatch> {
     let fields = image_fields(full);
-    let data_cols: Vec<usize> = full
-        .fields()
-        .iter()
-        .enumerate()
-        .filter(|(_, f)| !is_meta_column(f.name()))
-        .map(|(i, _)| i)
-        .collect();
+    let data_cols = data_columns(full);
     let ts = c.to_string();
     let columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from_iter_values(

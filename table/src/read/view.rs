@@ -10,7 +10,7 @@ use futures::{StreamExt, TryStreamExt};
 use lake_timeline::{Action, InstantTime, Layout, Storage, Timeline};
 
 use crate::archive::{self, ArchivedTimeline, Details};
-use crate::layout::{BaseFile, LogFile};
+use crate::layout::{BaseFile, CdcFile, LogFile};
 use crate::{Error, Result};
 
 /// One version of a file group: a base file and the log files appended to it.
@@ -26,6 +26,9 @@ pub struct FileSlice {
     pub base_file: Option<BaseFile>,
     /// Log files, by version.
     pub log_files: Vec<LogFile>,
+    /// CDC log files the write of this slice's base file wrote (copy-on-write tables with
+    /// `hoodie.table.cdc.enabled`); never read as data, deleted with the slice.
+    pub cdc_files: Vec<CdcFile>,
 }
 
 /// All file slices of the table (or of some partitions), as of one instant.
@@ -88,6 +91,7 @@ impl FileSystemView {
         let replaced = replaced_file_groups(timeline, as_of).await?;
         let mut view = FileSystemView::default();
         let mut logs = Vec::new();
+        let mut cdc = Vec::new();
         for (part, name, size) in files {
             if let Some(b) = BaseFile::parse(&part, &name, size) {
                 if !timeline.is_committed(b.instant, as_of)
@@ -104,6 +108,8 @@ impl FileSystemView {
                     continue;
                 }
                 logs.push(l);
+            } else if let Some(c) = CdcFile::parse(&part, &name, size) {
+                cdc.push(c);
             }
         }
         let by_write_instant = timeline.layout() != Layout::V1;
@@ -138,9 +144,22 @@ impl FileSystemView {
             let slice = view.slice_mut(&l.partition.clone(), &l.file_id.clone(), base);
             slice.log_files.push(l);
         }
+        // A CDC log belongs to the base file its commit wrote; without that (committed) base file it
+        // is a failed write's leftover.
+        for c in cdc {
+            if let Some(s) = view
+                .groups
+                .get_mut(&(c.partition.clone(), c.file_id.clone()))
+                .and_then(|slices| slices.get_mut(&c.instant))
+                .filter(|s| s.base_file.is_some())
+            {
+                s.cdc_files.push(c);
+            }
+        }
         for slices in view.groups.values_mut() {
             for s in slices.values_mut() {
                 s.log_files.sort_by_key(|l| (l.instant, l.version));
+                s.cdc_files.sort_by(|a, b| a.name.cmp(&b.name));
             }
         }
         if timeline.layout() == Layout::V1
@@ -271,6 +290,7 @@ impl FileSystemView {
                 base_instant,
                 base_file: None,
                 log_files: Vec::new(),
+                cdc_files: Vec::new(),
             })
     }
 
@@ -591,6 +611,7 @@ mod tests {
                 base_instant: time,
                 base_file,
                 log_files,
+                cdc_files: Vec::new(),
             },
         )
     }

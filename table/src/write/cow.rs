@@ -5,15 +5,21 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant as Clock;
 
-use arrow::array::{Array, ArrayRef, RecordBatch, StringArray, UInt32Array};
-use arrow::compute::{concat_batches, interleave, take_record_batch};
+use arrow::array::{
+    Array, ArrayRef, RecordBatch, StringArray, StructArray, UInt32Array, new_null_array,
+};
+use arrow::buffer::NullBuffer;
+use arrow::compute::{concat_batches, interleave, take, take_record_batch};
+use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
 use lake_timeline::{InstantTime, WriteStat};
 
 use super::prepare::{Prepared, ordering_rows};
 use super::{GroupResult, GroupTask, WriteOperation};
+use crate::cdc::{cdc_schema, encode_cdc_log, image_fields};
 use crate::commit::transaction::{MarkerKind, Transaction};
-use crate::layout::{BaseFile, WRITE_TOKEN, join};
+use crate::config::CdcMode;
+use crate::layout::{BaseFile, CdcFile, WRITE_TOKEN, join};
 use crate::parquet_io::{encode_parquet, read_parquet};
 use crate::schema::{COMMIT_SEQNO, COMMIT_TIME, RECORD_KEY, align_batch, with_meta_columns};
 use crate::{Error, Result, Table};
@@ -60,7 +66,12 @@ impl Table {
         let file_id = task.file_id.clone();
         let rel_for_encode = rel.clone();
         let merge_started = Clock::now();
-        let (bytes, counts) = tokio::task::spawn_blocking(move || -> Result<(Bytes, [u64; 5])> {
+        // Hudi's CDC log: for a rewritten base file, what the rewrite did to each record.
+        let cdc = self.config().cdc.filter(|_| stored.is_some());
+        let table_name = self.config().name.clone();
+        type Encoded = (Bytes, Option<Bytes>, [u64; 5]);
+        let (bytes, cdc_bytes, counts) = tokio::task::spawn_blocking(move || -> Result<Encoded> {
+            let data_schema = p.schema.clone();
             let merged = merge_group(
                 &p,
                 &task.rows,
@@ -71,14 +82,26 @@ impl Table {
                 &name,
                 &partition,
                 task.task_id,
+                cdc,
             )?;
             let footer = vec![
                 ("hoodie_min_record_key".to_owned(), merged.min_key.clone()),
                 ("hoodie_max_record_key".to_owned(), merged.max_key.clone()),
             ];
             let bytes = encode_parquet(&rel_for_encode, &merged.batch, footer)?;
+            let cdc_bytes = match (cdc, &merged.cdc) {
+                (Some(mode), Some(rows)) => Some(Bytes::from(encode_cdc_log(
+                    time,
+                    mode,
+                    &data_schema,
+                    &table_name,
+                    rows,
+                )?)),
+                _ => None,
+            };
             Ok((
                 bytes,
+                cdc_bytes,
                 [
                     merged.inserts,
                     merged.updates,
@@ -92,6 +115,18 @@ impl Table {
         .map_err(|e| Error::Task(e.to_string()))??;
         let size = bytes.len() as i64;
         tx.write_file(&rel, kind, bytes).await?;
+        let cdc_stats = match cdc_bytes {
+            Some(b) => {
+                let cdc_rel = join(
+                    &task.partition,
+                    &CdcFile::name_for(&task.file_id, time, WRITE_TOKEN),
+                );
+                let len = b.len();
+                tx.write_file(&cdc_rel, MarkerKind::Create, b).await?;
+                Some(serde_json::json!({ cdc_rel: len }))
+            }
+            None => None,
+        };
         let [inserts, updates, deletes, stale, written] = counts;
         let stat = WriteStat {
             file_id,
@@ -108,6 +143,7 @@ impl Table {
             total_write_bytes: size,
             partition_path: Some(task.partition.clone()),
             file_size_in_bytes: size,
+            cdc_stats,
             runtime_stats: Some(lake_timeline::metadata_runtime(
                 scan_ms,
                 merge_started.elapsed().as_millis() as i64,
@@ -133,6 +169,8 @@ struct Merged {
     stale: u64,
     min_key: String,
     max_key: String,
+    /// The CDC log records of the rewrite (when asked for), in the CDC schema of its mode.
+    cdc: Option<RecordBatch>,
 }
 
 /// Merges the incoming rows of one file group with its stored records into the new base file's rows.
@@ -147,6 +185,7 @@ fn merge_group(
     file_name: &str,
     partition: &str,
     task_id: usize,
+    cdc: Option<CdcMode>,
 ) -> Result<Merged> {
     let idx = UInt32Array::from(rows.iter().map(|r| *r as u32).collect::<Vec<_>>());
     let incoming = take_record_batch(&p.rows, &idx)?;
@@ -190,6 +229,9 @@ fn merge_group(
     let mut consumed = vec![false; keys.len()];
     // (source, row): source 0 = stored, 1 = incoming.
     let mut picks: Vec<(usize, usize)> = Vec::with_capacity(stored_rows + keys.len());
+    // For the CDC log: (op, stored row, incoming row) in the order the rewrite met them.
+    let mut changes: Vec<(&'static str, Option<u32>, Option<u32>)> = Vec::new();
+    let track = cdc.is_some();
     let (mut inserts, mut updates, mut deleted, mut stale) = (0u64, 0u64, 0u64, 0u64);
     if let Some(sk) = stored_keys {
         for s in 0..stored_rows {
@@ -216,9 +258,15 @@ fn merge_group(
                 picks.push((0, s));
             } else if deletes[i] {
                 deleted += 1;
+                if track {
+                    changes.push(("d", Some(s as u32), None));
+                }
             } else {
                 updates += 1;
                 picks.push((1, i));
+                if track {
+                    changes.push(("u", Some(s as u32), Some(i as u32)));
+                }
             }
         }
     }
@@ -226,6 +274,9 @@ fn merge_group(
         if !consumed[i] && !deletes[i] {
             inserts += 1;
             picks.push((1, i));
+            if track {
+                changes.push(("i", None, Some(i as u32)));
+            }
         }
     }
 
@@ -306,6 +357,18 @@ fn merge_group(
         out_schema
     };
     let batch = RecordBatch::try_new(out_schema, columns)?;
+    let cdc = match cdc {
+        Some(mode) => Some(cdc_rows(
+            mode,
+            time,
+            &data_schema,
+            &changes,
+            stored_data.as_ref().zip(stored_keys),
+            &incoming,
+            &keys,
+        )?),
+        None => None,
+    };
     Ok(Merged {
         batch,
         inserts,
@@ -314,7 +377,69 @@ fn merge_group(
         stale,
         min_key,
         max_key,
+        cdc,
     })
+}
+
+/// The CDC log records of a rewrite's changes: (op, stored row, incoming row) each.
+fn cdc_rows(
+    mode: CdcMode,
+    time: InstantTime,
+    data_schema: &SchemaRef,
+    changes: &[(&str, Option<u32>, Option<u32>)],
+    stored: Option<(&RecordBatch, &StringArray)>,
+    incoming: &RecordBatch,
+    keys: &[&str],
+) -> Result<RecordBatch> {
+    let fields = image_fields(data_schema);
+    let image = |batch: Option<&RecordBatch>, rows: UInt32Array| -> Result<ArrayRef> {
+        let columns = match batch {
+            Some(b) => b
+                .columns()
+                .iter()
+                .map(|c| Ok(take(c.as_ref(), &rows, None)?))
+                .collect::<Result<Vec<ArrayRef>>>()?,
+            None => fields
+                .iter()
+                .map(|f| new_null_array(f.data_type(), rows.len()))
+                .collect(),
+        };
+        let valid = NullBuffer::from(rows.iter().map(|r| r.is_some()).collect::<Vec<bool>>());
+        Ok(Arc::new(StructArray::try_new(
+            fields.clone(),
+            columns,
+            Some(valid),
+        )?))
+    };
+    let ops: ArrayRef = Arc::new(StringArray::from_iter_values(changes.iter().map(|c| c.0)));
+    // The stored and incoming keys of an update are equal; a delete has only the stored one.
+    let key_of = |c: &(&str, Option<u32>, Option<u32>)| -> &str {
+        match (c.2, c.1, stored.map(|s| s.1)) {
+            (Some(i), _, _) => keys[i as usize],
+            (None, Some(s), Some(sk)) if sk.is_valid(s as usize) => sk.value(s as usize),
+            _ => "",
+        }
+    };
+    let before = || image(stored.map(|s| s.0), changes.iter().map(|c| c.1).collect());
+    let after = || image(Some(incoming), changes.iter().map(|c| c.2).collect());
+    let columns: Vec<ArrayRef> = match mode {
+        CdcMode::OpKeyOnly | CdcMode::DataBefore => {
+            let k: ArrayRef = Arc::new(StringArray::from_iter_values(changes.iter().map(key_of)));
+            let mut cols = vec![ops, k];
+            if mode == CdcMode::DataBefore {
+                cols.push(before()?);
+            }
+            cols
+        }
+        CdcMode::DataBeforeAfter => {
+            let ts: ArrayRef = Arc::new(StringArray::from(vec![time.to_string(); changes.len()]));
+            vec![ops, ts, before()?, after()?]
+        }
+    };
+    Ok(RecordBatch::try_new(
+        cdc_schema(mode, data_schema),
+        columns,
+    )?)
 }
 
 #[cfg(test)]
