@@ -89,22 +89,24 @@ pub async fn clean(table: &Table, policy: CleanPolicy) -> Result<CleanReport> {
         }
         for s in &slices[..keep_from] {
             let pinned = |name: &str| pinned.contains(&(s.partition.clone(), name.to_owned()));
+            // CDC logs first: the view shows one only beside its base file, so a clean cut short
+            // after the base file went would strand it.
             let files = s
-                .base_file
+                .cdc_files
                 .iter()
-                .filter(|b| !pinned(&b.name))
-                .map(|b| (b.path(), b.size))
+                .filter(|c| !pinned(&c.name))
+                .map(|c| (c.path(), c.size))
+                .chain(
+                    s.base_file
+                        .iter()
+                        .filter(|b| !pinned(&b.name))
+                        .map(|b| (b.path(), b.size)),
+                )
                 .chain(
                     s.log_files
                         .iter()
                         .filter(|l| !pinned(&l.name))
                         .map(|l| (l.path(), l.size)),
-                )
-                .chain(
-                    s.cdc_files
-                        .iter()
-                        .filter(|c| !pinned(&c.name))
-                        .map(|c| (c.path(), c.size)),
                 );
             to_delete
                 .entry(s.partition.clone())

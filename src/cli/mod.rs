@@ -6,6 +6,7 @@ mod clean;
 mod compact;
 mod create;
 mod demo;
+mod info;
 mod ingest;
 mod read;
 mod rollback;
@@ -38,6 +39,8 @@ pub enum Command {
     Ingest(ingest::Args),
     /// Show the instants of a table's timeline.
     Timeline(timeline::Args),
+    /// Show a table's health at a glance: config, files, pending services, last commit, timeline.
+    Info(info::Args),
     /// Print the rows of a table (snapshot, or as of an instant).
     Read(read::Args),
     /// Print the change feed of a range of commits: inserts, updates and deletes with before and
@@ -68,6 +71,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Write(a) => write::run(a).await,
         Command::Ingest(a) => ingest::run(a).await,
         Command::Timeline(a) => timeline::run(a).await,
+        Command::Info(a) => info::run(a).await,
         Command::Read(a) => read::run(a).await,
         Command::Changes(a) => changes::run(a).await,
         Command::Clean(a) => clean::run(a).await,

@@ -3,7 +3,8 @@
 //! compaction plans); [`commit`] — the one home of the commit lifecycle (transaction, ledger,
 //! heartbeats, rollback); the write client (upsert, insert, delete as one commit); and [`read`] —
 //! the file-system view, the merge-on-read merge and the snapshot reader the DataFusion provider
-//! builds on; [`archive`] — the archived timeline (both layouts).
+//! builds on; [`archive`] — the archived timeline (both layouts); [`info`] — a table's health at a
+//! glance.
 
 pub mod archive;
 pub mod commit;
@@ -11,6 +12,7 @@ pub mod config;
 mod error;
 pub mod format;
 mod index;
+pub mod info;
 pub mod keys;
 pub mod layout;
 mod properties;

@@ -10,6 +10,7 @@ mod crash;
 mod faults;
 mod fixtures;
 mod global;
+mod info;
 mod ingest;
 mod kit;
 mod mor;

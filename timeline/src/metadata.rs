@@ -221,6 +221,9 @@ impl WriteStat {
             total_corrupt_log_block: w.total_corrupt_log_block.unwrap_or(0),
             total_rollback_blocks: w.total_rollback_blocks.unwrap_or(0),
             file_size_in_bytes: w.file_size_in_bytes.unwrap_or(0),
+            cdc_stats: w.cdc_stats.filter(|m| !m.is_empty()).map(|m| {
+                serde_json::Value::Object(m.into_iter().map(|(k, v)| (k, v.into())).collect())
+            }),
             ..Default::default()
         }
     }
@@ -244,6 +247,15 @@ impl WriteStat {
             total_corrupt_log_block: Some(self.total_corrupt_log_block),
             total_rollback_blocks: Some(self.total_rollback_blocks),
             file_size_in_bytes: Some(self.file_size_in_bytes),
+            cdc_stats: self
+                .cdc_stats
+                .as_ref()
+                .and_then(|v| v.as_object())
+                .map(|o| {
+                    o.iter()
+                        .map(|(k, v)| (k.clone(), v.as_i64().unwrap_or(0)))
+                        .collect()
+                }),
         }
     }
 }

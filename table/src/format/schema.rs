@@ -228,10 +228,12 @@ fn arrow_type(t: &Value, names: &mut Names) -> Result<(DataType, bool)> {
                 "string" => DataType::Utf8,
                 "bytes" => DataType::Binary,
                 // A reference to a record defined earlier in the schema.
-                other => match names.types.get(other).or_else(|| {
-                    let ns = names.namespace.as_deref()?;
-                    names.types.get(&format!("{ns}.{other}"))
-                }) {
+                other => match names
+                    .namespace
+                    .as_deref()
+                    .and_then(|ns| names.types.get(&format!("{ns}.{other}")))
+                    .or_else(|| names.types.get(other))
+                {
                     Some(dt) => dt.clone(),
                     None => return Err(schema_err(format!("Avro type {other} is not supported"))),
                 },

@@ -153,8 +153,9 @@ fn image_fields(read_schema: &Schema) -> Fields {
 /// The file groups a write touched: partition path → file ids.
 type Touched = BTreeMap<String, BTreeSet<String>>;
 
-/// The CDC log files a write's stats name: (partition path, file id) → root-relative paths.
-type CdcLogs = BTreeMap<(String, String), Vec<String>>;
+/// The CDC log files a write's stats name: (partition path, file id) → root-relative paths with
+/// the sizes the commit recorded.
+type CdcLogs = BTreeMap<(String, String), Vec<(String, u64)>>;
 
 /// A change found for one record of one file group; images are (batch, row) in the group's reads.
 struct Change {
@@ -266,7 +267,11 @@ impl Table {
                     {
                         logs.entry((part.clone(), s.file_id.clone()))
                             .or_default()
-                            .extend(files.keys().cloned());
+                            .extend(
+                                files
+                                    .iter()
+                                    .map(|(f, n)| (f.clone(), n.as_u64().unwrap_or(0))),
+                            );
                     }
                     touched.entry(part).or_default().insert(s.file_id.clone());
                 }
@@ -385,7 +390,11 @@ impl Table {
             None => None,
         };
         let after_view = FileSystemView::load(timeline, Some(&parts), Some(c)).await?;
-        type Group = (Option<FileSlice>, Option<FileSlice>, Option<Vec<String>>);
+        type Group = (
+            Option<FileSlice>,
+            Option<FileSlice>,
+            Option<Vec<(String, u64)>>,
+        );
         let groups: Vec<Group> = touched
             .iter()
             .flat_map(|(p, ids)| ids.iter().map(move |id| (p, id)))
@@ -434,20 +443,30 @@ impl Table {
         c: InstantTime,
         before: Option<FileSlice>,
         after: Option<FileSlice>,
-        logs: Vec<String>,
+        logs: Vec<(String, u64)>,
         full: &SchemaRef,
         schema: &SchemaRef,
     ) -> Result<RecordBatch> {
         let partition = partition_of(&before, &after);
         let storage = self.storage();
         let mut files = Vec::with_capacity(logs.len());
-        for path in &logs {
+        for (path, size) in &logs {
             let bytes = storage.get_opt(path).await?.ok_or_else(|| Error::Damaged {
                 path: storage.display(path),
                 reason: format!(
                     "the commit {c} names this CDC log in its cdcStats, but it is not in the store"
                 ),
             })?;
+            // A log cut short at a block boundary reads as fewer blocks: its size tells.
+            if (bytes.len() as u64) < *size {
+                return Err(Error::Damaged {
+                    path: storage.display(path),
+                    reason: format!(
+                        "{} bytes, but the commit {c} recorded {size} in its cdcStats",
+                        bytes.len()
+                    ),
+                });
+            }
             files.push((storage.display(path), bytes));
         }
         let blocks = tokio::task::spawn_blocking(move || {
@@ -632,8 +651,10 @@ fn cdc_block_rows(
             })
             .collect::<Result<_>>()?,
         None => {
-            // The key of the image each change has (the after image, else the before image).
-            let (Some(b), Some(a)) = (&before, &after) else {
+            // The key of the image each change has (the after image, else the before image), from
+            // the images as written (a cast to the read schema could change how a key prints).
+            let (Some(b), Some(a)) = (block.column_by_name(BEFORE), block.column_by_name(AFTER))
+            else {
                 return Err(bad(
                     "a block with neither record keys nor both images".into()
                 ));
