@@ -9,7 +9,7 @@ async fn main() -> std::process::ExitCode {
     match lake::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {}", format!("{err:#}").replace('\n', " "));
+            eprintln!("error: {}", lake::cli::error_text(&err));
             std::process::ExitCode::FAILURE
         }
     }

@@ -84,6 +84,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// An error and its causes on one line, each cause once: a cause whose text the message before it
+/// already carries (DataFusion's `External error: …`, errors that quote their source) is left out.
+pub fn error_text(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        let text = text.trim();
+        if text.is_empty() || out.contains(text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(text);
+    }
+    out
+}
+
 /// Splits a comma-separated field list.
 pub(crate) fn fields(list: &str) -> Vec<String> {
     list.split(',')

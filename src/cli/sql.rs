@@ -207,5 +207,5 @@ impl Shell {
 }
 
 fn one_line(e: &anyhow::Error) -> String {
-    format!("{e:#}").replace('\n', " ")
+    super::error_text(e)
 }

@@ -174,6 +174,11 @@ fn as_of_before_the_timeline_says_why() {
     let sql = format!("SELECT * FROM lake_as_of('{uri}', '{early}')");
     let err = stderr_of(&["sql", "-c", &sql]);
     assert!(err.contains("the table's first commit is"), "{err}");
+    // Each cause once, on one line, in the shell as on the command line.
+    for err in [&err, &stderr_of(&["read", &uri, "--as-of", early])] {
+        assert_eq!(err.matches("cannot be read").count(), 1, "{err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    }
     // A change range that ends before the first commit is simply empty.
     let sql = format!(
         "SELECT count(*) AS n FROM lake_incremental('{uri}', '19990101000000000', '{early}')"
