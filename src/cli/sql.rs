@@ -117,15 +117,20 @@ impl Shell {
         batches: &[RecordBatch],
     ) -> anyhow::Result<()> {
         let mut out = std::io::stdout().lock();
+        let empty = batches.iter().all(|b| b.num_rows() == 0);
         match self.format {
             Format::Table => {
-                if batches.iter().all(|b| b.num_rows() == 0) && schema.fields().is_empty() {
+                if empty && schema.fields().is_empty() {
                     return Ok(());
                 }
+                // An empty result still shows its columns.
                 writeln!(
                     out,
                     "{}",
-                    arrow::util::pretty::pretty_format_batches(batches)?
+                    arrow::util::pretty::pretty_format_batches_with_schema(
+                        std::sync::Arc::new(schema.clone()),
+                        batches
+                    )?
                 )?;
             }
             Format::Csv | Format::Tsv => {
@@ -134,6 +139,15 @@ impl Shell {
                 } else {
                     b','
                 };
+                if empty {
+                    // The header alone: the writer prints nothing without rows.
+                    let names: Vec<&str> =
+                        schema.fields().iter().map(|f| f.name().as_str()).collect();
+                    if !names.is_empty() {
+                        writeln!(out, "{}", names.join(&(delimiter as char).to_string()))?;
+                    }
+                    return Ok(());
+                }
                 let mut w = arrow::csv::WriterBuilder::new()
                     .with_header(true)
                     .with_delimiter(delimiter)

@@ -378,3 +378,16 @@ fn sql_files_run_every_statement_in_order() {
     );
     assert_eq!(out, "x\ty\n1\tb\n");
 }
+
+/// An empty result still shows its columns: the table's header, CSV's and TSV's header line, `[]`.
+#[test]
+fn empty_results_show_their_columns() {
+    let q = "SELECT 1 AS a, 'x' AS b WHERE false";
+    let out = |format: &str| lake_ok(&["sql", "-q", "--format", format, "-c", q], &[]);
+    let table = out("table");
+    assert!(table.contains("| a | b |"), "{table}");
+    assert_eq!(out("csv"), "a,b\n");
+    assert_eq!(out("tsv"), "a\tb\n");
+    assert_eq!(out("json").trim(), "[]");
+    assert_eq!(out("nd-json"), "");
+}
