@@ -35,7 +35,9 @@ use crate::cdc::decode_cdc_log;
 use crate::config::TableConfig;
 use crate::merge::{SliceBytes, SliceMerge};
 use crate::parquet_io::{read_parquet_columns, read_parquet_rows};
-use crate::schema::{COMMIT_TIME, RECORD_KEY, align_batch, is_meta_column, with_meta_columns};
+use crate::schema::{
+    COMMIT_TIME, RECORD_KEY, align_batch, is_meta_column, with_meta_columns, without_meta_columns,
+};
 use crate::view::{FileSlice, FileSystemView, check_not_cleaned};
 use crate::{Error, Result, Table};
 
@@ -142,12 +144,7 @@ pub fn change_schema(read_schema: &Schema) -> SchemaRef {
 }
 
 fn image_fields(read_schema: &Schema) -> Fields {
-    read_schema
-        .fields()
-        .iter()
-        .filter(|f| !is_meta_column(f.name()))
-        .map(|f| Arc::new(f.as_ref().clone().with_nullable(true)))
-        .collect()
+    crate::cdc::image_fields(&without_meta_columns(read_schema))
 }
 
 /// The file groups a write touched: partition path → file ids.
@@ -639,8 +636,8 @@ fn cdc_block_rows(
             other => Err(bad(format!("unknown op {other:?}"))),
         })
         .collect::<Result<_>>()?;
-    let mut before = cdc_image(block, BEFORE, &fields)?;
-    let mut after = cdc_image(block, AFTER, &fields)?;
+    let mut before = crate::cdc::image_column(block, BEFORE, &fields)?;
+    let mut after = crate::cdc::image_column(block, AFTER, &fields)?;
     let keys: Vec<String> = match block.column_by_name(KEY) {
         Some(k) => cast(k, &DataType::Utf8)?
             .as_string::<i32>()
@@ -705,11 +702,6 @@ fn cdc_block_rows(
             after,
         ],
     )?)
-}
-
-/// A CDC block's image column over the feed's image fields, if the block has it.
-fn cdc_image(block: &RecordBatch, name: &str, fields: &Fields) -> Result<Option<ArrayRef>> {
-    crate::cdc::image_column(block, name, fields)
 }
 
 /// The images of `wanted` keys (`None`: a null image) from a base file: its key column locates
