@@ -180,10 +180,13 @@ async fn throughput(table_type: &str, n: u64) {
     consume_only(&brokers, &topic, held).await;
     let cfg = config(&brokers, &topic, &uri, table_type, 2000);
     let stop = Arc::new(AtomicBool::new(false));
+    let metrics = Arc::new(lake_ingest::metrics::Metrics::new());
     let opts = RunOptions {
         until_caught_up: false,
         stop: Some(stop.clone()),
         verbose: std::env::var_os("LAKE_BENCH_VERBOSE").is_some(),
+        metrics: Some(metrics.clone()),
+        ..Default::default()
     };
     let (started, cpu) = (Instant::now(), common::cpu_seconds());
     let monitor = {
@@ -206,6 +209,15 @@ async fn throughput(table_type: &str, n: u64) {
         report.commits.values().sum::<u64>(),
         cpu * 1e6 / held as f64
     );
+    // What a Prometheus scrape of this run costs.
+    let t = Instant::now();
+    let text = metrics.render();
+    println!(
+        "{table_type}: /metrics renders {} bytes ({} samples) in {:.0} µs",
+        text.len(),
+        text.lines().filter(|l| !l.starts_with('#')).count(),
+        t.elapsed().as_secs_f64() * 1e6
+    );
 }
 
 /// Produces at a steady rate for a while with a 1 s commit interval; reports produce-to-visible.
@@ -222,6 +234,8 @@ async fn freshness(table_type: &str, rate: u64, secs: u64) {
         until_caught_up: false,
         stop: Some(stop.clone()),
         verbose: false,
+
+        ..Default::default()
     };
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)

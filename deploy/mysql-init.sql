@@ -12,3 +12,5 @@ CREATE TABLE IF NOT EXISTS olist_orders_dataset (
   order_estimated_delivery_date varchar(32)
 );
 GRANT SELECT, RELOAD, SHOW DATABASES, REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO 'debezium'@'%';
+-- The load generator (deploy/generate-orders.sh) writes as mysqluser.
+GRANT SELECT, INSERT, UPDATE, DELETE ON brazillian_ecommerce.* TO 'mysqluser'@'%';

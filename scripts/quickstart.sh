@@ -5,8 +5,11 @@
 # compacted, and SQL answers questions about the tables (now, changes since an instant, as of it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+echo "==> [1/3] installing the build packages the Kafka client needs (scripts/setup.sh)" >&2
 scripts/setup.sh
-cargo build --quiet --bin lake
+echo "==> [2/3] building lake (the first build compiles ~400 crates: about 12 minutes on 2 cores)" >&2
+cargo build --bin lake
+echo "==> [3/3] running lake demo: events into Kafka, lake ingest into tables, SQL answers" >&2
 LAKE=target/debug/lake
 DEMO=${LAKE_DEMO_DIR:-lake-demo}
 $LAKE demo --dir "$DEMO"

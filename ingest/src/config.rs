@@ -20,6 +20,9 @@ pub struct PipelineConfig {
     /// Progress reporting.
     #[serde(default)]
     pub progress: ProgressConfig,
+    /// The metrics and health endpoint.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// Topic → table mappings.
     pub tables: Vec<TableSpec>,
 }
@@ -78,6 +81,14 @@ impl Default for CommitPolicy {
 pub struct ProgressConfig {
     /// Milliseconds between progress lines (0: none).
     pub interval_ms: u64,
+}
+
+/// The metrics and health endpoint (`/metrics`, `/health`).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// `host:port` to serve on (none: no endpoint); `lake ingest --metrics-addr` overrides it.
+    pub addr: Option<String>,
 }
 
 impl Default for ProgressConfig {

@@ -11,6 +11,7 @@ mod debezium;
 mod direct;
 mod error;
 pub mod messages;
+pub mod metrics;
 pub mod pipeline;
 mod rows;
 

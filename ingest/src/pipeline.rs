@@ -26,16 +26,21 @@ use lake_compaction::{CompactionStrategy, Scheduled, execute_pending, schedule};
 use lake_table::archive::ArchivedTimeline;
 use lake_table::config::SOURCE_POSITION_FIELD;
 use lake_table::timeline::CHECKPOINT_KEY;
+use lake_table::timeline::State;
 use lake_table::{ChangeBatch, Table, TableConfig, TableType, WriteOperation, WriteOptions};
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
 use regex::Regex;
+use tracing::{info, warn};
 
 use crate::checkpoint::Checkpoint;
 use crate::config::{DecoderKind, ErrorPolicy, PipelineConfig, TableSpec};
 use crate::messages::{DecodeSpec, Message, MessageError, debezium_key_fields, decode_messages};
+use crate::metrics::Metrics;
 use crate::rows::TableShape;
 
 /// Errors that stop the job.
@@ -61,6 +66,32 @@ pub enum IngestError {
     /// The configuration does not fit the topics found.
     #[error("config: {0}")]
     Config(String),
+    /// The job was stopped while a batch waited to be retried (it is read again on the next start).
+    #[error("stopped before the batch was committed")]
+    Stopped,
+    /// A table's checkpoint lies outside the offsets its topic's partition holds.
+    #[error(
+        "table {table}: its checkpoint of topic {topic} partition {partition} is offset \
+         {checkpoint}, but the partition holds offsets {low} to {high}: {why}. Nothing was \
+         consumed; start with --reset-checkpoint earliest or latest to continue from the \
+         partition's first or end offset"
+    )]
+    CheckpointOutOfRange {
+        /// The table's short name.
+        table: String,
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The checkpoint's next offset.
+        checkpoint: i64,
+        /// The partition's first offset.
+        low: i64,
+        /// The partition's end offset.
+        high: i64,
+        /// What that means.
+        why: String,
+    },
 }
 
 fn kafka(context: &str, e: impl std::fmt::Display) -> IngestError {
@@ -73,8 +104,42 @@ const WRITE_ATTEMPTS: u32 = 8;
 /// With `until_caught_up`, how long no message may arrive before the job counts as caught up.
 const CAUGHT_UP_IDLE: Duration = Duration::from_millis(1500);
 
+/// How long the broker may take to answer at start.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often the partitions' watermarks are read (lag, metrics, the broker's health).
+const WATCH_EVERY: Duration = Duration::from_secs(2);
+
+/// The longest pause before retrying a batch whose commit failed on a store error.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// The same broker warning is repeated at most this often.
+const WARN_EVERY: Duration = Duration::from_secs(30);
+
+/// Where partitions whose table checkpoint lies outside the topic's offsets start, instead of
+/// stopping ingest with an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResetCheckpoint {
+    /// The partition's first offset still held (the messages before it are gone).
+    Earliest,
+    /// The partition's end offset (what it holds now is skipped).
+    Latest,
+}
+
+impl std::str::FromStr for ResetCheckpoint {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "earliest" => Ok(Self::Earliest),
+            "latest" => Ok(Self::Latest),
+            other => Err(format!("expected earliest or latest, got {other:?}")),
+        }
+    }
+}
+
 /// How a run ends and reports.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct RunOptions {
     /// Stop once every partition has been committed up to its end offset as of the start and no
     /// message arrived for 1.5 s.
@@ -82,8 +147,12 @@ pub struct RunOptions {
     /// A flag that stops the job (set by SIGINT/SIGTERM); the open batches are abandoned, not
     /// half-committed, and will be read again.
     pub stop: Option<Arc<std::sync::atomic::AtomicBool>>,
-    /// Print progress and commit lines to stderr.
+    /// Log progress lines (every `progress.interval_ms`) and one line per commit, through `tracing`.
     pub verbose: bool,
+    /// Start partitions whose checkpoint lies outside the topic here (else that is an error).
+    pub reset_checkpoint: Option<ResetCheckpoint>,
+    /// The metrics to update (served when the config names `metrics.addr`); fresh ones when `None`.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 /// What a run did.
@@ -99,14 +168,64 @@ pub struct RunReport {
     pub abandoned: usize,
 }
 
+/// The Kafka client's context: keeps the last error librdkafka reported, so that messages can name
+/// the cause (`Connect to ipv4#127.0.0.1:9092 failed: Connection refused`), and counts them.
+struct BrokerContext {
+    last_error: std::sync::Mutex<Option<String>>,
+    metrics: Arc<Metrics>,
+}
+
+impl BrokerContext {
+    fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl ClientContext for BrokerContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        tracing::debug!(target: "librdkafka", "{fac}: {message}");
+        // Connection failures arrive here first (`FAIL`), from librdkafka's own threads, before
+        // any poll could deliver them as errors.
+        if matches!(
+            level,
+            RDKafkaLogLevel::Emerg
+                | RDKafkaLogLevel::Alert
+                | RDKafkaLogLevel::Critical
+                | RDKafkaLogLevel::Error
+        ) {
+            *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(message.to_owned());
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.metrics.broker_errors.inc();
+        let text = if reason.is_empty() {
+            error.to_string()
+        } else {
+            reason.to_owned()
+        };
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(text);
+    }
+}
+
+impl ConsumerContext for BrokerContext {}
+
+type KafkaConsumer = StreamConsumer<BrokerContext>;
+
 /// The part of a flow that commits: held by the flow while idle, by its commit task while a batch
 /// is being decoded and committed.
 struct Writer {
     spec: TableSpec,
     topic: String,
     uri: String,
+    /// The table's short name (logs and metric labels).
+    name: String,
     table: Option<Table>,
     dead_letter: Option<Table>,
+    metrics: Arc<Metrics>,
 }
 
 /// What a commit task did.
@@ -118,14 +237,23 @@ struct Committed {
     dead_letters: u64,
 }
 
+/// A batch whose commit failed: kept whole, to be retried or abandoned.
+struct Failed {
+    msgs: Arc<Vec<Message>>,
+    next: BTreeMap<i32, i64>,
+    attempt: u32,
+    error: IngestError,
+}
+
 /// A batch being committed: the flow's index, its writer, and the outcome.
-type Commit = Pin<Box<dyn Future<Output = (usize, Writer, Result<Committed, IngestError>)>>>;
+type Commit = Pin<Box<dyn Future<Output = (usize, Writer, Result<Committed, Failed>)>>>;
 
 /// One topic flowing into one table. Consuming goes on while the previous batch commits: at most one
 /// batch per flow is committing while the next one fills.
 struct Flow {
     topic: String,
     uri: String,
+    name: String,
     writer: Option<Writer>,
     /// A batch of this flow is being committed.
     busy: bool,
@@ -135,6 +263,10 @@ struct Flow {
     dispatched: BTreeMap<i32, i64>,
     /// End offsets at start (for `until_caught_up`).
     end_at_start: BTreeMap<i32, i64>,
+    /// Lag per partition at the last watermark check (high watermark − committed, unclamped).
+    lag: BTreeMap<i32, i64>,
+    /// Received since the last metrics update: partition → (next offset, records, bytes).
+    received: BTreeMap<i32, (i64, u64, u64)>,
     pending: Vec<Message>,
     pending_bytes: usize,
     first_pending: Option<Instant>,
@@ -160,46 +292,168 @@ impl Flow {
                 .iter()
                 .all(|(p, end)| self.committed.get(p).copied().unwrap_or(0) >= *end)
     }
+
+    /// Moves what was received since the last call into the metrics.
+    fn publish_received(&mut self, metrics: &Metrics) {
+        for (p, (next, records, bytes)) in std::mem::take(&mut self.received) {
+            let l = Metrics::partition(&self.topic, p);
+            metrics.consumed_offset.get_or_create(&l).set(next);
+            metrics.records.get_or_create(&l).inc_by(records);
+            metrics.bytes.get_or_create(&l).inc_by(bytes);
+        }
+    }
 }
 
-fn log(verbose: bool, line: &str) {
-    if verbose {
-        eprintln!("{line}");
+/// The watermarks of every partition of every flow, with the committed offsets as of the moment
+/// they were asked for (so a commit landing meanwhile never looks like a checkpoint beyond the end).
+struct Watch {
+    /// The partitions' marks, or why the broker did not answer.
+    marks: Result<Vec<Mark>, String>,
+}
+
+/// One partition's watermarks next to the position they are compared with.
+struct Mark {
+    flow: usize,
+    partition: i32,
+    /// The committed (or consumed) offset when the watermarks were asked for.
+    position: i64,
+    low: i64,
+    high: i64,
+}
+
+fn read_watermarks(
+    consumer: &KafkaConsumer,
+    asked: &[(usize, String, i32, i64)],
+    timeout: Duration,
+) -> Watch {
+    let mut marks = Vec::with_capacity(asked.len());
+    for (flow, topic, p, committed) in asked {
+        match consumer.fetch_watermarks(topic, *p, timeout) {
+            Ok((low, high)) => marks.push(Mark {
+                flow: *flow,
+                partition: *p,
+                position: *committed,
+                low,
+                high,
+            }),
+            Err(e) => {
+                let cause = consumer
+                    .context()
+                    .last_error()
+                    .unwrap_or_else(|| e.to_string());
+                return Watch { marks: Err(cause) };
+            }
+        }
+    }
+    Watch { marks: Ok(marks) }
+}
+
+/// Why the bootstrap brokers cannot be reached over TCP (address resolution, refused or timed-out
+/// connections), or `None` when one of them accepts a connection.
+fn probe(brokers: &str) -> Option<String> {
+    use std::net::ToSocketAddrs;
+    let mut causes = Vec::new();
+    for b in brokers.split(',').map(str::trim).filter(|b| !b.is_empty()) {
+        let b = b.split_once("://").map_or(b, |(_, rest)| rest);
+        match b.to_socket_addrs() {
+            Err(e) => causes.push(format!("{b}: {e}")),
+            Ok(addrs) => {
+                for a in addrs {
+                    match std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)) {
+                        Ok(_) => return None,
+                        Err(e) => causes.push(format!("{a}: {e}")),
+                    }
+                }
+            }
+        }
+    }
+    Some(causes.join("; "))
+}
+
+/// The error for a partition whose checkpoint lies outside `low..=high`.
+fn out_of_range(f: &Flow, partition: i32, checkpoint: i64, low: i64, high: i64) -> IngestError {
+    let why = if checkpoint > high {
+        "the topic ends before the checkpoint (it was recreated or truncated since that commit)"
+            .to_owned()
+    } else {
+        format!("offsets before {low} were deleted (retention) before they were ingested")
+    };
+    IngestError::CheckpointOutOfRange {
+        table: f.name.clone(),
+        topic: f.topic.clone(),
+        partition,
+        checkpoint,
+        low,
+        high,
+        why,
     }
 }
 
 /// Runs the pipeline until stopped (or caught up).
 pub async fn run(config: &PipelineConfig, opts: RunOptions) -> Result<RunReport, IngestError> {
+    let metrics = opts.metrics.clone().unwrap_or_default();
+    if let Some(addr) = &config.metrics.addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| IngestError::Config(format!("metrics endpoint {addr}: {e}")))?;
+        let bound = listener
+            .local_addr()
+            .map_or_else(|_| addr.clone(), |a| a.to_string());
+        info!("metrics on http://{bound}/metrics, health on http://{bound}/health");
+        tokio::spawn(crate::metrics::serve(listener, metrics.clone()));
+    }
+    let brokers = config.source.brokers.clone();
     let mut client = ClientConfig::new();
     client
-        .set("bootstrap.servers", &config.source.brokers)
+        .set("bootstrap.servers", &brokers)
         .set("group.id", &config.source.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false")
-        .set("auto.offset.reset", &config.source.auto_offset_reset);
+        // Positions come from the tables' checkpoints; one outside the partition is an error, never
+        // a silent jump to another offset.
+        .set("auto.offset.reset", "error");
     for (k, v) in &config.source.properties {
         client.set(k, v);
     }
-    let consumer: StreamConsumer = client
-        .create()
+    let context = BrokerContext {
+        last_error: std::sync::Mutex::new(None),
+        metrics: metrics.clone(),
+    };
+    let consumer: KafkaConsumer = client
+        .create_with_context(context)
         .map_err(|e| kafka("creating the consumer", e))?;
     let consumer = Arc::new(consumer);
-    let timeout = Duration::from_secs(30);
+    info!("connecting to Kafka at {brokers}");
 
     // Topics of every table spec, and their partitions.
-    let metadata = {
+    let fetched = {
         let c = consumer.clone();
-        tokio::task::spawn_blocking(move || c.fetch_metadata(None, timeout))
+        tokio::task::spawn_blocking(move || c.fetch_metadata(None, CONNECT_TIMEOUT))
             .await
             .map_err(|e| kafka("metadata", e))?
-            .map_err(|e| {
-                kafka(
-                    &format!("reading metadata from {}", config.source.brokers),
-                    e,
-                )
-            })?
     };
+    let metadata = match fetched {
+        Ok(m) => m,
+        Err(e) => {
+            let b = brokers.clone();
+            let unreachable = tokio::task::spawn_blocking(move || probe(&b))
+                .await
+                .unwrap_or(None);
+            let cause = unreachable.unwrap_or_else(|| {
+                let said = consumer.context().last_error().unwrap_or_default();
+                format!(
+                    "it accepts connections but did not answer Kafka requests (is it a Kafka \
+                     broker? do security.protocol and sasl.* match it?): {e} {said}"
+                )
+            });
+            return Err(IngestError::Kafka(format!(
+                "cannot reach the Kafka broker at {brokers} within {} s: {cause}",
+                CONNECT_TIMEOUT.as_secs()
+            )));
+        }
+    };
+    metrics.set_broker_down(None);
     let mut partitions_of: HashMap<String, Vec<i32>> = HashMap::new();
     for t in metadata.topics() {
         if t.error().is_none() {
@@ -229,25 +483,30 @@ pub async fn run(config: &PipelineConfig, opts: RunOptions) -> Result<RunReport,
         for topic in topics {
             if !partitions_of.contains_key(&topic) {
                 return Err(IngestError::Config(format!(
-                    "topic {topic} does not exist on {}",
-                    config.source.brokers
+                    "topic {topic} does not exist on {brokers}"
                 )));
             }
             let uri = spec.table_uri(&topic);
+            let name = TableConfig::name_from_uri(&uri);
             flows.push(Flow {
                 topic: topic.clone(),
                 uri: uri.clone(),
+                name: name.clone(),
                 writer: Some(Writer {
                     spec: spec.clone(),
                     topic,
                     uri,
+                    name,
                     table: None,
                     dead_letter: None,
+                    metrics: metrics.clone(),
                 }),
                 busy: false,
                 committed: BTreeMap::new(),
                 dispatched: BTreeMap::new(),
                 end_at_start: BTreeMap::new(),
+                lag: BTreeMap::new(),
+                received: BTreeMap::new(),
                 pending: Vec::new(),
                 pending_bytes: 0,
                 first_pending: None,
@@ -264,7 +523,8 @@ pub async fn run(config: &PipelineConfig, opts: RunOptions) -> Result<RunReport,
 
     // Start positions: each table's checkpoint, else the reset policy resolved to a real offset.
     let mut tpl = TopicPartitionList::new();
-    for f in &mut flows {
+    let mut reset = std::collections::BTreeSet::new();
+    for (flow_index, f) in flows.iter_mut().enumerate() {
         let table = Table::open_if_exists(&f.uri)
             .await
             .map_err(|source| IngestError::Table {
@@ -273,13 +533,21 @@ pub async fn run(config: &PipelineConfig, opts: RunOptions) -> Result<RunReport,
                 source,
             })?;
         let checkpoint = match &table {
-            Some(t) => last_checkpoint(t, &f.topic)
-                .await
-                .map_err(|source| IngestError::Table {
+            Some(t) => {
+                let timeline = t.timeline().await.map_err(|source| IngestError::Table {
                     uri: f.uri.clone(),
                     topic: f.topic.clone(),
                     source,
-                })?,
+                })?;
+                f.last_instant = timeline.last_completed_write().map(|i| i.time.to_string());
+                last_checkpoint(t, &f.topic)
+                    .await
+                    .map_err(|source| IngestError::Table {
+                        uri: f.uri.clone(),
+                        topic: f.topic.clone(),
+                        source,
+                    })?
+            }
             None => None,
         };
         if let Some(w) = f.writer.as_mut() {
@@ -288,36 +556,52 @@ pub async fn run(config: &PipelineConfig, opts: RunOptions) -> Result<RunReport,
         for &p in &partitions_of[&f.topic] {
             let (c, topic) = (consumer.clone(), f.topic.clone());
             let (low, high) =
-                tokio::task::spawn_blocking(move || c.fetch_watermarks(&topic, p, timeout))
+                tokio::task::spawn_blocking(move || c.fetch_watermarks(&topic, p, CONNECT_TIMEOUT))
                     .await
                     .map_err(|e| kafka("watermarks", e))?
                     .map_err(|e| kafka(&format!("watermarks of {}/{p}", f.topic), e))?;
-            let start = match checkpoint.as_ref().and_then(|c| c.offsets.get(&p)) {
-                Some(o) => *o,
+            let start = match checkpoint.as_ref().and_then(|c| c.offsets.get(&p)).copied() {
+                Some(o) if o > high || o < low => {
+                    let err = out_of_range(f, p, o, low, high);
+                    let to = match opts.reset_checkpoint {
+                        Some(ResetCheckpoint::Earliest) => low,
+                        Some(ResetCheckpoint::Latest) => high,
+                        None => return Err(err),
+                    };
+                    warn!("{err}; --reset-checkpoint: starting partition {p} at offset {to}");
+                    reset.insert(flow_index);
+                    to
+                }
+                Some(o) => o,
                 None if config.source.auto_offset_reset == "latest" => high,
                 None => low,
             };
             f.committed.insert(p, start);
             f.dispatched.insert(p, start);
             f.end_at_start.insert(p, high);
+            f.lag.insert(p, high - start);
+            let l = Metrics::partition(&f.topic, p);
+            metrics.committed_offset.get_or_create(&l).set(start);
+            metrics.consumed_offset.get_or_create(&l).set(start);
+            metrics.high_watermark.get_or_create(&l).set(high);
+            metrics.lag.get_or_create(&l).set(high - start);
             tpl.add_partition_offset(&f.topic, p, Offset::Offset(start))
                 .map_err(|e| kafka("assign", e))?;
         }
-        log(
-            opts.verbose,
-            &format!(
-                "ingest topic={} table={} start={}",
-                f.topic,
-                f.uri,
-                Checkpoint {
-                    topic: f.topic.clone(),
-                    offsets: f.committed.clone()
-                }
-                .render()
-            ),
+        info!(
+            table = %f.name,
+            topic = %f.topic,
+            uri = %f.uri,
+            start = %Checkpoint {
+                topic: f.topic.clone(),
+                offsets: f.committed.clone()
+            }
+            .render(),
+            "ingest"
         );
     }
     consumer.assign(&tpl).map_err(|e| kafka("assign", e))?;
+    metrics.set_running();
     let index: HashMap<String, usize> = flows
         .iter()
         .enumerate()
@@ -325,19 +609,41 @@ pub async fn run(config: &PipelineConfig, opts: RunOptions) -> Result<RunReport,
         .collect();
 
     let mut report = RunReport::default();
+    let ctx = Ctx {
+        consumer: consumer.clone(),
+        metrics: metrics.clone(),
+        verbose: opts.verbose,
+        stop: opts.stop.clone(),
+    };
     let max_interval = Duration::from_millis(config.commit.max_interval_ms.max(1));
     let progress_every = Duration::from_millis(config.progress.interval_ms);
     let mut last_progress = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let mut last_message = Instant::now();
     let mut commits: FuturesUnordered<Commit> = FuturesUnordered::new();
-    loop {
-        if opts
-            .stop
-            .as_ref()
-            .is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst))
-        {
-            break;
+    let (watch_tx, mut watch_rx) = tokio::sync::mpsc::channel::<Watch>(1);
+    let mut watching = false;
+    let mut last_watch = Instant::now();
+    let mut warned: HashMap<String, Instant> = HashMap::new();
+    // A reset checkpoint is committed at once (a commit without rows), so that it holds even if no
+    // message arrives before the job stops.
+    for i in reset {
+        let f = &mut flows[i];
+        if let Some(writer) = f.writer.take() {
+            f.busy = true;
+            commits.push(attempt(
+                i,
+                writer,
+                Arc::new(Vec::new()),
+                f.committed.clone(),
+                1,
+                &ctx,
+            ));
+        }
+    }
+    let outcome: Result<(), IngestError> = loop {
+        if ctx.stopped() {
+            break Ok(());
         }
         // Caught up: every partition committed to its end offset as of the start, and no message for
         // a while (some brokers report end offsets late).
@@ -345,11 +651,31 @@ pub async fn run(config: &PipelineConfig, opts: RunOptions) -> Result<RunReport,
             && last_message.elapsed() >= CAUGHT_UP_IDLE
             && flows.iter().all(Flow::caught_up)
         {
-            break;
+            break Ok(());
         }
         tokio::select! {
             received = consumer.recv() => {
-                let m = received.map_err(|e| kafka("consuming", e))?;
+                let m = match received {
+                    Ok(m) => m,
+                    Err(KafkaError::MessageConsumption(
+                        code @ (RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange),
+                    )) => {
+                        break Err(position_lost(&flows, &consumer, code).await);
+                    }
+                    Err(e @ KafkaError::MessageConsumptionFatal(_)) => {
+                        break Err(kafka("consuming", e));
+                    }
+                    Err(e) => {
+                        // Transport trouble: librdkafka reconnects by itself; the positions stay.
+                        let text = e.to_string();
+                        if warned.get(&text).is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+                            let cause = consumer.context().last_error().unwrap_or_default();
+                            warn!("consuming from {brokers}: {text} ({cause}); still running");
+                            warned.insert(text, Instant::now());
+                        }
+                        continue;
+                    }
+                };
                 last_message = Instant::now();
                 let Some(&i) = index.get(m.topic()) else { continue };
                 let f = &mut flows[i];
@@ -360,54 +686,214 @@ pub async fn run(config: &PipelineConfig, opts: RunOptions) -> Result<RunReport,
                     key: m.key().map(<[u8]>::to_vec),
                     value: m.payload().map(<[u8]>::to_vec),
                 };
-                f.pending_bytes += msg.value.as_ref().map_or(0, Vec::len);
+                let size = msg.value.as_ref().map_or(0, Vec::len);
+                let r = f.received.entry(msg.partition).or_insert((0, 0, 0));
+                r.0 = r.0.max(msg.offset + 1);
+                r.1 += 1;
+                r.2 += (size + msg.key.as_ref().map_or(0, Vec::len)) as u64;
+                f.pending_bytes += size;
                 f.pending.push(msg);
                 f.first_pending.get_or_insert_with(Instant::now);
                 if f.pending.len() >= config.commit.max_records
                     || f.pending_bytes >= config.commit.max_bytes
                 {
                     // A full batch waits for the previous one to commit: back-pressure.
-                    dispatch(i, &mut flows, &mut commits, &consumer, &mut report, opts.verbose).await?;
+                    if let Err(e) = dispatch(i, &mut flows, &mut commits, &ctx, &mut report).await {
+                        break Err(e);
+                    }
                 }
             }
             Some((i, writer, result)) = commits.next(), if !commits.is_empty() => {
-                settle(&mut flows[i], writer, result?, &mut report);
+                if let Err(e) = land(i, writer, result, &mut flows, &mut commits, &ctx, &mut report) {
+                    break Err(e);
+                }
+            }
+            Some(w) = watch_rx.recv() => {
+                watching = false;
+                last_watch = Instant::now();
+                watched(w, &mut flows, &metrics, &brokers);
             }
             _ = tick.tick() => {
+                for f in &mut flows {
+                    f.publish_received(&metrics);
+                }
+                let mut failed = None;
                 for i in 0..flows.len() {
                     let f = &flows[i];
                     let due = f.first_pending.is_some_and(|t| t.elapsed() >= max_interval);
                     let tail = opts.until_caught_up
                         && !f.pending.is_empty()
                         && last_message.elapsed() >= CAUGHT_UP_IDLE;
-                    if (due || tail) && !f.busy {
-                        dispatch(i, &mut flows, &mut commits, &consumer, &mut report, opts.verbose).await?;
+                    if (due || tail) && !f.busy
+                        && let Err(e) = dispatch(i, &mut flows, &mut commits, &ctx, &mut report).await
+                    {
+                        failed = Some(e);
+                        break;
                     }
                 }
+                if let Some(e) = failed {
+                    break Err(e);
+                }
+                if !watching && last_watch.elapsed() >= WATCH_EVERY {
+                    watching = true;
+                    let asked: Vec<(usize, String, i32, i64)> = flows
+                        .iter()
+                        .enumerate()
+                        .flat_map(|(i, f)| {
+                            f.committed.iter().map(move |(p, c)| (i, f.topic.clone(), *p, *c))
+                        })
+                        .collect();
+                    let (c, tx) = (consumer.clone(), watch_tx.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let _ = tx.blocking_send(read_watermarks(&c, &asked, WATCH_EVERY));
+                    });
+                }
                 if opts.verbose && !progress_every.is_zero() && last_progress.elapsed() >= progress_every {
-                    progress(&mut flows, &consumer, last_progress.elapsed()).await;
+                    progress(&mut flows, &metrics, last_progress.elapsed());
                     last_progress = Instant::now();
                 }
             }
         }
-    }
-    // Batches already committing finish (their commit is not abandoned halfway).
+    };
+    metrics.set_stopping();
+    // Batches already committing finish (their commit is not abandoned halfway); a batch waiting to
+    // retry after a store error is abandoned and read again on the next start.
+    let mut first_error = outcome.err();
     while let Some((i, writer, result)) = commits.next().await {
-        settle(&mut flows[i], writer, result?, &mut report);
-    }
-    report.abandoned = flows.iter().map(|f| f.pending.len()).sum();
-    if report.abandoned > 0 {
-        log(
-            opts.verbose,
-            &format!(
-                "ingest stopped: {} consumed records were not committed and will be read again",
-                report.abandoned
-            ),
-        );
+        match result {
+            Ok(done) => settle(&mut flows[i], writer, done, &mut report, &metrics),
+            Err(failed) => {
+                let f = &mut flows[i];
+                f.writer = Some(writer);
+                f.busy = false;
+                report.abandoned += failed.msgs.len();
+                if first_error.is_none() && !abandonable(&failed.error) {
+                    first_error = Some(failed.error);
+                }
+            }
+        }
     }
     // Dropping a consumer can block while it leaves the group; do it off the async threads.
+    drop(ctx);
     let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    report.abandoned += flows.iter().map(|f| f.pending.len()).sum::<usize>();
     Ok(report)
+}
+
+/// What commit tasks share.
+struct Ctx {
+    consumer: Arc<KafkaConsumer>,
+    metrics: Arc<Metrics>,
+    verbose: bool,
+    stop: Option<Arc<std::sync::atomic::AtomicBool>>,
+}
+
+impl Ctx {
+    fn stopped(&self) -> bool {
+        self.stop
+            .as_ref()
+            .is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst))
+    }
+}
+
+/// Takes in a watermark check: lag and metrics, and the broker's health.
+fn watched(w: Watch, flows: &mut [Flow], metrics: &Metrics, brokers: &str) {
+    match w.marks {
+        Err(cause) => {
+            if !metrics.broker_down() {
+                warn!(
+                    "Kafka broker at {brokers} does not answer: {cause}; still running, consuming \
+                     resumes from the uncommitted position when it is back"
+                );
+            }
+            metrics.set_broker_down(Some(cause));
+        }
+        Ok(marks) => {
+            if metrics.broker_down() {
+                info!("Kafka broker at {brokers} answers again");
+            }
+            metrics.set_broker_down(None);
+            for Mark {
+                flow: i,
+                partition: p,
+                position: committed,
+                high,
+                ..
+            } in marks
+            {
+                let f = &mut flows[i];
+                let lag = high - committed;
+                if lag < 0 && f.lag.get(&p).is_none_or(|l| *l >= 0) {
+                    warn!(
+                        "table {} topic {} partition {p}: the checkpoint {committed} is beyond the \
+                         partition's end offset {high} (topic recreated?)",
+                        f.name, f.topic
+                    );
+                }
+                f.lag.insert(p, lag);
+                let l = Metrics::partition(&f.topic, p);
+                metrics.high_watermark.get_or_create(&l).set(high);
+                metrics.lag.get_or_create(&l).set(lag);
+            }
+        }
+    }
+}
+
+/// The error when the consumer's position left the partition's offsets mid-run: names the partition
+/// by comparing positions with the watermarks now.
+async fn position_lost(
+    flows: &[Flow],
+    consumer: &Arc<KafkaConsumer>,
+    code: RDKafkaErrorCode,
+) -> IngestError {
+    let asked: Vec<(usize, String, i32, i64)> = flows
+        .iter()
+        .enumerate()
+        .flat_map(|(i, f)| {
+            f.next_offsets()
+                .into_iter()
+                .map(move |(p, o)| (i, f.topic.clone(), p, o))
+        })
+        .collect();
+    let c = consumer.clone();
+    let w = tokio::task::spawn_blocking(move || read_watermarks(&c, &asked, CONNECT_TIMEOUT)).await;
+    if let Ok(Watch { marks: Ok(marks) }) = w {
+        for Mark {
+            flow: i,
+            partition: p,
+            position,
+            low,
+            high,
+        } in marks
+        {
+            if position > high || position < low {
+                return out_of_range(&flows[i], p, position, low, high);
+            }
+        }
+    }
+    IngestError::Kafka(format!(
+        "consuming: a partition's position is outside its offsets ({code}); restart with \
+         --reset-checkpoint earliest|latest to continue"
+    ))
+}
+
+/// An error and its causes on one line, each cause once (left out when the text before already
+/// carries it).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
 }
 
 fn table_err(f: &Writer, source: lake_table::Error) -> IngestError {
@@ -564,42 +1050,183 @@ async fn dispatch(
     i: usize,
     flows: &mut [Flow],
     commits: &mut FuturesUnordered<Commit>,
-    consumer: &Arc<StreamConsumer>,
+    ctx: &Ctx,
     report: &mut RunReport,
-    verbose: bool,
 ) -> Result<(), IngestError> {
     if flows[i].pending.is_empty() {
         return Ok(());
     }
     while flows[i].busy {
         match commits.next().await {
-            Some((j, writer, result)) => settle(&mut flows[j], writer, result?, report),
+            Some((j, writer, result)) => land(j, writer, result, flows, commits, ctx, report)?,
             None => break,
         }
     }
+    if flows[i].busy {
+        // Its previous batch is waiting to retry (store trouble): keep filling, bounded by nothing
+        // but the broker's back-pressure on a consumer that stops being polled is not wanted.
+        return Ok(());
+    }
     let f = &mut flows[i];
-    let Some(mut writer) = f.writer.take() else {
+    let Some(writer) = f.writer.take() else {
         return Err(IngestError::Config(format!(
             "topic {}: no writer after its commit ended",
             f.topic
         )));
     };
     let next = f.next_offsets();
-    let msgs = std::mem::take(&mut f.pending);
+    let msgs = Arc::new(std::mem::take(&mut f.pending));
     f.dispatched = next.clone();
     f.pending_bytes = 0;
     f.first_pending = None;
     f.busy = true;
-    let consumer = consumer.clone();
-    commits.push(Box::pin(async move {
-        let result = commit_batch(&mut writer, msgs, next, &consumer, verbose).await;
-        (i, writer, result)
-    }));
+    commits.push(attempt(i, writer, msgs, next, 1, ctx));
     Ok(())
 }
 
+/// One attempt to commit a batch; attempts after the first wait (growing pauses, at most
+/// `MAX_BACKOFF`) and first check whether an earlier attempt's commit landed after all.
+fn attempt(
+    i: usize,
+    mut writer: Writer,
+    msgs: Arc<Vec<Message>>,
+    next: BTreeMap<i32, i64>,
+    attempt: u32,
+    ctx: &Ctx,
+) -> Commit {
+    let consumer = ctx.consumer.clone();
+    let verbose = ctx.verbose;
+    let stop = ctx.stop.clone();
+    Box::pin(async move {
+        if attempt > 1 {
+            let pause = Duration::from_secs(1 << (attempt - 2).min(6)).min(MAX_BACKOFF);
+            let until = Instant::now() + pause;
+            while Instant::now() < until {
+                if stop
+                    .as_ref()
+                    .is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst))
+                {
+                    let error = IngestError::Stopped;
+                    return (
+                        i,
+                        writer,
+                        Err(Failed {
+                            msgs,
+                            next,
+                            attempt,
+                            error,
+                        }),
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(100).min(until - Instant::now())).await;
+            }
+            if let Some(table) = writer.table.clone()
+                && let Ok(Some(c)) = last_checkpoint(&table, &writer.topic).await
+                && c.offsets == next
+            {
+                // The failed attempt's commit was published (its answer was lost).
+                let done = Committed {
+                    next,
+                    records: msgs.len() as u64,
+                    instant: None,
+                    dead_letters: 0,
+                };
+                return (i, writer, Ok(done));
+            }
+        }
+        let result =
+            commit_batch(&mut writer, msgs.clone(), next.clone(), &consumer, verbose).await;
+        let result = result.map_err(|error| Failed {
+            msgs,
+            next,
+            attempt,
+            error,
+        });
+        (i, writer, result)
+    })
+}
+
+/// Whether a failed commit is worth retrying: the store did not answer, or answered that the
+/// commit's outcome is unknown. Bad data, a schema clash or a damaged table are not.
+fn transient(e: &IngestError) -> bool {
+    match e {
+        IngestError::Table { source, .. } => {
+            source.is_retryable()
+                || matches!(source, lake_table::Error::CommitOutcomeUnknown { .. })
+                || matches!(source, lake_table::Error::Parquet { source, .. }
+                    if matches!(source, parquet::errors::ParquetError::External(_)))
+        }
+        _ => false,
+    }
+}
+
+/// Whether a failed batch may simply be left for the next start when the job stops.
+fn abandonable(e: &IngestError) -> bool {
+    transient(e) || matches!(e, IngestError::Stopped)
+}
+
+/// Takes in a commit task's outcome: a commit settles; a transient failure is retried after a pause
+/// (the batch stays whole, and nothing of it is visible until a commit completes); any other
+/// failure stops the job.
+// The error ends the job, once: its size does not matter.
+#[allow(clippy::result_large_err)]
+fn land(
+    i: usize,
+    writer: Writer,
+    result: Result<Committed, Failed>,
+    flows: &mut [Flow],
+    commits: &mut FuturesUnordered<Commit>,
+    ctx: &Ctx,
+    report: &mut RunReport,
+) -> Result<(), IngestError> {
+    match result {
+        Ok(done) => {
+            settle(&mut flows[i], writer, done, report, &ctx.metrics);
+            Ok(())
+        }
+        Err(failed) if ctx.stopped() && abandonable(&failed.error) => {
+            // Stopping: the batch is read again on the next start.
+            let f = &mut flows[i];
+            f.writer = Some(writer);
+            f.busy = false;
+            report.abandoned += failed.msgs.len();
+            Ok(())
+        }
+        Err(failed) if transient(&failed.error) => {
+            let text = chain(&failed.error);
+            ctx.metrics.table_failed(&writer.name, text.clone());
+            warn!(
+                table = %writer.name,
+                attempt = failed.attempt,
+                "commit failed, retrying the batch: {text}"
+            );
+            commits.push(attempt(
+                i,
+                writer,
+                failed.msgs,
+                failed.next,
+                failed.attempt + 1,
+                ctx,
+            ));
+            Ok(())
+        }
+        Err(failed) => {
+            let f = &mut flows[i];
+            f.writer = Some(writer);
+            f.busy = false;
+            Err(failed.error)
+        }
+    }
+}
+
 /// Takes in what a flow's commit did.
-fn settle(f: &mut Flow, writer: Writer, done: Committed, report: &mut RunReport) {
+fn settle(
+    f: &mut Flow,
+    writer: Writer,
+    done: Committed,
+    report: &mut RunReport,
+    metrics: &Metrics,
+) {
     f.writer = Some(writer);
     f.busy = false;
     if let Some(instant) = done.instant {
@@ -609,16 +1236,24 @@ fn settle(f: &mut Flow, writer: Writer, done: Committed, report: &mut RunReport)
     report.dead_letters += done.dead_letters;
     *report.records.entry(f.uri.clone()).or_default() += done.records;
     f.records_since_progress += done.records;
+    for (p, o) in &done.next {
+        metrics
+            .committed_offset
+            .get_or_create(&Metrics::partition(&f.topic, *p))
+            .set(*o);
+    }
     f.committed = done.next;
 }
 
-/// Commits one batch: dead letters first, then the table commit carrying the checkpoint `next`,
-/// then the consumer-group offsets; then inline compaction scheduling for merge-on-read tables.
+/// Commits one batch: dead letters first, then the table commit carrying the checkpoint `next`
+/// (a commit without rows when every message was dead-lettered or a tombstone, so the checkpoint
+/// still moves past them), then the consumer-group offsets; then inline compaction scheduling for
+/// merge-on-read tables.
 async fn commit_batch(
     f: &mut Writer,
-    msgs: Vec<Message>,
+    msgs: Arc<Vec<Message>>,
     next: BTreeMap<i32, i64>,
-    consumer: &StreamConsumer,
+    consumer: &KafkaConsumer,
     verbose: bool,
 ) -> Result<Committed, IngestError> {
     let started = Instant::now();
@@ -643,13 +1278,20 @@ async fn commit_batch(
     };
     let keep_going = f.spec.on_error == ErrorPolicy::DeadLetter;
     // Decoding is CPU work: off the async threads, which keep consuming meanwhile.
-    let (msgs, decoded) = tokio::task::spawn_blocking(move || {
-        let decoded = decode_messages(&msgs, &spec, keep_going);
-        (msgs, decoded)
-    })
-    .await
-    .map_err(|e| IngestError::Config(format!("topic {}: decoding failed: {e}", f.topic)))?;
-    let decoded = decoded?;
+    let batch = msgs.clone();
+    let decoded = tokio::task::spawn_blocking(move || decode_messages(&batch, &spec, keep_going))
+        .await
+        .map_err(|e| IngestError::Config(format!("topic {}: decoding failed: {e}", f.topic)))?;
+    let decoded = match decoded {
+        Ok(d) => d,
+        Err(e) => {
+            f.metrics
+                .decode_errors
+                .get_or_create(&Metrics::topic(&f.topic))
+                .inc();
+            return Err(e.into());
+        }
+    };
     let mut dead_letters = 0;
     if !decoded.rejected.is_empty() {
         let dlq = dead_letter_table(f).await?;
@@ -663,7 +1305,7 @@ async fn commit_batch(
         .map_err(|s| table_err(f, s))?;
         dead_letters = decoded.rejected.len() as u64;
         for (_, e) in &decoded.rejected {
-            log(verbose, &format!("dead-letter {e}"));
+            warn!(table = %f.name, "dead-letter {e}");
         }
     }
     let checkpoint = Checkpoint {
@@ -676,42 +1318,66 @@ async fn commit_batch(
         WriteOperation::Upsert
     };
     let records = msgs.len() as u64;
-    let mut instant = None;
-    if let Some(batch) = decoded.batch {
-        let opts = WriteOptions {
-            operation,
-            extra_metadata: [(CHECKPOINT_KEY.to_owned(), checkpoint.render())].into(),
-            ..Default::default()
-        };
-        let range = offset_ranges(&msgs);
-        let summary = table
-            .write_retrying(vec![batch], opts, WRITE_ATTEMPTS)
-            .await
-            .map_err(|source| match source {
-                lake_table::Error::Schema { reason } => IngestError::Table {
-                    uri: f.uri.clone(),
-                    topic: f.topic.clone(),
-                    source: lake_table::Error::Schema {
-                        reason: format!(
-                            "{reason} (messages {range}); nothing of this batch was committed"
-                        ),
-                    },
+    let opts = WriteOptions {
+        operation,
+        extra_metadata: [(CHECKPOINT_KEY.to_owned(), checkpoint.render())].into(),
+        commit_empty: true,
+        ..Default::default()
+    };
+    let range = offset_ranges(&msgs);
+    let batches: Vec<ChangeBatch> = decoded.batch.into_iter().collect();
+    let summary = table
+        .write_retrying(batches, opts, WRITE_ATTEMPTS)
+        .await
+        .map_err(|source| match source {
+            lake_table::Error::Schema { reason } => IngestError::Table {
+                uri: f.uri.clone(),
+                topic: f.topic.clone(),
+                source: lake_table::Error::Schema {
+                    reason: format!(
+                        "{reason} (messages {range}); nothing of this batch was committed"
+                    ),
                 },
-                source => table_err(f, source),
-            })?;
-        if let Some(t) = summary.instant {
-            instant = Some(t.to_string());
-            log(
-                verbose,
-                &format!(
-                    "commit table={} instant={t} records={records} inserts={} updates={} deletes={} checkpoint={} ms={}",
-                    f.uri,
-                    summary.inserts,
-                    summary.updates,
-                    summary.deletes,
-                    checkpoint.render(),
-                    started.elapsed().as_millis()
-                ),
+            },
+            source => table_err(f, source),
+        })?;
+    let m = &f.metrics;
+    let labels = Metrics::table(&f.name);
+    let topic = Metrics::topic(&f.topic);
+    m.decode_errors
+        .get_or_create(&topic)
+        .inc_by(decoded.rejected.len() as u64);
+    m.dead_letters.get_or_create(&topic).inc_by(dead_letters);
+    let instant = summary.instant.map(|t| t.to_string());
+    if let Some(t) = &instant {
+        let seconds = started.elapsed().as_secs_f64();
+        m.commits.get_or_create(&labels).inc();
+        m.commit_seconds.get_or_create(&labels).observe(seconds);
+        m.inserted.get_or_create(&labels).inc_by(summary.inserts);
+        m.updated.get_or_create(&labels).inc_by(summary.updates);
+        m.deleted.get_or_create(&labels).inc_by(summary.deletes);
+        m.files_written
+            .get_or_create(&labels)
+            .inc_by(summary.files_written as u64);
+        m.bytes_written
+            .get_or_create(&labels)
+            .inc_by(summary.bytes_written);
+        m.write_retries
+            .get_or_create(&labels)
+            .inc_by(u64::from(summary.retries));
+        m.table_committed(&f.name, std::time::SystemTime::now());
+        if verbose {
+            info!(
+                table = %f.name,
+                instant = %t,
+                records,
+                inserts = summary.inserts,
+                updates = summary.updates,
+                deletes = summary.deletes,
+                dead_letters,
+                checkpoint = %checkpoint.render(),
+                ms = started.elapsed().as_millis() as u64,
+                "commit"
             );
         }
     }
@@ -732,16 +1398,29 @@ async fn commit_batch(
             .await
             .map_err(|s| table_err(f, s))?
         {
-            log(
-                verbose,
-                &format!("compaction scheduled table={} instant={instant}", f.uri),
-            );
+            if verbose {
+                info!(table = %f.name, instant = %instant, "compaction scheduled");
+            }
             if f.spec.compaction.execute {
                 execute_pending(&table, 2)
                     .await
                     .map_err(|s| table_err(f, s))?;
             }
         }
+        let timeline = table.timeline().await.map_err(|s| table_err(f, s))?;
+        let (mut requested, mut inflight) = (0, 0);
+        for i in timeline
+            .pending()
+            .filter(|i| timeline.is_compaction(i.time))
+        {
+            if i.state == State::Requested {
+                requested += 1;
+            } else {
+                inflight += 1;
+            }
+        }
+        m.compactions_pending.get_or_create(&labels).set(requested);
+        m.compactions_running.get_or_create(&labels).set(inflight);
     }
     Ok(Committed {
         next,
@@ -812,28 +1491,20 @@ fn dead_letter_rows(msgs: &[Message], rejected: &[(usize, MessageError)]) -> Rec
     RecordBatch::try_new(schema.clone(), columns).unwrap_or_else(|_| RecordBatch::new_empty(schema))
 }
 
-/// One progress line per flow: records/s since the last line, lag, last instant.
-async fn progress(flows: &mut [Flow], consumer: &Arc<StreamConsumer>, elapsed: Duration) {
+/// One progress line per flow: records/s since the last line, lag (as of the last watermark check;
+/// negative: checkpoint beyond the end), pending records, last instant.
+fn progress(flows: &mut [Flow], metrics: &Metrics, elapsed: Duration) {
     for f in flows.iter_mut() {
-        let mut lag = 0i64;
-        for (&p, &committed) in &f.committed {
-            let (c, topic) = (consumer.clone(), f.topic.clone());
-            if let Ok(Ok((_, high))) = tokio::task::spawn_blocking(move || {
-                c.fetch_watermarks(&topic, p, Duration::from_secs(5))
-            })
-            .await
-            {
-                lag += (high - committed).max(0);
-            }
-        }
-        eprintln!(
-            "progress table={} topic={} records_per_s={:.0} lag={} pending={} last_instant={}",
-            f.uri,
-            f.topic,
-            f.records_since_progress as f64 / elapsed.as_secs_f64().max(0.001),
+        let lag: i64 = f.lag.values().sum();
+        info!(
+            table = %f.name,
+            topic = %f.topic,
+            records_per_s = (f.records_since_progress as f64 / elapsed.as_secs_f64().max(0.001)).round() as u64,
             lag,
-            f.pending.len(),
-            f.last_instant.as_deref().unwrap_or("-")
+            pending = f.pending.len(),
+            last_instant = f.last_instant.as_deref().unwrap_or("none"),
+            broker = if metrics.broker_down() { "down" } else { "up" },
+            "progress"
         );
         f.records_since_progress = 0;
     }

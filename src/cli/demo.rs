@@ -217,6 +217,8 @@ max_delta_commits = 0
         until_caught_up: true,
         stop: Some(super::ingest::stop_on_signals()),
         verbose: false,
+
+        ..Default::default()
     };
     let mut source = Source {
         rng: Gen(0x2545_f491_4f6c_dd1d),

@@ -60,6 +60,7 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
         ctx,
         format: a.format,
         quiet: a.quiet,
+        timing: std::cell::Cell::new(true),
     };
     if a.commands.is_empty() && a.files.is_empty() {
         return shell.repl().await;
@@ -78,6 +79,8 @@ struct Shell {
     ctx: SessionContext,
     format: Format,
     quiet: bool,
+    /// Whether the row-count line shows the elapsed time (`\timing` toggles it).
+    timing: std::cell::Cell<bool>,
 }
 
 impl Shell {
@@ -102,10 +105,14 @@ impl Shell {
             self.print(&schema, &batches)?;
             if !self.quiet {
                 let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-                eprintln!(
-                    "{rows} row(s) fetched. Elapsed {:.3} seconds.\n",
-                    started.elapsed().as_secs_f64()
-                );
+                if self.timing.get() {
+                    eprintln!(
+                        "{rows} row(s) fetched. Elapsed {:.3} seconds.\n",
+                        started.elapsed().as_secs_f64()
+                    );
+                } else {
+                    eprintln!("{rows} row(s) fetched.\n");
+                }
             }
         }
         Ok(())
@@ -171,41 +178,20 @@ impl Shell {
         Ok(())
     }
 
-    /// Reads statements from standard input until EOF or `\q`; errors are printed and the shell goes on.
+    /// Reads statements until EOF or `\q`: with line editing and history on a terminal, line by line
+    /// otherwise. Errors are printed and the shell goes on (piped input exits non-zero at the end).
     async fn repl(&self) -> anyhow::Result<()> {
-        let stdin = std::io::stdin();
-        let interactive = stdin.is_terminal();
+        if std::io::stdin().is_terminal() {
+            return self.interactive().await;
+        }
         let mut pending = String::new();
-        let prompt = |pending: &str| {
-            if interactive {
-                eprint!(
-                    "{}",
-                    if pending.is_empty() {
-                        "lake> "
-                    } else {
-                        "  ... "
-                    }
-                );
-                let _ = std::io::stderr().flush();
-            }
-        };
-        prompt(&pending);
         let mut failed = false;
-        for line in stdin.lock().lines() {
-            let line = line?;
-            if pending.is_empty() && matches!(line.trim(), "\\q" | "quit" | "exit") {
-                break;
+        for line in std::io::stdin().lock().lines() {
+            match self.feed(&line?, &mut pending, false).await {
+                Step::Quit => break,
+                Step::Failed => failed = true,
+                Step::Go => {}
             }
-            pending.push_str(&line);
-            pending.push('\n');
-            if line.trim_end().ends_with(';') {
-                if let Err(e) = self.execute(&pending).await {
-                    eprintln!("error: {}", one_line(&e));
-                    failed = true;
-                }
-                pending.clear();
-            }
-            prompt(&pending);
         }
         if !pending.trim().is_empty()
             && let Err(e) = self.execute(&pending).await
@@ -213,12 +199,153 @@ impl Shell {
             eprintln!("error: {}", one_line(&e));
             failed = true;
         }
-        if failed && !interactive {
+        if failed {
             bail!("some statements failed");
         }
         Ok(())
     }
+
+    /// The terminal shell: rustyline editing, history in `$LAKE_HISTORY` (default
+    /// `~/.lake_history`), Ctrl-C cancels the line or the running query, Ctrl-D quits.
+    async fn interactive(&self) -> anyhow::Result<()> {
+        let mut editor = rustyline::DefaultEditor::new().context("starting the line editor")?;
+        let history = std::env::var_os("LAKE_HISTORY")
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".lake_history"))
+            });
+        if let Some(h) = &history {
+            // A missing history file is a first session.
+            let _ = editor.load_history(h);
+        }
+        eprintln!(
+            "lake sql {} (DataFusion {}): end statements with ';', \\? for help, \\q to quit",
+            env!("CARGO_PKG_VERSION"),
+            lake_query::datafusion::DATAFUSION_VERSION
+        );
+        let mut pending = String::new();
+        loop {
+            let prompt = if pending.is_empty() {
+                "lake> "
+            } else {
+                "  ... "
+            };
+            match editor.readline(prompt) {
+                Ok(line) => {
+                    if !line.trim().is_empty() {
+                        let _ = editor.add_history_entry(line.as_str());
+                        if let Some(h) = &history {
+                            let _ = editor.append_history(h);
+                        }
+                    }
+                    if let Step::Quit = self.feed(&line, &mut pending, true).await {
+                        break;
+                    }
+                }
+                Err(rustyline::error::ReadlineError::Interrupted) => {
+                    // Ctrl-C at the prompt drops the statement being typed.
+                    pending.clear();
+                }
+                Err(rustyline::error::ReadlineError::Eof) => break,
+                Err(e) => return Err(e).context("reading a line"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes one line of input: a backslash command (never part of SQL), `quit`/`exit`, or SQL that
+    /// runs once a line ends with `;`.
+    async fn feed(&self, line: &str, pending: &mut String, cancellable: bool) -> Step {
+        let trimmed = line.trim();
+        if let Some(command) = trimmed.strip_prefix('\\') {
+            return self.backslash(command, cancellable).await;
+        }
+        if pending.is_empty() && matches!(trimmed, "quit" | "exit") {
+            return Step::Quit;
+        }
+        pending.push_str(line);
+        pending.push('\n');
+        if !trimmed.ends_with(';') {
+            return Step::Go;
+        }
+        let sql = std::mem::take(pending);
+        self.run_reporting(&sql, cancellable).await
+    }
+
+    /// Runs SQL, printing an error instead of returning it; with `cancellable`, Ctrl-C stops it.
+    async fn run_reporting(&self, sql: &str, cancellable: bool) -> Step {
+        let result = if cancellable {
+            tokio::select! {
+                r = self.execute(sql) => r,
+                _ = tokio::signal::ctrl_c() => {
+                    eprintln!("query cancelled");
+                    return Step::Go;
+                }
+            }
+        } else {
+            self.execute(sql).await
+        };
+        match result {
+            Ok(()) => Step::Go,
+            Err(e) => {
+                eprintln!("error: {}", one_line(&e));
+                Step::Failed
+            }
+        }
+    }
+
+    /// `\d`, `\d NAME`, `\timing`, `\?`, `\q`.
+    async fn backslash(&self, command: &str, cancellable: bool) -> Step {
+        let (name, arg) = command
+            .split_once(char::is_whitespace)
+            .map_or((command, ""), |(n, a)| (n, a.trim()));
+        match (name, arg) {
+            ("q", "") => Step::Quit,
+            ("?", "") => {
+                println!("{}", HELP.trim_end());
+                Step::Go
+            }
+            ("d", "") => self.run_reporting("SHOW TABLES;", cancellable).await,
+            ("d", table) => {
+                let table = table.trim_end_matches(';');
+                self.run_reporting(&format!("SHOW COLUMNS FROM {table};"), cancellable)
+                    .await
+            }
+            ("timing", "") => {
+                let on = !self.timing.get();
+                self.timing.set(on);
+                eprintln!("timing is {}", if on { "on" } else { "off" });
+                Step::Go
+            }
+            _ => {
+                eprintln!("error: unknown command \\{command}; \\? lists the commands");
+                Step::Failed
+            }
+        }
+    }
 }
+
+/// What the shell does after a line.
+enum Step {
+    /// Read the next line.
+    Go,
+    /// A statement or command failed; read the next line.
+    Failed,
+    /// Leave the shell.
+    Quit,
+}
+
+const HELP: &str = r"
+\d              list tables
+\d NAME         describe a table's columns
+\timing         show or hide each statement's elapsed time
+\?              this help
+\q              quit (also quit, exit or Ctrl-D)
+Statements end with ';' and may span lines. Ctrl-C cancels the running query or the line being typed.
+Tables: CREATE EXTERNAL TABLE t STORED AS HUDI LOCATION '<uri>'; or lake sql --table t=<uri>.
+Table functions: lake_snapshot(uri), lake_as_of(uri, instant), lake_incremental(uri, begin[, end]),
+lake_changes(uri, begin[, end]), lake_timeline(uri).
+";
 
 fn one_line(e: &anyhow::Error) -> String {
     super::error_text(e)

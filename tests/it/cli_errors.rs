@@ -196,3 +196,43 @@ fn as_of_before_the_timeline_says_why() {
         "{err}"
     );
 }
+
+/// S3 mistakes name what to set: plain http without AWS_ALLOW_HTTP, an endpoint where nothing
+/// answers; each on one line.
+#[test]
+fn s3_errors_name_the_setting_to_fix() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let base = |allow_http: bool| {
+        let mut env: Vec<(String, String)> = [
+            ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}")),
+            ("AWS_ACCESS_KEY_ID", "x".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", "y".to_owned()),
+            ("AWS_REGION", "us-east-1".to_owned()),
+            ("LAKE_S3_MAX_RETRIES", "0".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        if allow_http {
+            env.push(("AWS_ALLOW_HTTP".into(), "true".into()));
+        }
+        env
+    };
+    for (allow_http, want) in [
+        (false, "set AWS_ALLOW_HTTP=true to allow it"),
+        (
+            true,
+            "nothing answers at the S3 endpoint: check AWS_ENDPOINT_URL",
+        ),
+    ] {
+        let out = lake_env(&["info", "s3://bucket/table"], &base(allow_http));
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert_eq!(err.matches(want).count(), 1, "{err}");
+    }
+}

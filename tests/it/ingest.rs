@@ -18,8 +18,13 @@ use crate::cow::Rng;
 use crate::kit::{Place, hudi_read, kafka, lake_env, lake_ok, lake_rows, unique};
 
 pub(crate) async fn create_topic(topic: &str, partitions: i32) {
+    create_topic_at(kafka(), topic, partitions).await;
+}
+
+/// Creates a topic on the broker at `brokers`.
+pub(crate) async fn create_topic_at(brokers: &str, topic: &str, partitions: i32) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", kafka())
+        .set("bootstrap.servers", brokers)
         .create()
         .expect("admin client");
     let res = admin
@@ -39,10 +44,18 @@ pub(crate) async fn create_topic(topic: &str, partitions: i32) {
 pub(crate) type Kv = (Option<String>, Option<String>);
 
 pub(crate) async fn produce(topic: &str, msgs: &[Kv]) {
+    produce_at(kafka(), topic, msgs).await;
+}
+
+/// Produces messages to the broker at `brokers`.
+pub(crate) async fn produce_at(brokers: &str, topic: &str, msgs: &[Kv]) {
+    // One message per record batch: tansu 0.6 reports a partition's end offset as its last batch's
+    // base offset + 1, which is the true end only when every batch holds one message.
     let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", kafka())
+        .set("bootstrap.servers", brokers)
         .set("acks", "all")
         .set("linger.ms", "5")
+        .set("batch.num.messages", "1")
         .create()
         .expect("producer");
     let sends = msgs.iter().map(|(k, v)| {
@@ -66,6 +79,7 @@ async fn produce_raw(topic: &str, msgs: &[(&[u8], &[u8])]) {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", kafka())
         .set("acks", "all")
+        .set("batch.num.messages", "1")
         .create()
         .expect("producer");
     for (k, v) in msgs {
@@ -81,7 +95,7 @@ async fn produce_raw(topic: &str, msgs: &[(&[u8], &[u8])]) {
 /// Debezium events of an `orders` source: inserts, updates, deletes with their tombstones,
 /// duplicates (at-least-once delivery) and, halfway, a new column. Returns the messages (keyed by
 /// `{"id": …}`) and the source's final rows.
-fn orders_stream(seed: u64, n: usize) -> (Vec<Kv>, Vec<Value>) {
+pub(crate) fn orders_stream(seed: u64, n: usize) -> (Vec<Kv>, Vec<Value>) {
     let mut rng = Rng::new(seed);
     let mut live: BTreeMap<String, Value> = BTreeMap::new();
     let mut out = Vec::new();
@@ -184,7 +198,7 @@ buckets = 2
     f
 }
 
-fn project(rows: Vec<Value>) -> Vec<Value> {
+pub(crate) fn project(rows: Vec<Value>) -> Vec<Value> {
     let mut out: Vec<Value> = rows
         .into_iter()
         .map(|r| json!({"id": r["id"], "status": r["status"], "amount": r["amount"], "coupon": r.get("coupon").cloned().unwrap_or(Value::Null)}))
@@ -318,7 +332,7 @@ async fn killed_ingest_of_debezium_events_loses_and_duplicates_nothing_mor_on_s3
 }
 
 /// A corpus of bad messages among good ones.
-fn bad_corpus() -> Vec<Kv> {
+pub(crate) fn bad_corpus() -> Vec<Kv> {
     let ev = |id: &str, amount: &str, pos: u64| {
         Some(format!(
             r#"{{"before":null,"after":{{"id":"{id}","status":"created","amount":{amount}}},"op":"c","source":{{"file":"mysql-bin.000001","pos":{pos},"row":0}}}}"#

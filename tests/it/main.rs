@@ -14,6 +14,7 @@ mod info;
 mod ingest;
 mod kit;
 mod mor;
+mod operate;
 mod race;
 mod s3_conformance;
 mod services;

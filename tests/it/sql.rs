@@ -391,3 +391,130 @@ fn empty_results_show_their_columns() {
     assert_eq!(out("json").trim(), "[]");
     assert_eq!(out("nd-json"), "");
 }
+
+/// `lake sql` on a terminal (a pseudo-terminal from `script`): `.0` is the shell, `.1` everything it
+/// wrote so far (with the terminal's echo and escape codes).
+struct Pty(
+    std::process::Child,
+    std::sync::Arc<std::sync::Mutex<String>>,
+);
+
+impl Pty {
+    fn start(history: &Path) -> Self {
+        use std::io::Read;
+        let mut child = std::process::Command::new("script")
+            .args(["-q", "-e", "-c"])
+            .arg(format!("{} sql", env!("CARGO_BIN_EXE_lake")))
+            .arg("/dev/null")
+            .env("TERM", "xterm")
+            .env("LAKE_HISTORY", history)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("script runs lake sql on a pseudo-terminal");
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut out = child.stdout.take().expect("stdout");
+        let s = seen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                s.lock()
+                    .expect("lock")
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Self(child, seen)
+    }
+
+    fn send(&mut self, keys: &str) {
+        use std::io::Write;
+        let stdin = self.0.stdin.as_mut().expect("stdin");
+        stdin.write_all(keys.as_bytes()).expect("send keys");
+        stdin.flush().expect("flush");
+    }
+
+    /// Waits until the output holds `needle` `times` times.
+    fn wait_for(&self, needle: &str, times: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let text = self.1.lock().expect("lock").clone();
+            if text.matches(needle).count() >= times {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never saw {needle:?} x{times} in:\n{text}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    fn output(&self) -> String {
+        self.1.lock().expect("lock").clone()
+    }
+}
+
+impl Drop for Pty {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The interactive shell on a pseudo-terminal: banner, backslash commands that never reach SQL,
+/// Ctrl-C cancelling a long query and a half-typed line (not the shell), history kept across
+/// sessions and recalled with the arrow keys.
+#[test]
+fn the_shell_edits_cancels_and_remembers() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let history = dir.path().join("history");
+    let mut sh = Pty::start(&history);
+    sh.wait_for("\\? for help", 1);
+    sh.send("SELECT 40 + 2 AS answer;\r");
+    sh.wait_for("| 42 ", 1);
+    sh.send("\\d\r");
+    sh.wait_for("table_name", 1);
+    sh.send("\\?\r");
+    sh.wait_for("describe a table's columns", 1);
+    sh.send("\\timing\r");
+    sh.wait_for("timing is off", 1);
+    // A query that would run for hours, cancelled by Ctrl-C.
+    sh.send("SELECT sum(value) AS s FROM range(100000000000);\r");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    sh.send("\x03");
+    sh.wait_for("query cancelled", 1);
+    sh.send("SELECT 'after' AS x;\r");
+    sh.wait_for("| after ", 1);
+    // Ctrl-C on a half-typed statement drops it.
+    sh.send("SELECT 'lost'");
+    sh.wait_for("SELECT 'lost'", 1);
+    sh.send("\x03");
+    // The next line is typed once the shell shows its prompt again (as a person would).
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    sh.send("SELECT 'kept' AS y;\r");
+    sh.wait_for("| kept ", 1);
+    sh.send("\\q\r");
+    let status = sh.0.wait().expect("wait");
+    let out = sh.output();
+    assert!(status.success(), "{out}");
+    assert!(!out.contains("error:"), "{out}");
+    assert!(!out.contains("| lost"), "{out}");
+    assert!(out.contains("1 row(s) fetched.\r\n"), "timing off: {out}");
+    let kept = std::fs::read_to_string(&history).expect("history file");
+    assert!(kept.contains("SELECT 40 + 2 AS answer;"), "{kept}");
+
+    // A new session recalls the earlier statements with the up arrow (the last entry is `\q`).
+    let mut sh = Pty::start(&history);
+    sh.wait_for("\\? for help", 1);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    sh.send("\x1b[A");
+    sh.send("\x1b[A");
+    sh.send("\r");
+    sh.wait_for("| kept ", 1);
+    sh.send("\x04");
+    assert!(sh.0.wait().expect("wait").success(), "{}", sh.output());
+}

@@ -13,7 +13,7 @@ mod storage;
 mod timeline;
 pub mod wire;
 
-pub use error::{Error, Result};
+pub use error::{Error, Result, StoreHint};
 pub use instant::{Action, Instant, InstantTime, State};
 pub use metadata::{
     CHECKPOINT_KEY, CommitMetadata, RuntimeStats, SCHEMA_KEY, WriteStat, metadata_runtime,

@@ -72,6 +72,7 @@ impl Storage {
             }
             let store = AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)
+                .with_retry(retry_config())
                 .build()
                 .map_err(|e| invalid(&e.to_string()))?;
             let root =
@@ -259,6 +260,25 @@ impl Storage {
             .await
             .map_err(|e| self.err(rel, e))
     }
+}
+
+/// How often and how long an S3 request is retried (transport errors, 5xx, throttling) before its
+/// error surfaces: object_store's defaults (10 retries within 3 minutes, exponential back-off), or
+/// `LAKE_S3_MAX_RETRIES` and `LAKE_S3_RETRY_TIMEOUT_SECS`.
+fn retry_config() -> object_store::RetryConfig {
+    let mut c = object_store::RetryConfig::default();
+    let number = |key: &str| {
+        std::env::var(key)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    if let Some(n) = number("LAKE_S3_MAX_RETRIES") {
+        c.max_retries = usize::try_from(n).unwrap_or(usize::MAX);
+    }
+    if let Some(secs) = number("LAKE_S3_RETRY_TIMEOUT_SECS") {
+        c.retry_timeout = std::time::Duration::from_secs(secs);
+    }
+    c
 }
 
 #[cfg(test)]

@@ -96,6 +96,9 @@ pub struct WriteOptions {
     pub extra_metadata: BTreeMap<String, String>,
     /// File groups rewritten at once.
     pub parallelism: usize,
+    /// Commit even when no row is left to write, so that `extra_metadata` (a source checkpoint
+    /// past messages that produced no rows) lands on the timeline.
+    pub commit_empty: bool,
 }
 
 impl Default for WriteOptions {
@@ -106,6 +109,7 @@ impl Default for WriteOptions {
             parallelism: std::thread::available_parallelism()
                 .map_or(2, |n| n.get())
                 .max(2),
+            commit_empty: false,
         }
     }
 }
@@ -184,6 +188,10 @@ impl Table {
         }
         let timeline = &start.timeline;
         let table_schema = self.data_schema(timeline).await?;
+        if opts.commit_empty && batches.iter().all(|b| b.rows.num_rows() == 0) {
+            summary.instant = Some(self.commit_empty(&start, table_schema, &opts).await?);
+            return Ok(summary);
+        }
         let mut prepared = self.prepare(batches, table_schema.as_deref(), opts.operation)?;
         summary.rows_in = prepared.rows.num_rows();
         if summary.rows_in == 0 {
@@ -491,6 +499,38 @@ impl Table {
         }
     }
 
+    /// Commits no files, only metadata: the operation, `opts.extra_metadata` and the table's
+    /// current schema (so schema resolution from the latest commit keeps working).
+    async fn commit_empty(
+        &self,
+        start: &transaction::Start,
+        schema: Option<arrow::datatypes::SchemaRef>,
+        opts: &WriteOptions,
+    ) -> Result<InstantTime> {
+        let mut meta = CommitMetadata {
+            operation_type: Some(opts.operation.hudi_name().to_owned()),
+            extra_metadata: opts.extra_metadata.clone(),
+            ..Default::default()
+        };
+        if let Some(schema) = schema {
+            meta.extra_metadata.insert(
+                "schema".into(),
+                schema::avro_schema_json(&schema, &self.config().name)?,
+            );
+        }
+        let action = if self.config().table_type == TableType::MergeOnRead {
+            Action::DeltaCommit
+        } else {
+            Action::Commit
+        };
+        let tx = Transaction::begin(self, start, action, Bytes::new()).await?;
+        let time = tx.time();
+        let footprint = Footprint::of(time.to_string(), &meta, Reach::Partitions);
+        tx.commit(Bytes::from(meta.to_json_bytes()), |e| footprint.check(e))
+            .await?;
+        Ok(time)
+    }
+
     /// The plan of the compaction at `time` (`None` if its requested file is gone).
     pub async fn compaction_plan(
         &self,
@@ -605,5 +645,64 @@ mod tests {
             .collect();
         got.sort_unstable();
         assert_eq!(got, [(1, 5), (3, 1)]);
+    }
+
+    #[tokio::test]
+    async fn an_empty_commit_records_its_checkpoint_and_keeps_rows_and_schema() {
+        let cfg = TableConfig::new(
+            "t",
+            TableType::MergeOnRead,
+            vec!["id".into()],
+            vec![],
+            Some("v".into()),
+            Some(2),
+        )
+        .expect("config");
+        let t = Table::create("memory://write_empty_commit", cfg)
+            .await
+            .expect("create");
+        let opts = |cp: &str, commit_empty: bool| WriteOptions {
+            extra_metadata: [(CHECKPOINT_KEY.to_owned(), cp.to_owned())].into(),
+            commit_empty,
+            ..Default::default()
+        };
+        // Nothing written yet and no schema: still a commit carrying the checkpoint.
+        let first = t
+            .write(vec![], opts("orders,0:3", true))
+            .await
+            .expect("empty write");
+        assert!(first.instant.is_some());
+        t.write(
+            vec![ChangeBatch::upserts(rows(&[1, 2], &[1, 1]))],
+            opts("orders,0:5", false),
+        )
+        .await
+        .expect("write");
+        // Without commit_empty an empty write leaves the timeline alone.
+        let skipped = t
+            .write(vec![], opts("orders,0:6", false))
+            .await
+            .expect("empty write");
+        assert_eq!(skipped.instant, None);
+        let empty = t
+            .write(
+                vec![ChangeBatch::upserts(rows(&[], &[]))],
+                opts("orders,0:9", true),
+            )
+            .await
+            .expect("empty write");
+        let timeline = t.timeline().await.expect("timeline");
+        let last = timeline.last_completed_write().copied().expect("commit");
+        assert_eq!(Some(last.time), empty.instant);
+        assert_eq!(timeline.completed_writes().count(), 3);
+        let meta = timeline.commit_metadata(&last).await.expect("metadata");
+        assert_eq!(meta.checkpoint(), Some("orders,0:9"));
+        assert_eq!(meta.write_stats().count(), 0);
+        assert!(meta.schema().is_some(), "the schema carries over");
+        let (_, batches) = t
+            .read_snapshot(&crate::ReadOptions::default())
+            .await
+            .expect("read");
+        assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 2);
     }
 }
