@@ -4,7 +4,8 @@
 export MYSQL_PWD=mysqlpw
 SQL="mysql -h mysql -u mysqluser brazillian_ecommerce"
 until $SQL -e "SELECT 1" >/dev/null 2>&1; do sleep 2; done
-i=$($SQL -N -e "SELECT count(*) FROM olist_orders_dataset")
+# Continue after the highest order number (a restart must not reuse the key of a live order).
+i=$($SQL -N -e "SELECT COALESCE(MAX(CAST(SUBSTRING(order_id, 7) AS UNSIGNED)), 0) FROM olist_orders_dataset WHERE order_id LIKE 'order-%'")
 while true; do
   i=$((i + 1))
   now=$(date -u '+%Y-%m-%d %H:%M:%S')

@@ -433,19 +433,34 @@ fn unix_seconds(t: SystemTime) -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// Serves `/metrics` and `/health` on `listener` until the process ends.
+/// Connections served at once; more wait to be accepted.
+const MAX_CONNECTIONS: usize = 16;
+
+/// Serves `/metrics` and `/health` on `listener` until the process ends: at most
+/// `MAX_CONNECTIONS` at once, each with 5 s to send its request head (at most 16 KiB).
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            continue;
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                // Out of file descriptors or a connection reset while queued: pause, do not spin.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let metrics = metrics.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let mut buf = Vec::with_capacity(1024);
             let mut chunk = [0u8; 1024];
-            // Read the request head (bounded; bodies are not expected).
+            // Read the request head: bounded in size and in time (bodies are not expected).
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
             while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 16 * 1024 {
-                match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk)).await {
+                match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
                     Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
                     _ => break,
                 }

@@ -110,6 +110,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the partitions' watermarks are read (lag, metrics, the broker's health).
 const WATCH_EVERY: Duration = Duration::from_secs(2);
 
+/// How long one watermark request may take before the broker counts as not answering.
+const WATCH_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The longest pause before retrying a batch whose commit failed on a store error.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -245,6 +248,22 @@ struct Failed {
     error: IngestError,
 }
 
+impl Failed {
+    fn new(
+        msgs: Arc<Vec<Message>>,
+        next: BTreeMap<i32, i64>,
+        attempt: u32,
+        error: IngestError,
+    ) -> Self {
+        Self {
+            msgs,
+            next,
+            attempt,
+            error,
+        }
+    }
+}
+
 /// A batch being committed: the flow's index, its writer, and the outcome.
 type Commit = Pin<Box<dyn Future<Output = (usize, Writer, Result<Committed, Failed>)>>>;
 
@@ -257,6 +276,8 @@ struct Flow {
     writer: Option<Writer>,
     /// A batch of this flow is being committed.
     busy: bool,
+    /// Its partitions are paused: a full batch waits for the batch being committed.
+    paused: bool,
     /// Next offset to read per partition, as of the last completed table commit.
     committed: BTreeMap<i32, i64>,
     /// Next offset to read per partition, as of the last batch handed to the commit task.
@@ -282,6 +303,10 @@ impl Flow {
             *e = (*e).max(m.offset + 1);
         }
         next
+    }
+
+    fn full(&self, commit: &crate::config::CommitPolicy) -> bool {
+        self.pending.len() >= commit.max_records || self.pending_bytes >= commit.max_bytes
     }
 
     fn caught_up(&self) -> bool {
@@ -409,13 +434,13 @@ pub async fn run(config: &PipelineConfig, opts: RunOptions) -> Result<RunReport,
         .set("group.id", &config.source.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "false")
-        // Positions come from the tables' checkpoints; one outside the partition is an error, never
-        // a silent jump to another offset.
-        .set("auto.offset.reset", "error");
+        .set("enable.partition.eof", "false");
     for (k, v) in &config.source.properties {
         client.set(k, v);
     }
+    // Positions come from the tables' checkpoints; one outside the partition is an error, never a
+    // silent jump to another offset (whatever the properties say).
+    client.set("auto.offset.reset", "error");
     let context = BrokerContext {
         last_error: std::sync::Mutex::new(None),
         metrics: metrics.clone(),
@@ -502,6 +527,7 @@ pub async fn run(config: &PipelineConfig, opts: RunOptions) -> Result<RunReport,
                     metrics: metrics.clone(),
                 }),
                 busy: false,
+                paused: false,
                 committed: BTreeMap::new(),
                 dispatched: BTreeMap::new(),
                 end_at_start: BTreeMap::new(),
@@ -694,11 +720,12 @@ pub async fn run(config: &PipelineConfig, opts: RunOptions) -> Result<RunReport,
                 f.pending_bytes += size;
                 f.pending.push(msg);
                 f.first_pending.get_or_insert_with(Instant::now);
-                if f.pending.len() >= config.commit.max_records
-                    || f.pending_bytes >= config.commit.max_bytes
-                {
-                    // A full batch waits for the previous one to commit: back-pressure.
-                    if let Err(e) = dispatch(i, &mut flows, &mut commits, &ctx, &mut report).await {
+                if f.full(&config.commit) {
+                    if f.busy {
+                        // A full batch waits for the previous one to commit: back-pressure on this
+                        // flow only.
+                        set_paused(f, &consumer, true);
+                    } else if let Err(e) = dispatch(i, &mut flows, &mut commits, &ctx) {
                         break Err(e);
                     }
                 }
@@ -706,6 +733,15 @@ pub async fn run(config: &PipelineConfig, opts: RunOptions) -> Result<RunReport,
             Some((i, writer, result)) = commits.next(), if !commits.is_empty() => {
                 if let Err(e) = land(i, writer, result, &mut flows, &mut commits, &ctx, &mut report) {
                     break Err(e);
+                }
+                let f = &mut flows[i];
+                if !f.busy {
+                    set_paused(f, &consumer, false);
+                    if f.full(&config.commit)
+                        && let Err(e) = dispatch(i, &mut flows, &mut commits, &ctx)
+                    {
+                        break Err(e);
+                    }
                 }
             }
             Some(w) = watch_rx.recv() => {
@@ -725,7 +761,7 @@ pub async fn run(config: &PipelineConfig, opts: RunOptions) -> Result<RunReport,
                         && !f.pending.is_empty()
                         && last_message.elapsed() >= CAUGHT_UP_IDLE;
                     if (due || tail) && !f.busy
-                        && let Err(e) = dispatch(i, &mut flows, &mut commits, &ctx, &mut report).await
+                        && let Err(e) = dispatch(i, &mut flows, &mut commits, &ctx)
                     {
                         failed = Some(e);
                         break;
@@ -745,7 +781,7 @@ pub async fn run(config: &PipelineConfig, opts: RunOptions) -> Result<RunReport,
                         .collect();
                     let (c, tx) = (consumer.clone(), watch_tx.clone());
                     tokio::task::spawn_blocking(move || {
-                        let _ = tx.blocking_send(read_watermarks(&c, &asked, WATCH_EVERY));
+                        let _ = tx.blocking_send(read_watermarks(&c, &asked, WATCH_TIMEOUT));
                     });
                 }
                 if opts.verbose && !progress_every.is_zero() && last_progress.elapsed() >= progress_every {
@@ -875,8 +911,8 @@ async fn position_lost(
         }
     }
     IngestError::Kafka(format!(
-        "consuming: a partition's position is outside its offsets ({code}); restart with \
-         --reset-checkpoint earliest|latest to continue"
+        "consuming: a partition's position was outside its offsets ({code}) but is within them \
+         now (a leader change?); restart lake ingest: it resumes at the tables' checkpoints"
     ))
 }
 
@@ -1045,29 +1081,20 @@ async fn dead_letter_table(f: &mut Writer) -> Result<Table, IngestError> {
     Ok(t)
 }
 
-/// Starts committing a flow's open batch, after the flow's previous batch has committed.
-async fn dispatch(
+/// Starts committing a flow's open batch, unless its previous batch is still committing (the
+/// caller pauses the flow's partitions meanwhile) or the job is stopping.
+// The error ends the job, once: its size does not matter.
+#[allow(clippy::result_large_err)]
+fn dispatch(
     i: usize,
     flows: &mut [Flow],
     commits: &mut FuturesUnordered<Commit>,
     ctx: &Ctx,
-    report: &mut RunReport,
 ) -> Result<(), IngestError> {
-    if flows[i].pending.is_empty() {
-        return Ok(());
-    }
-    while flows[i].busy {
-        match commits.next().await {
-            Some((j, writer, result)) => land(j, writer, result, flows, commits, ctx, report)?,
-            None => break,
-        }
-    }
-    if flows[i].busy {
-        // Its previous batch is waiting to retry (store trouble): keep filling, bounded by nothing
-        // but the broker's back-pressure on a consumer that stops being polled is not wanted.
-        return Ok(());
-    }
     let f = &mut flows[i];
+    if f.pending.is_empty() || f.busy || ctx.stopped() {
+        return Ok(());
+    }
     let Some(writer) = f.writer.take() else {
         return Err(IngestError::Config(format!(
             "topic {}: no writer after its commit ended",
@@ -1082,6 +1109,27 @@ async fn dispatch(
     f.busy = true;
     commits.push(attempt(i, writer, msgs, next, 1, ctx));
     Ok(())
+}
+
+/// Stops (`pause`) or restarts fetching a flow's partitions: a full batch waits for the flow's
+/// previous commit without holding up the other flows.
+fn set_paused(f: &mut Flow, consumer: &KafkaConsumer, pause: bool) {
+    if f.paused == pause {
+        return;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for p in f.committed.keys() {
+        tpl.add_partition(&f.topic, *p);
+    }
+    let done = if pause {
+        consumer.pause(&tpl)
+    } else {
+        consumer.resume(&tpl)
+    };
+    match done {
+        Ok(()) => f.paused = pause,
+        Err(e) => warn!(table = %f.name, "pausing or resuming topic {}: {e}", f.topic),
+    }
 }
 
 /// One attempt to commit a batch; attempts after the first wait (growing pauses, at most
@@ -1106,32 +1154,33 @@ fn attempt(
                     .as_ref()
                     .is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst))
                 {
-                    let error = IngestError::Stopped;
-                    return (
-                        i,
-                        writer,
-                        Err(Failed {
-                            msgs,
-                            next,
-                            attempt,
-                            error,
-                        }),
-                    );
+                    let failed = Failed::new(msgs, next, attempt, IngestError::Stopped);
+                    return (i, writer, Err(failed));
                 }
                 tokio::time::sleep(Duration::from_millis(100).min(until - Instant::now())).await;
             }
-            if let Some(table) = writer.table.clone()
-                && let Ok(Some(c)) = last_checkpoint(&table, &writer.topic).await
-                && c.offsets == next
-            {
-                // The failed attempt's commit was published (its answer was lost).
-                let done = Committed {
-                    next,
-                    records: msgs.len() as u64,
-                    instant: None,
-                    dead_letters: 0,
-                };
-                return (i, writer, Ok(done));
+            if let Some(table) = writer.table.clone() {
+                // Whether the failed attempt's commit was published after all (its answer lost):
+                // committing the batch again would apply it twice. Until that is known, no retry.
+                match last_checkpoint(&table, &writer.topic).await {
+                    Ok(Some(c)) if c.offsets == next => {
+                        writer
+                            .metrics
+                            .table_committed(&writer.name, std::time::SystemTime::now());
+                        let done = Committed {
+                            next,
+                            records: msgs.len() as u64,
+                            instant: None,
+                            dead_letters: 0,
+                        };
+                        return (i, writer, Ok(done));
+                    }
+                    Ok(_) => {}
+                    Err(source) => {
+                        let error = table_err(&writer, source);
+                        return (i, writer, Err(Failed::new(msgs, next, attempt, error)));
+                    }
+                }
             }
         }
         let result =
@@ -1185,10 +1234,12 @@ fn land(
             Ok(())
         }
         Err(failed) if ctx.stopped() && abandonable(&failed.error) => {
-            // Stopping: the batch is read again on the next start.
+            // Stopping: the batch is read again on the next start, and nothing after it may be
+            // committed (its checkpoint would skip this batch).
             let f = &mut flows[i];
             f.writer = Some(writer);
             f.busy = false;
+            f.dispatched = f.committed.clone();
             report.abandoned += failed.msgs.len();
             Ok(())
         }

@@ -182,8 +182,8 @@ fn write_metrics(path: &std::path::Path, figures: &[(String, Figures)]) -> anyho
             |f| f.archived as f64,
         ),
         (
-            "lake_table_compactions_pending",
-            "Compactions scheduled and not completed after the run",
+            "lake_compact_pending_compactions",
+            "Compactions requested or inflight after the run",
             |f| f.pending as f64,
         ),
         (
@@ -200,8 +200,9 @@ fn write_metrics(path: &std::path::Path, figures: &[(String, Figures)]) -> anyho
     for (name, help, get) in gauges {
         let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} gauge");
         for (uri, f) in figures {
-            let label = table_label(uri).replace('\\', "\\\\").replace('"', "\\\"");
-            let _ = writeln!(text, "{name}{{table=\"{label}\"}} {}", get(f));
+            let escape = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
+            let (table, uri) = (escape(&table_label(uri)), escape(uri));
+            let _ = writeln!(text, "{name}{{table=\"{table}\",uri=\"{uri}\"}} {}", get(f));
         }
     }
     let tmp = path.with_extension("tmp");

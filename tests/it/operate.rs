@@ -144,12 +144,12 @@ async fn metrics_follow_a_real_ingest() {
     produce(&topic, first).await;
 
     let p = Place::s3("operate");
-    // Commits wait 4 s for more records, so the first scrapes see the lag before any commit.
+    // Commits wait 8 s for more records, so the first scrapes see the lag before any commit.
     let cfg = config(
         &p,
         kafka(),
         &topic,
-        "max_records = 100000\nmax_interval_ms = 4000",
+        "max_records = 100000\nmax_interval_ms = 8000",
         "",
     );
     let addr = format!("127.0.0.1:{}", free_port());
@@ -319,7 +319,8 @@ async fn a_lost_broker_is_survived() {
         .lines()
         .filter(|l| l.contains("WARN") && l.contains("does not answer"))
         .count();
-    assert_eq!(warnings, 1, "one warning for the outage:\n{log}");
+    // One warning per outage (a slow answer around the restart may make it two), not one per check.
+    assert!((1..=2).contains(&warnings), "{warnings} warnings:\n{log}");
     assert!(log.contains("answers again"), "{log}");
     assert!(
         log.contains(&format!("connecting to Kafka at {brokers}")),
@@ -614,34 +615,21 @@ fn compact_goes_on_past_a_failing_table_and_writes_its_figures() {
     let text = std::fs::read_to_string(&metrics).expect("metrics file");
     let name = |p: &str| lake_table::TableConfig::name_from_uri(p);
     assert!(text.contains("# TYPE lake_compact_success gauge"), "{text}");
-    assert!(
-        text.contains(&format!(
-            "lake_compact_success{{table=\"{}\"}} 1",
-            name(&a.uri)
-        )),
-        "{text}"
-    );
-    assert!(
-        text.contains(&format!(
-            "lake_compact_success{{table=\"{}\"}} 0",
-            name(&missing)
-        )),
-        "{text}"
-    );
-    assert!(
-        text.contains(&format!(
-            "lake_compact_executed_compactions{{table=\"{}\"}} 1",
-            name(&b.uri)
-        )),
-        "{text}"
-    );
-    assert!(
-        text.contains(&format!(
-            "lake_table_compactions_pending{{table=\"{}\"}} 0",
-            name(&b.uri)
-        )),
-        "{text}"
-    );
+    let series = |metric: &str, uri: &str, value: u32| {
+        format!("{metric}{{table=\"{}\",uri=\"{uri}\"}} {value}", name(uri))
+    };
+    for (metric, uri, value) in [
+        ("lake_compact_success", &a.uri, 1),
+        ("lake_compact_success", &missing, 0),
+        ("lake_compact_success", &b.uri, 1),
+        ("lake_compact_executed_compactions", &b.uri, 1),
+        ("lake_compact_pending_compactions", &b.uri, 0),
+    ] {
+        assert!(
+            text.contains(&series(metric, uri, value)),
+            "{metric} {uri}: {text}"
+        );
+    }
 }
 
 /// The `lake …` command lines of a compose service: its command under the image's `lake` entry
@@ -726,10 +714,16 @@ fn the_deployment_runs_as_written() {
                 }
             }
         }
-        if let Some(deps) = service.get("depends_on").and_then(|d| d.as_sequence()) {
-            for d in deps.iter().filter_map(|d| d.as_str()) {
-                assert!(names.contains(&d), "{name} depends on unknown service {d}");
+        // `depends_on` as a list, or as a map with conditions.
+        let deps: Vec<&str> = match service.get("depends_on") {
+            Some(serde_yaml_ng::Value::Sequence(s)) => {
+                s.iter().filter_map(|d| d.as_str()).collect()
             }
+            Some(serde_yaml_ng::Value::Mapping(m)) => m.keys().filter_map(|d| d.as_str()).collect(),
+            _ => Vec::new(),
+        };
+        for d in deps {
+            assert!(names.contains(&d), "{name} depends on unknown service {d}");
         }
         let is_lake = service.get("image").and_then(|i| i.as_str()) == Some("lake");
         if !is_lake {
@@ -829,11 +823,32 @@ async fn ingest_waits_out_a_store_outage() {
         total(m, "lake_ingest_committed_offset") == 250.0
     });
     wait_health(&addr, 200, Duration::from_secs(10));
+
+    // A second outage, and a stop while the batch waits for its retry: a clean exit; the batch is
+    // read again by the next run.
+    proxy.storm();
+    produce(&topic, &json_msgs(250..300)).await;
+    scrape_until(
+        &addr,
+        Duration::from_secs(60),
+        "more failed attempts",
+        |m| total(m, "lake_table_commit_errors_total") >= 4.0,
+    );
     assert_eq!(sigterm(&mut child).code(), Some(0), "{}", show_log());
     assert!(
         show_log().contains("commit failed, retrying the batch"),
         "{}",
         show_log()
+    );
+    proxy.calm();
+    let out = lake_env(
+        &["ingest", "--config", &cfg, "--until-caught-up", "-q"],
+        &p.env,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 
     let mut direct = p.env.clone();
@@ -847,8 +862,8 @@ async fn ingest_waits_out_a_store_outage() {
         .map(|r| r["id"].as_str().unwrap_or_default().to_owned())
         .collect();
     ids.sort();
-    let mut want: Vec<String> = (0..250).map(|i| format!("k{i}")).collect();
+    let mut want: Vec<String> = (0..300).map(|i| format!("k{i}")).collect();
     want.sort();
     assert_eq!(ids, want, "every event exactly once");
-    assert_eq!(hudi_read(&p.uri, &[], &direct).len(), 250);
+    assert_eq!(hudi_read(&p.uri, &[], &direct).len(), 300);
 }

@@ -489,9 +489,12 @@ fn the_shell_edits_cancels_and_remembers() {
     sh.wait_for("query cancelled", 1);
     sh.send("SELECT 'after' AS x;\r");
     sh.wait_for("| after ", 1);
-    // Ctrl-C on a half-typed statement drops it.
-    sh.send("SELECT 'lost'");
-    sh.wait_for("SELECT 'lost'", 1);
+    // Ctrl-C drops a statement being typed: a line already entered (waiting for its `;`) and the
+    // text on the current line.
+    sh.send("SELECT 'lost'\r");
+    sh.wait_for("  ... ", 1);
+    sh.send("AND 'also lost'");
+    sh.wait_for("also lost", 1);
     sh.send("\x03");
     // The next line is typed once the shell shows its prompt again (as a person would).
     std::thread::sleep(std::time::Duration::from_millis(500));

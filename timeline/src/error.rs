@@ -137,14 +137,17 @@ impl StoreHint {
             }
             Self::NoBucket => "the bucket does not exist: create it or fix the table URI",
             Self::NoEndpoint => {
-                "nothing answers at the S3 endpoint: check AWS_ENDPOINT_URL and that the server runs"
+                "nothing answers at the S3 endpoint: check AWS_ENDPOINT_URL (when set) and that \
+                 the server runs"
             }
         }
     }
 
-    /// Whether the condition can pass by itself (a server coming back), so that retrying is worth it.
+    /// Whether the condition can pass by itself (a server coming back, a credentials service
+    /// answering again, a policy fixed meanwhile), so that retrying is worth it. Only a setting of
+    /// this process (plain http refused) or a missing bucket cannot.
     pub fn may_pass(self) -> bool {
-        matches!(self, Self::NoEndpoint)
+        !matches!(self, Self::HttpNotAllowed | Self::NoBucket)
     }
 }
 
