@@ -76,7 +76,7 @@ pub struct Metrics {
     pub broker_errors: Counter,
     /// Completed commits.
     pub commits: Family<TableLabels, Counter>,
-    /// Seconds from a batch's dispatch to its completed commit.
+    /// Seconds of a batch's successful commit attempt (decode, write, publish).
     pub commit_seconds: Histograms,
     /// Unix time of the last completed commit.
     pub last_commit_timestamp: Family<TableLabels, FloatGauge>,
@@ -92,7 +92,7 @@ pub struct Metrics {
     pub files_written: Family<TableLabels, Counter>,
     /// Bytes of files written.
     pub bytes_written: Family<TableLabels, Counter>,
-    /// Write attempts retried after a conflict.
+    /// Write attempts the table layer retried (a conflict, a failed request).
     pub write_retries: Family<TableLabels, Counter>,
     /// Failed commit attempts (the batch is retried after a pause).
     pub commit_errors: Family<TableLabels, Counter>,
@@ -202,7 +202,7 @@ impl Metrics {
         r.register("lake_table_commits", "Completed commits", commits.clone());
         r.register(
             "lake_table_commit_duration_seconds",
-            "Time from a batch's dispatch to its completed commit",
+            "Time of a batch's successful commit attempt: decode, write, publish",
             commit_seconds.clone(),
         );
         r.register(
@@ -242,7 +242,7 @@ impl Metrics {
         );
         r.register(
             "lake_table_write_retries",
-            "Write attempts retried after a conflict with another writer",
+            "Write attempts the table layer retried (a conflict with another writer, a failed request)",
             write_retries.clone(),
         );
         r.register(
