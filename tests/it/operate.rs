@@ -112,6 +112,42 @@ fn equals_source(p: &Place, expected: Vec<serde_json::Value>) {
     assert_eq!(project(theirs), project(expected), "hudi-rs");
 }
 
+/// The test S3 server's endpoint.
+fn s3_endpoint() -> String {
+    s3().env
+        .iter()
+        .find(|(k, _)| k == "AWS_ENDPOINT_URL")
+        .map(|(_, v)| v.clone())
+        .expect("endpoint")
+}
+
+/// A table on the S3 server reached through `proxy` (each request retried once, so that faults
+/// reach lake), and the environment that reaches the server directly.
+fn behind(proxy: &crate::kit::FaultProxy, prefix: &str) -> (Place, Vec<(String, String)>) {
+    let mut p = Place::s3(prefix);
+    let direct = p.env.clone();
+    for (k, v) in &mut p.env {
+        if k == "AWS_ENDPOINT_URL" {
+            v.clone_from(&proxy.endpoint);
+        }
+    }
+    p.env.push(("LAKE_S3_MAX_RETRIES".into(), "1".into()));
+    (p, direct)
+}
+
+/// The append-mode table holds the events `k0`..`k<n>` each exactly once (lake and hudi-rs).
+fn each_event_once(uri: &str, env: &[(String, String)], n: u32, log: &str) {
+    let mut ids: Vec<String> = lake_rows(uri, env)
+        .iter()
+        .map(|r| r["id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    ids.sort();
+    let mut want: Vec<String> = (0..n).map(|i| format!("k{i}")).collect();
+    want.sort();
+    assert_eq!(ids, want, "every event exactly once; log:\n{log}");
+    assert_eq!(hudi_read(uri, &[], env).len(), n as usize);
+}
+
 /// `lake ingest` as a child process with its stderr in a file.
 fn spawn_ingest(p: &Place, args: &[&str]) -> (Child, std::path::PathBuf) {
     let log = p.dir.path().join(format!("{}.log", unique("ingest")));
@@ -252,12 +288,7 @@ async fn metrics_follow_a_real_ingest() {
 async fn a_lost_broker_is_survived() {
     // This broker keeps its data on the S3 server, so that it survives being killed.
     let mut env = s3().env.clone();
-    let endpoint = env
-        .iter()
-        .find(|(k, _)| k == "AWS_ENDPOINT_URL")
-        .map(|(_, v)| v.clone())
-        .expect("endpoint");
-    env.push(("AWS_ENDPOINT".into(), endpoint));
+    env.push(("AWS_ENDPOINT".into(), s3_endpoint()));
     env.push(("AWS_DEFAULT_REGION".into(), "us-east-1".into()));
     let mut broker = OwnBroker::start("s3://test/", &env);
     let brokers = broker.addr();
@@ -771,22 +802,11 @@ fn the_deployment_runs_as_written() {
 /// commits it exactly once (an append-mode table would show a batch applied twice).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_waits_out_a_store_outage() {
-    let endpoint = s3()
-        .env
-        .iter()
-        .find(|(k, _)| k == "AWS_ENDPOINT_URL")
-        .map(|(_, v)| v.clone())
-        .expect("endpoint");
+    let endpoint = s3_endpoint();
     let proxy = crate::kit::FaultProxy::start(&endpoint, 7, 1000);
     proxy.calm();
-    let mut p = Place::s3("outage");
-    for (k, v) in &mut p.env {
-        if k == "AWS_ENDPOINT_URL" {
-            v.clone_from(&proxy.endpoint);
-        }
-    }
     // A request fails after one retry, so that the outage reaches the job within a second.
-    p.env.push(("LAKE_S3_MAX_RETRIES".into(), "1".into()));
+    let (p, direct) = behind(&proxy, "outage");
     let topic = unique("events");
     create_topic(&topic, 2).await;
     produce(&topic, &json_msgs(0..100)).await;
@@ -851,21 +871,7 @@ async fn ingest_waits_out_a_store_outage() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let mut direct = p.env.clone();
-    for (k, v) in &mut direct {
-        if k == "AWS_ENDPOINT_URL" {
-            v.clone_from(&endpoint);
-        }
-    }
-    let mut ids: Vec<String> = lake_rows(&p.uri, &direct)
-        .iter()
-        .map(|r| r["id"].as_str().unwrap_or_default().to_owned())
-        .collect();
-    ids.sort();
-    let mut want: Vec<String> = (0..300).map(|i| format!("k{i}")).collect();
-    want.sort();
-    assert_eq!(ids, want, "every event exactly once");
-    assert_eq!(hudi_read(&p.uri, &[], &direct).len(), 300);
+    each_event_once(&p.uri, &direct, 300, "");
 }
 
 /// `lake ingest` into an append-mode table through an S3 proxy that resets requests, answers 503,
@@ -874,21 +880,9 @@ async fn ingest_waits_out_a_store_outage() {
 /// every event exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_behind_a_faulty_store_applies_every_event_once() {
-    let endpoint = s3()
-        .env
-        .iter()
-        .find(|(k, _)| k == "AWS_ENDPOINT_URL")
-        .map(|(_, v)| v.clone())
-        .expect("endpoint");
+    let endpoint = s3_endpoint();
     let proxy = crate::kit::FaultProxy::start(&endpoint, 11, 15);
-    let mut p = Place::s3("faulty-ingest");
-    let direct = p.env.clone();
-    for (k, v) in &mut p.env {
-        if k == "AWS_ENDPOINT_URL" {
-            v.clone_from(&proxy.endpoint);
-        }
-    }
-    p.env.push(("LAKE_S3_MAX_RETRIES".into(), "1".into()));
+    let (p, direct) = behind(&proxy, "faulty-ingest");
     let topic = unique("events");
     create_topic(&topic, 2).await;
     produce(&topic, &json_msgs(0..400)).await;
@@ -903,13 +897,5 @@ async fn ingest_behind_a_faulty_store_applies_every_event_once() {
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{log}");
     assert!(proxy.injected() > 0, "no fault was injected");
-    let mut ids: Vec<String> = lake_rows(&p.uri, &direct)
-        .iter()
-        .map(|r| r["id"].as_str().unwrap_or_default().to_owned())
-        .collect();
-    ids.sort();
-    let mut want: Vec<String> = (0..400).map(|i| format!("k{i}")).collect();
-    want.sort();
-    assert_eq!(ids, want, "every event exactly once; log:\n{log}");
-    assert_eq!(hudi_read(&p.uri, &[], &direct).len(), 400);
+    each_event_once(&p.uri, &direct, 400, &log);
 }

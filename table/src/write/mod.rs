@@ -387,15 +387,7 @@ impl Table {
             .try_collect()
             .await?;
 
-        let mut meta = CommitMetadata {
-            operation_type: Some(opts.operation.hudi_name().to_owned()),
-            extra_metadata: opts.extra_metadata.clone(),
-            ..Default::default()
-        };
-        meta.extra_metadata.insert(
-            "schema".into(),
-            schema::avro_schema_json(&prepared.schema, &self.config().name)?,
-        );
+        let mut meta = self.commit_metadata(opts, Some(&prepared.schema))?;
         if let Some(max) = self
             .max_source_position(timeline, &prepared, winners)
             .await?
@@ -499,14 +491,13 @@ impl Table {
         }
     }
 
-    /// Commits no files, only metadata: the operation, `opts.extra_metadata` and the table's
-    /// current schema (so schema resolution from the latest commit keeps working).
-    async fn commit_empty(
+    /// A commit's metadata before its write stats: the operation, `opts.extra_metadata` and the
+    /// writer's schema (Hudi's `schema` key).
+    fn commit_metadata(
         &self,
-        start: &transaction::Start,
-        schema: Option<arrow::datatypes::SchemaRef>,
         opts: &WriteOptions,
-    ) -> Result<InstantTime> {
+        schema: Option<&arrow::datatypes::SchemaRef>,
+    ) -> Result<CommitMetadata> {
         let mut meta = CommitMetadata {
             operation_type: Some(opts.operation.hudi_name().to_owned()),
             extra_metadata: opts.extra_metadata.clone(),
@@ -515,9 +506,21 @@ impl Table {
         if let Some(schema) = schema {
             meta.extra_metadata.insert(
                 "schema".into(),
-                schema::avro_schema_json(&schema, &self.config().name)?,
+                schema::avro_schema_json(schema, &self.config().name)?,
             );
         }
+        Ok(meta)
+    }
+
+    /// Commits no files, only metadata: the operation, `opts.extra_metadata` and the table's
+    /// current schema (so schema resolution from the latest commit keeps working).
+    async fn commit_empty(
+        &self,
+        start: &transaction::Start,
+        schema: Option<arrow::datatypes::SchemaRef>,
+        opts: &WriteOptions,
+    ) -> Result<InstantTime> {
+        let meta = self.commit_metadata(opts, schema.as_ref())?;
         let action = if self.config().table_type == TableType::MergeOnRead {
             Action::DeltaCommit
         } else {
