@@ -397,6 +397,7 @@ fn empty_results_show_their_columns() {
 struct Pty(
     std::process::Child,
     std::sync::Arc<std::sync::Mutex<String>>,
+    Option<std::thread::JoinHandle<()>>,
 );
 
 impl Pty {
@@ -404,7 +405,9 @@ impl Pty {
         use std::io::Read;
         let mut child = std::process::Command::new("script")
             .args(["-q", "-e", "-c"])
-            .arg(format!("{} sql", env!("CARGO_BIN_EXE_lake")))
+            // `exec`: the shell `script` starts (dash when SHELL is unset) must not stay as
+            // lake's parent, or it sees the Ctrl-C too and exits 130 once lake is done.
+            .arg(format!("exec '{}' sql", env!("CARGO_BIN_EXE_lake")))
             .arg("/dev/null")
             .env("TERM", "xterm")
             .env("LAKE_HISTORY", history)
@@ -416,7 +419,7 @@ impl Pty {
         let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let mut out = child.stdout.take().expect("stdout");
         let s = seen.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while let Ok(n) = out.read(&mut buf) {
                 if n == 0 {
@@ -427,7 +430,16 @@ impl Pty {
                     .push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
-        Self(child, seen)
+        Self(child, seen, Some(reader))
+    }
+
+    /// Waits for the shell to exit and for everything it printed to be read.
+    fn finish(&mut self) -> (std::process::ExitStatus, String) {
+        let status = self.0.wait().expect("wait");
+        if let Some(reader) = self.2.take() {
+            let _ = reader.join();
+        }
+        (status, self.output())
     }
 
     fn send(&mut self, keys: &str) {
@@ -501,9 +513,8 @@ fn the_shell_edits_cancels_and_remembers() {
     sh.send("SELECT 'kept' AS y;\r");
     sh.wait_for("| kept ", 1);
     sh.send("\\q\r");
-    let status = sh.0.wait().expect("wait");
-    let out = sh.output();
-    assert!(status.success(), "{out}");
+    let (status, out) = sh.finish();
+    assert!(status.success(), "{status}: {out}");
     assert!(!out.contains("error:"), "{out}");
     assert!(!out.contains("| lost"), "{out}");
     assert!(out.contains("1 row(s) fetched.\r\n"), "timing off: {out}");
@@ -519,5 +530,6 @@ fn the_shell_edits_cancels_and_remembers() {
     sh.send("\r");
     sh.wait_for("| kept ", 1);
     sh.send("\x04");
-    assert!(sh.0.wait().expect("wait").success(), "{}", sh.output());
+    let (status, out) = sh.finish();
+    assert!(status.success(), "{status}: {out}");
 }
