@@ -18,19 +18,6 @@ use lake_table::Table;
 
 mod common;
 
-fn event(id: u64, version: u64, pos: u64) -> (String, String) {
-    let key = format!("{{\"id\":{id}}}");
-    let value = format!(
-        r#"{{"before":null,"after":{{"id":{id},"customer":"c{:04}","status":"s{}","amount":{},"region":"r{}"}},"op":"{}","ts_ms":{pos},"source":{{"file":"mysql-bin.000001","pos":{pos},"row":0}}}}"#,
-        id % 5000,
-        version % 5,
-        (id * 7919 + version) % 100_000,
-        id % 4,
-        if version == 0 { "c" } else { "u" }
-    );
-    (key, value)
-}
-
 /// Partitions of the throughput bench's topic.
 const PARTITIONS: i32 = 8;
 
@@ -148,27 +135,7 @@ async fn throughput(table_type: &str, n: u64) {
     let brokers = cluster.bootstrap_servers();
     let topic = format!("bench.{table_type}.orders");
     cluster.create_topic(&topic, PARTITIONS, 1).expect("topic");
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("linger.ms", "20")
-        .set("queue.buffering.max.messages", "1000000")
-        .create()
-        .expect("producer");
-    let mut sends = Vec::new();
-    for i in 0..n {
-        let (id, version) = if i % 5 == 4 { (i / 2, 1) } else { (i, 0) };
-        let (k, v) = event(id, version, 1000 + i);
-        let delivery = producer
-            .send_result(FutureRecord::to(&topic).key(&k).payload(&v))
-            .map_err(|(e, _)| e)
-            .expect("enqueued");
-        sends.push(delivery);
-        if sends.len() == 10_000 {
-            futures::future::join_all(sends.drain(..)).await;
-        }
-    }
-    futures::future::join_all(sends).await;
-    let _ = tokio::task::spawn_blocking(move || drop(producer)).await;
+    common::produce_events(&brokers, &topic, n).await;
     let dir = tempfile::tempdir().expect("tmp");
     let uri = dir.path().join("t").display().to_string();
     let (ends, held) = {
@@ -190,12 +157,22 @@ async fn throughput(table_type: &str, n: u64) {
     };
     let (started, cpu) = (Instant::now(), common::cpu_seconds());
     let monitor = {
-        let (uri, topic, stop) = (uri.clone(), topic.clone(), stop.clone());
+        let (uri, topic, stop, metrics) =
+            (uri.clone(), topic.clone(), stop.clone(), metrics.clone());
         tokio::spawn(async move {
+            // The clock starts once the consumer group has assigned every partition (joining an
+            // empty group waits a few seconds for more members, whatever the load).
+            let labels = lake_ingest::metrics::Metrics::topic(&topic);
+            while metrics.assigned_partitions.get_or_create(&labels).get() < i64::from(PARTITIONS) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let joined = started.elapsed().as_secs_f64();
+            let started = Instant::now();
             while !committed(&uri, &topic, &ends).await {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             let secs = started.elapsed().as_secs_f64();
+            println!("{topic}: the consumer group formed in {joined:.2}s (not counted below)");
             stop.store(true, Ordering::SeqCst);
             secs
         })
@@ -230,11 +207,12 @@ async fn freshness(table_type: &str, rate: u64, secs: u64) {
     let uri = dir.path().join("t").display().to_string();
     let cfg = config(&brokers, &topic, &uri, table_type, 1000);
     let stop = Arc::new(AtomicBool::new(false));
+    let metrics = Arc::new(lake_ingest::metrics::Metrics::new());
     let opts = RunOptions {
         until_caught_up: false,
         stop: Some(stop.clone()),
         verbose: false,
-
+        metrics: Some(metrics.clone()),
         ..Default::default()
     };
     let producer: FutureProducer = ClientConfig::new()
@@ -276,6 +254,11 @@ async fn freshness(table_type: &str, rate: u64, secs: u64) {
     let feeder = {
         let (topic, sent) = (topic.clone(), sent.clone());
         tokio::spawn(async move {
+            // Events flow once the consumer group has assigned the partitions.
+            let labels = lake_ingest::metrics::Metrics::topic(&topic);
+            while metrics.assigned_partitions.get_or_create(&labels).get() < 4 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
             let started = Instant::now();
             for i in 0..total {
                 let due = started + Duration::from_micros(i * 1_000_000 / rate);
@@ -283,7 +266,7 @@ async fn freshness(table_type: &str, rate: u64, secs: u64) {
                     tokio::time::sleep(wait).await;
                 }
                 let (id, version) = if i % 5 == 4 { (i / 2, 1) } else { (i, 0) };
-                let (k, v) = event(id, version, 1000 + i);
+                let (k, v) = common::event(id, version, 1000 + i);
                 let at = Instant::now();
                 let Ok(delivery) = producer
                     .send_result(FutureRecord::to(&topic).key(&k).payload(&v))
@@ -328,7 +311,7 @@ async fn parts(n: u64) {
     let msgs: Vec<Message> = (0..n)
         .map(|i| {
             let (id, version) = if i % 5 == 4 { (i / 2, 1) } else { (i, 0) };
-            let (k, v) = event(id, version, 1000 + i);
+            let (k, v) = common::event(id, version, 1000 + i);
             Message {
                 topic: "parts.orders".into(),
                 partition: (i % 4) as i32,

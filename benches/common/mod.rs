@@ -70,7 +70,13 @@ pub async fn best_of(ctx: &SessionContext, sql: &str) -> (Duration, String) {
 /// resolution), for figures per CPU-second.
 #[allow(dead_code)]
 pub fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    cpu_seconds_of("self")
+}
+
+/// CPU seconds the process `pid` (or `self`) has used so far, from `/proc/<pid>/stat`.
+#[allow(dead_code)]
+pub fn cpu_seconds_of(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which is in parentheses and may hold spaces).
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -96,4 +102,48 @@ pub fn best<T>(runs: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
         out = Some(v);
     }
     (best, out.expect("ran at least once"))
+}
+
+/// A Debezium event of the orders source (`version` 0: a create, else an update), at binlog
+/// position `pos`: its key and value.
+#[allow(dead_code)]
+pub fn event(id: u64, version: u64, pos: u64) -> (String, String) {
+    let key = format!("{{\"id\":{id}}}");
+    let value = format!(
+        r#"{{"before":null,"after":{{"id":{id},"customer":"c{:04}","status":"s{}","amount":{},"region":"r{}"}},"op":"{}","ts_ms":{pos},"source":{{"file":"mysql-bin.000001","pos":{pos},"row":0}}}}"#,
+        id % 5000,
+        version % 5,
+        (id * 7919 + version) % 100_000,
+        id % 4,
+        if version == 0 { "c" } else { "u" }
+    );
+    (key, value)
+}
+
+/// Produces `n` orders events to `topic` (every fifth an update of an earlier id).
+#[allow(dead_code)]
+pub async fn produce_events(brokers: &str, topic: &str, n: u64) {
+    use lake_ingest::rdkafka::ClientConfig;
+    use lake_ingest::rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .expect("producer");
+    let mut sends = Vec::new();
+    for i in 0..n {
+        let (id, version) = if i % 5 == 4 { (i / 2, 1) } else { (i, 0) };
+        let (k, v) = event(id, version, 1000 + i);
+        let delivery = producer
+            .send_result(FutureRecord::to(topic).key(&k).payload(&v))
+            .map_err(|(e, _)| e)
+            .expect("enqueued");
+        sends.push(delivery);
+        if sends.len() == 10_000 {
+            futures::future::join_all(sends.drain(..)).await;
+        }
+    }
+    futures::future::join_all(sends).await;
+    let _ = tokio::task::spawn_blocking(move || drop(producer)).await;
 }

@@ -3,8 +3,9 @@
 //! Policies (Hudi's names): `KEEP_LATEST_COMMITS(n)` keeps every slice a snapshot as of any of the
 //! last `n` completed writes needs (slices based at or after the earliest retained write, plus the
 //! slice before it); `KEEP_LATEST_FILE_VERSIONS(n)` keeps the newest `n` slices of each file group.
-//! The newest slice of a file group is never deleted, nor a slice a pending compaction reads, nor any
-//! file a savepoint pins, nor any file of a pending instant (those are not in the committed view).
+//! The newest slice of a file group is never deleted, nor a slice a pending compaction reads, nor a
+//! slice a write still in flight may merge (one based before its instant), nor any file a savepoint
+//! pins, nor any file of a pending instant (those are not in the committed view).
 //!
 //! States: REQUESTED (`HoodieCleanerPlan`) → INFLIGHT (the plan again, as Hudi writes it) → files
 //! deleted → COMPLETED (`HoodieCleanMetadata`). A pending clean found at start is finished under its
@@ -56,9 +57,17 @@ pub async fn clean(table: &Table, policy: CleanPolicy) -> Result<CleanReport> {
     let start_seq = start.seq;
     let timeline = start.timeline;
     let writes: Vec<Instant> = timeline.completed_writes().copied().collect();
+    // A write still in flight (another process's, beside this clean) merges the slices that were
+    // newest when it began, i.e. those based before its instant: they stay until it ends.
+    let earliest_pending_write = timeline
+        .pending()
+        .filter(|i| i.action.writes_data() && !timeline.is_compaction(i.time))
+        .map(|i| i.time)
+        .min();
     let earliest_retained = match policy {
         CleanPolicy::KeepLatestCommits(n) if writes.len() > n.max(1) => {
-            Some(writes[writes.len() - n.max(1)].time)
+            let e = writes[writes.len() - n.max(1)].time;
+            Some(earliest_pending_write.map_or(e, |p| p.min(e)))
         }
         _ => None,
     };
@@ -328,9 +337,8 @@ mod tests {
             .expect("create")
     }
 
-    #[tokio::test]
-    async fn keep_latest_commits_keeps_what_the_retained_snapshots_need() {
-        let t = table("clean_commits").await;
+    /// Five writes of ids 1–3 (versions 1–5), a few milliseconds apart; their instants.
+    async fn five_versions(t: &Table) -> Vec<InstantTime> {
         let mut instants = Vec::new();
         for v in 1..=5 {
             let s = t
@@ -338,7 +346,43 @@ mod tests {
                 .await
                 .expect("write");
             instants.push(s.instant.expect("committed"));
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
+        instants
+    }
+
+    #[tokio::test]
+    async fn a_write_in_flight_keeps_the_slices_it_merges() {
+        let t = table("clean_beside_a_writer").await;
+        let instants = five_versions(&t).await;
+        // Another process's write that began after write 2 (it merges slice 2) is still running.
+        let began = instants[1].plus_millis(1);
+        assert!(began < instants[2]);
+        let inflight = lake_table::timeline::Instant::new(began, Action::Commit, State::Inflight);
+        lake_table::timeline::Timeline::publish(
+            t.storage(),
+            t.config().layout(),
+            &inflight,
+            bytes::Bytes::new(),
+        )
+        .await
+        .expect("inflight");
+        let report = clean(&t, CleanPolicy::KeepLatestCommits(2))
+            .await
+            .expect("clean");
+        assert_eq!(report.earliest_retained, Some(began));
+        let deleted: Vec<String> = report
+            .deleted
+            .iter()
+            .map(|p| p.rsplit('_').next().unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(deleted, [format!("{}.parquet", instants[0])]);
+    }
+
+    #[tokio::test]
+    async fn keep_latest_commits_keeps_what_the_retained_snapshots_need() {
+        let t = table("clean_commits").await;
+        let instants = five_versions(&t).await;
         let report = clean(&t, CleanPolicy::KeepLatestCommits(2))
             .await
             .expect("clean");

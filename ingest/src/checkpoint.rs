@@ -1,7 +1,21 @@
 //! Kafka offsets as Hudi Streamer checkpoints: `topic,partition:offset,partition:offset,...`, the next
-//! offset to read of every partition, stored in each commit under `deltastreamer.checkpoint.key`.
+//! offset to read of each partition, stored in each commit under `deltastreamer.checkpoint.key`.
+//!
+//! Several `lake ingest` processes may feed one table, each owning some of the topic's partitions
+//! (Kafka's consumer group decides which): a commit records the partitions its process owned, so
+//! a partition's position is the highest offset any completed commit recorded for it (see
+//! [`effective`]). A partition whose checkpoint was reset (`--reset-checkpoint`) starts over at the
+//! commit that records the reset under [`RESET_KEY`]. [`KafkaFence`] keeps two processes from
+//! applying one offset range twice.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use lake_table::timeline::CommitMetadata;
+
+/// Commit metadata key of the partitions whose checkpoint a commit reset (`topic,p:offset,...`):
+/// offsets that earlier commits recorded for them no longer count.
+pub const RESET_KEY: &str = "lake.checkpoint.reset";
 
 /// The next offset to read of each partition of one topic.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -49,9 +63,123 @@ impl Checkpoint {
     }
 }
 
+/// The position of each partition of `topic` after `commits` (oldest first): the highest offset
+/// recorded for it since its last reset.
+pub fn effective<'a>(
+    topic: &str,
+    commits: impl IntoIterator<Item = &'a CommitMetadata>,
+) -> BTreeMap<i32, i64> {
+    let mut at: BTreeMap<i32, i64> = BTreeMap::new();
+    for meta in commits {
+        if let Some(reset) = meta
+            .extra_metadata
+            .get(RESET_KEY)
+            .and_then(|t| Checkpoint::parse(t))
+            .filter(|c| c.topic == topic)
+        {
+            at.extend(reset.offsets);
+        }
+        if let Some(c) = meta.checkpoint().and_then(Checkpoint::parse)
+            && c.topic == topic
+        {
+            for (p, o) in c.offsets {
+                let e = at.entry(p).or_insert(o);
+                *e = (*e).max(o);
+            }
+        }
+    }
+    at
+}
+
+/// The fence of one batch: the offset each of its partitions starts at. Another completed commit
+/// that recorded a higher offset for one of them has applied part of the batch already (the
+/// partition moved to another process, which committed first; or this batch's own earlier attempt
+/// landed although its answer was lost).
+#[derive(Debug)]
+pub struct KafkaFence {
+    /// The topic.
+    pub topic: String,
+    /// partition → the batch's first offset (the checkpoint it continues from).
+    pub starts: BTreeMap<i32, i64>,
+    /// Partitions this commit resets: earlier offsets recorded for them do not count.
+    pub resets: BTreeMap<i32, i64>,
+}
+
+impl lake_table::SourceFence for KafkaFence {
+    fn check(&self, committed: &[Arc<CommitMetadata>]) -> Result<(), String> {
+        let at = effective(&self.topic, committed.iter().map(Arc::as_ref));
+        for (p, start) in &self.starts {
+            if self.resets.contains_key(p) {
+                continue;
+            }
+            if let Some(o) = at.get(p).filter(|o| *o > start) {
+                return Err(format!(
+                    "topic {} partition {p}: a completed commit already recorded offset {o}, and this                      batch starts at {start} (the partition moved between processes, or an earlier                      attempt of this batch landed)",
+                    self.topic
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lake_table::SourceFence;
+
+    fn commit(checkpoint: &str, reset: Option<&str>) -> CommitMetadata {
+        let mut m = CommitMetadata::default();
+        m.extra_metadata.insert(
+            lake_table::timeline::CHECKPOINT_KEY.into(),
+            checkpoint.into(),
+        );
+        if let Some(r) = reset {
+            m.extra_metadata.insert(RESET_KEY.into(), r.into());
+        }
+        m
+    }
+
+    #[test]
+    fn a_partition_is_at_the_highest_offset_recorded_since_its_reset() {
+        let commits = [
+            commit("t,0:10,1:5", None),
+            // Another process owns partition 2; a late commit of a former owner of 0.
+            commit("t,2:7", None),
+            commit("t,0:8", None),
+            commit("other,0:99", None),
+            // Partition 1 was reset to 3 (topic recreated), then went on.
+            commit("t,1:3", Some("t,1:3")),
+            commit("t,1:4,2:9", None),
+        ];
+        assert_eq!(
+            effective("t", commits.iter()),
+            BTreeMap::from([(0, 10), (1, 4), (2, 9)])
+        );
+    }
+
+    #[test]
+    fn a_batch_is_fenced_by_a_commit_past_its_start() {
+        let fence = KafkaFence {
+            topic: "t".into(),
+            starts: BTreeMap::from([(0, 10), (1, 4)]),
+            resets: BTreeMap::new(),
+        };
+        let ok = [Arc::new(commit("t,0:10,1:4,2:50", None))];
+        assert!(fence.check(&ok).is_ok());
+        let past = [Arc::new(commit("t,1:6", None))];
+        let err = fence.check(&past).expect_err("fenced");
+        assert!(
+            err.contains("partition 1") && err.contains("offset 6"),
+            "{err}"
+        );
+        // A partition this very commit resets is not fenced by the offsets before the reset.
+        let resetting = KafkaFence {
+            resets: BTreeMap::from([(1, 4)]),
+            ..fence
+        };
+        assert!(resetting.check(&past).is_ok());
+    }
 
     #[test]
     fn checkpoints_round_trip_in_hudis_format() {

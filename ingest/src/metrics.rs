@@ -70,6 +70,8 @@ pub struct Metrics {
     pub decode_errors: Family<TopicLabels, Counter>,
     /// Messages written to the dead-letter table.
     pub dead_letters: Family<TopicLabels, Counter>,
+    /// Partitions of the topic the consumer group assigned to this process.
+    pub assigned_partitions: Family<TopicLabels, Gauge>,
     /// 1 while the broker answers, 0 while it does not.
     pub broker_up: Gauge,
     /// Errors the broker client reported (transport failures, timeouts).
@@ -96,6 +98,9 @@ pub struct Metrics {
     pub write_retries: Family<TableLabels, Counter>,
     /// Failed commit attempts (the batch is retried after a pause).
     pub commit_errors: Family<TableLabels, Counter>,
+    /// Batches not committed because another commit had applied part of them (a partition moved
+    /// between processes); they are read again from the table's offsets.
+    pub fenced: Family<TableLabels, Counter>,
     /// Unix time of the last failed commit attempt.
     pub last_error_timestamp: Family<TableLabels, FloatGauge>,
     /// Compactions scheduled and not started.
@@ -132,6 +137,7 @@ impl Metrics {
         let bytes = Family::default();
         let decode_errors = Family::default();
         let dead_letters = Family::default();
+        let assigned_partitions = Family::default();
         let broker_up = Gauge::default();
         let broker_errors = Counter::default();
         let commits = Family::default();
@@ -145,6 +151,7 @@ impl Metrics {
         let bytes_written = Family::default();
         let write_retries = Family::default();
         let commit_errors = Family::default();
+        let fenced = Family::default();
         let last_error_timestamp = Family::default();
         let compactions_pending = Family::default();
         let compactions_running = Family::default();
@@ -188,6 +195,11 @@ impl Metrics {
             "lake_ingest_dead_letters",
             "Messages written to the dead-letter table",
             dead_letters.clone(),
+        );
+        r.register(
+            "lake_ingest_assigned_partitions",
+            "Partitions of the topic the consumer group assigned to this process",
+            assigned_partitions.clone(),
         );
         r.register(
             "lake_ingest_broker_up",
@@ -246,6 +258,11 @@ impl Metrics {
             write_retries.clone(),
         );
         r.register(
+            "lake_table_fenced_batches",
+            "Batches not committed because another commit had applied part of them (a partition moved between processes); read again from the table's offsets",
+            fenced.clone(),
+        );
+        r.register(
             "lake_table_commit_errors",
             "Failed commit attempts (the batch is retried after a pause)",
             commit_errors.clone(),
@@ -275,6 +292,7 @@ impl Metrics {
             bytes,
             decode_errors,
             dead_letters,
+            assigned_partitions,
             broker_up,
             broker_errors,
             commits,
@@ -288,6 +306,7 @@ impl Metrics {
             bytes_written,
             write_retries,
             commit_errors,
+            fenced,
             last_error_timestamp,
             compactions_pending,
             compactions_running,

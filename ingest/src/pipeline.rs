@@ -1,16 +1,23 @@
 //! `lake ingest`: consumes Kafka topics and commits them into tables, exactly once.
 //!
 //! Positions live in the tables, not in the consumer group: every commit stores the next offset of
-//! every partition of its topic under `deltastreamer.checkpoint.key` (Hudi Streamer's format), and
-//! on start each topic's partitions are assigned at the checkpoint of its table's last completed
-//! commit (a table without one starts at `auto_offset_reset`). A crash between the table commit and
-//! anything else therefore re-reads exactly the uncommitted messages, and a re-read message can never
-//! be committed twice. Consumer-group offsets are committed after each table commit, for monitoring.
+//! each partition its process owns under `deltastreamer.checkpoint.key` (Hudi Streamer's format).
+//! Any number of processes with one `group.id` share the topics' partitions: the group assigns
+//! them, and an assigned partition starts at the highest offset any completed commit of its table
+//! recorded for it (a table without one starts at `auto_offset_reset`). A crash between the table
+//! commit and anything else therefore re-reads exactly the uncommitted messages. Each batch carries
+//! a fence (the offset each of its partitions starts at): a commit that finds another completed
+//! commit past that offset — a partition that moved to another process which committed first, or
+//! an earlier attempt of this batch whose answer was lost — is rolled back, and the flow reads on
+//! from the table's offsets, so a message is never committed twice. Consumer-group offsets are
+//! committed after each table commit, for monitoring only.
 //!
 //! Each table has its own open batch, committed when it reaches `max_records`, `max_bytes` or
 //! `max_interval_ms`; tables commit independently. Bad messages fail the job (naming topic,
 //! partition, offset and reason) or, with the dead-letter policy, are written to the dead-letter
-//! table — in the same step, before the table commit that moves the checkpoint past them.
+//! table — in the same step, before the table commit that moves the checkpoint past them. A revoked
+//! partition's messages not yet committing are dropped (its new owner reads them from the table's
+//! offset).
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -20,8 +27,8 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{ArrayRef, BinaryArray, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
-use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use futures::{StreamExt, TryStreamExt};
 use lake_compaction::{CompactionStrategy, Scheduled, execute_pending, schedule};
 use lake_table::archive::ArchivedTimeline;
 use lake_table::config::SOURCE_POSITION_FIELD;
@@ -30,14 +37,17 @@ use lake_table::timeline::State;
 use lake_table::{ChangeBatch, Table, TableConfig, TableType, WriteOperation, WriteOptions};
 use rdkafka::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
+};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message as _;
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 use regex::Regex;
 use tracing::{info, warn};
 
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, KafkaFence, RESET_KEY, effective};
 use crate::config::{DecoderKind, ErrorPolicy, PipelineConfig, TableSpec};
 use crate::messages::{DecodeSpec, Message, MessageError, debezium_key_fields, decode_messages};
 use crate::metrics::Metrics;
@@ -116,6 +126,9 @@ const WATCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest pause before retrying a batch whose commit failed on a store error.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
+/// How long moving a partition's position back to its table's offset may take.
+const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The same broker warning is repeated at most this often.
 const WARN_EVERY: Duration = Duration::from_secs(30);
 
@@ -176,6 +189,171 @@ pub struct RunReport {
 struct BrokerContext {
     last_error: std::sync::Mutex<Option<String>>,
     metrics: Arc<Metrics>,
+    assigner: Assigner,
+}
+
+/// Decides where partitions the consumer group assigns start (their tables' checkpoints), inside
+/// the rebalance callback, and tells the main loop what changed.
+struct Assigner {
+    /// topic → (table URI, short name), set before the consumer subscribes.
+    tables: std::sync::OnceLock<HashMap<String, (String, String)>>,
+    reset: Option<ResetCheckpoint>,
+    /// A partition no commit recorded starts at its end (`auto_offset_reset = "latest"`).
+    latest_when_new: bool,
+    events: std::sync::Mutex<Vec<Rebalanced>>,
+}
+
+/// A partition the group assigned to this process, and where it starts.
+struct Placed {
+    topic: String,
+    partition: i32,
+    start: i64,
+    high: i64,
+    /// Its checkpoint lay outside the partition and `--reset-checkpoint` moved it.
+    reset: bool,
+}
+
+/// What a rebalance changed, taken in by the main loop before the next message.
+enum Rebalanced {
+    /// Partitions now owned (possibly none: the group has more members than partitions).
+    Assigned(Vec<Placed>),
+    /// Partitions no longer owned.
+    Revoked(Vec<(String, i32)>),
+    /// Every partition was taken away (a rebalance error).
+    RevokedAll,
+    /// Starting positions could not be decided: the job stops.
+    Failed(IngestError),
+}
+
+impl Assigner {
+    fn push(&self, e: Rebalanced) {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(e);
+    }
+
+    fn take(&self) -> Vec<Rebalanced> {
+        std::mem::take(&mut *self.events.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The assignment with each partition's start offset, from its table's checkpoint (or the
+    /// reset policy); what could not be decided is reported as [`Rebalanced::Failed`] and nothing
+    /// is assigned.
+    fn place(
+        &self,
+        base: &BaseConsumer<BrokerContext>,
+        tpl: &TopicPartitionList,
+    ) -> TopicPartitionList {
+        let mut wanted: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+        for e in tpl.elements() {
+            wanted
+                .entry(e.topic().to_owned())
+                .or_default()
+                .push(e.partition());
+        }
+        let empty = HashMap::new();
+        let tables = self.tables.get().unwrap_or(&empty);
+        let positions = match table_positions(tables, &wanted) {
+            Ok(p) => p,
+            Err(e) => {
+                self.push(Rebalanced::Failed(e));
+                return TopicPartitionList::new();
+            }
+        };
+        let mut out = TopicPartitionList::new();
+        let mut placed = Vec::new();
+        for (topic, partitions) in &wanted {
+            let name = tables.get(topic).map_or(topic.as_str(), |t| t.1.as_str());
+            for &p in partitions {
+                let (low, high) = match base.fetch_watermarks(topic, p, CONNECT_TIMEOUT) {
+                    Ok(w) => w,
+                    Err(e) => {
+                        self.push(Rebalanced::Failed(kafka(
+                            &format!("watermarks of {topic}/{p}"),
+                            e,
+                        )));
+                        return TopicPartitionList::new();
+                    }
+                };
+                let recorded = positions.get(topic).and_then(|o| o.get(&p)).copied();
+                let (start, reset) = match recorded {
+                    Some(o) if o > high || o < low => {
+                        let err = out_of_range(name, topic, p, o, low, high);
+                        let to = match self.reset {
+                            Some(ResetCheckpoint::Earliest) => low,
+                            Some(ResetCheckpoint::Latest) => high,
+                            None => {
+                                self.push(Rebalanced::Failed(err));
+                                return TopicPartitionList::new();
+                            }
+                        };
+                        warn!("{err}; --reset-checkpoint: starting partition {p} at offset {to}");
+                        (to, true)
+                    }
+                    Some(o) => (o, false),
+                    None if self.latest_when_new => (high, false),
+                    None => (low, false),
+                };
+                if let Err(e) = out.add_partition_offset(topic, p, Offset::Offset(start)) {
+                    self.push(Rebalanced::Failed(kafka("assign", e)));
+                    return TopicPartitionList::new();
+                }
+                placed.push(Placed {
+                    topic: topic.clone(),
+                    partition: p,
+                    start,
+                    high,
+                    reset,
+                });
+            }
+        }
+        self.push(Rebalanced::Assigned(placed));
+        out
+    }
+}
+
+/// The offsets the tables of `wanted`'s topics recorded for their partitions. Runs inside the
+/// rebalance callback, which may not await: on a thread of its own, with its own runtime and
+/// store clients.
+// Errors end the job, once: their size does not matter.
+#[allow(clippy::result_large_err)]
+fn table_positions(
+    tables: &HashMap<String, (String, String)>,
+    wanted: &BTreeMap<String, Vec<i32>>,
+) -> Result<BTreeMap<String, BTreeMap<i32, i64>>, IngestError> {
+    let read = || -> Result<BTreeMap<String, BTreeMap<i32, i64>>, IngestError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| IngestError::Config(format!("starting a runtime: {e}")))?;
+        rt.block_on(async {
+            let mut out = BTreeMap::new();
+            for (topic, partitions) in wanted {
+                let Some((uri, _)) = tables.get(topic) else {
+                    continue;
+                };
+                let err = |source| IngestError::Table {
+                    uri: uri.clone(),
+                    topic: topic.clone(),
+                    source,
+                };
+                let offsets = match Table::open_if_exists(uri).await.map_err(err)? {
+                    Some(t) => table_offsets(&t, topic, partitions).await.map_err(err)?,
+                    None => BTreeMap::new(),
+                };
+                out.insert(topic.clone(), offsets);
+            }
+            Ok(out)
+        })
+    };
+    std::thread::scope(|s| {
+        s.spawn(read).join().unwrap_or_else(|_| {
+            Err(IngestError::Config(
+                "reading the tables' checkpoints failed (a panic)".into(),
+            ))
+        })
+    })
 }
 
 impl BrokerContext {
@@ -214,7 +392,54 @@ impl ClientContext for BrokerContext {
     }
 }
 
-impl ConsumerContext for BrokerContext {}
+impl ConsumerContext for BrokerContext {
+    /// Partitions are placed at their tables' checkpoints before they are assigned (never at the
+    /// group's offsets, which are for monitoring only); revoked ones are reported to the main loop,
+    /// which drops their uncommitted messages.
+    fn rebalance(
+        &self,
+        base: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(base.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let placed = self.assigner.place(base, tpl);
+                let done = if cooperative {
+                    base.incremental_assign(&placed)
+                } else {
+                    base.assign(&placed)
+                };
+                if let Err(e) = done {
+                    self.assigner
+                        .push(Rebalanced::Failed(kafka("assigning partitions", e)));
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let revoked = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_owned(), e.partition()))
+                    .collect();
+                self.assigner.push(Rebalanced::Revoked(revoked));
+                let done = if cooperative {
+                    base.incremental_unassign(tpl)
+                } else {
+                    base.unassign()
+                };
+                if let Err(e) = done {
+                    warn!("giving partitions back: {e}");
+                }
+            }
+            other => {
+                warn!("consumer group rebalance failed: {other:?}; giving every partition back");
+                let _ = base.unassign();
+                self.assigner.push(Rebalanced::RevokedAll);
+            }
+        }
+    }
+}
 
 type KafkaConsumer = StreamConsumer<BrokerContext>;
 
@@ -233,35 +458,36 @@ struct Writer {
 
 /// What a commit task did.
 struct Committed {
-    /// The checkpoint the commit recorded.
+    /// The checkpoint the commit recorded (or, when `fenced`, the table's offsets for the batch's
+    /// partitions).
     next: BTreeMap<i32, i64>,
+    /// The resets the commit recorded.
+    resets: BTreeMap<i32, i64>,
     records: u64,
     instant: Option<String>,
     dead_letters: u64,
+    /// The batch was not committed: another commit had applied part of it. The flow goes back to
+    /// the table's offsets.
+    fenced: bool,
+}
+
+/// A batch of one flow, handed to its commit task.
+#[derive(Clone)]
+struct Batch {
+    msgs: Arc<Vec<Message>>,
+    /// The checkpoint to record: the next offset of every partition the process owns.
+    next: BTreeMap<i32, i64>,
+    /// The offset each partition with messages in the batch starts at (its fence).
+    starts: BTreeMap<i32, i64>,
+    /// Partitions whose checkpoint this commit resets.
+    resets: BTreeMap<i32, i64>,
 }
 
 /// A batch whose commit failed: kept whole, to be retried or abandoned.
 struct Failed {
-    msgs: Arc<Vec<Message>>,
-    next: BTreeMap<i32, i64>,
+    batch: Batch,
     attempt: u32,
     error: IngestError,
-}
-
-impl Failed {
-    fn new(
-        msgs: Arc<Vec<Message>>,
-        next: BTreeMap<i32, i64>,
-        attempt: u32,
-        error: IngestError,
-    ) -> Self {
-        Self {
-            msgs,
-            next,
-            attempt,
-            error,
-        }
-    }
 }
 
 /// A batch being committed: the flow's index, its writer, and the outcome.
@@ -278,8 +504,11 @@ struct Flow {
     busy: bool,
     /// Its partitions are paused: a full batch waits for the batch being committed.
     paused: bool,
-    /// Next offset to read per partition, as of the last completed table commit.
+    /// Next offset to read of each partition this process owns, as of the last completed table
+    /// commit (its keys are the owned partitions).
     committed: BTreeMap<i32, i64>,
+    /// Owned partitions whose checkpoint was reset, until a commit records it.
+    resets: BTreeMap<i32, i64>,
     /// Next offset to read per partition, as of the last batch handed to the commit task.
     dispatched: BTreeMap<i32, i64>,
     /// End offsets at start (for `until_caught_up`).
@@ -311,6 +540,7 @@ impl Flow {
 
     fn caught_up(&self) -> bool {
         self.pending.is_empty()
+            && self.resets.is_empty()
             && !self.busy
             && self
                 .end_at_start
@@ -396,7 +626,14 @@ fn probe(brokers: &str) -> Option<String> {
 }
 
 /// The error for a partition whose checkpoint lies outside `low..=high`.
-fn out_of_range(f: &Flow, partition: i32, checkpoint: i64, low: i64, high: i64) -> IngestError {
+fn out_of_range(
+    table: &str,
+    topic: &str,
+    partition: i32,
+    checkpoint: i64,
+    low: i64,
+    high: i64,
+) -> IngestError {
     let why = if checkpoint > high {
         "the topic ends before the checkpoint (it was recreated or truncated since that commit)"
             .to_owned()
@@ -404,8 +641,8 @@ fn out_of_range(f: &Flow, partition: i32, checkpoint: i64, low: i64, high: i64) 
         format!("offsets before {low} were deleted (retention) before they were ingested")
     };
     IngestError::CheckpointOutOfRange {
-        table: f.name.clone(),
-        topic: f.topic.clone(),
+        table: table.to_owned(),
+        topic: topic.to_owned(),
         partition,
         checkpoint,
         low,
@@ -434,7 +671,11 @@ pub async fn run(config: &PipelineConfig, opts: RunOptions) -> Result<RunReport,
         .set("group.id", &config.source.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "false");
+        .set("enable.partition.eof", "false")
+        // A process that dies (kill -9, a lost machine) sends no goodbye: its partitions move to
+        // the others once its session times out. 10 s instead of librdkafka's 45 s.
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "2000");
     for (k, v) in &config.source.properties {
         client.set(k, v);
     }
@@ -444,6 +685,12 @@ pub async fn run(config: &PipelineConfig, opts: RunOptions) -> Result<RunReport,
     let context = BrokerContext {
         last_error: std::sync::Mutex::new(None),
         metrics: metrics.clone(),
+        assigner: Assigner {
+            tables: std::sync::OnceLock::new(),
+            reset: opts.reset_checkpoint,
+            latest_when_new: config.source.auto_offset_reset == "latest",
+            events: std::sync::Mutex::new(Vec::new()),
+        },
     };
     let consumer: KafkaConsumer = client
         .create_with_context(context)
@@ -529,6 +776,7 @@ pub async fn run(config: &PipelineConfig, opts: RunOptions) -> Result<RunReport,
                 busy: false,
                 paused: false,
                 committed: BTreeMap::new(),
+                resets: BTreeMap::new(),
                 dispatched: BTreeMap::new(),
                 end_at_start: BTreeMap::new(),
                 lag: BTreeMap::new(),
@@ -547,10 +795,9 @@ pub async fn run(config: &PipelineConfig, opts: RunOptions) -> Result<RunReport,
         ));
     }
 
-    // Start positions: each table's checkpoint, else the reset policy resolved to a real offset.
-    let mut tpl = TopicPartitionList::new();
-    let mut reset = std::collections::BTreeSet::new();
-    for (flow_index, f) in flows.iter_mut().enumerate() {
+    // Positions come from the tables: the consumer group decides which partitions this process
+    // owns, and each assigned partition starts at its table's offset (see `Assigner::place`).
+    for f in flows.iter_mut() {
         let table = Table::open_if_exists(&f.uri)
             .await
             .map_err(|source| IngestError::Table {
@@ -558,75 +805,29 @@ pub async fn run(config: &PipelineConfig, opts: RunOptions) -> Result<RunReport,
                 topic: f.topic.clone(),
                 source,
             })?;
-        let checkpoint = match &table {
-            Some(t) => {
-                let timeline = t.timeline().await.map_err(|source| IngestError::Table {
-                    uri: f.uri.clone(),
-                    topic: f.topic.clone(),
-                    source,
-                })?;
-                f.last_instant = timeline.last_completed_write().map(|i| i.time.to_string());
-                last_checkpoint(t, &f.topic)
-                    .await
-                    .map_err(|source| IngestError::Table {
-                        uri: f.uri.clone(),
-                        topic: f.topic.clone(),
-                        source,
-                    })?
-            }
-            None => None,
-        };
+        if let Some(t) = &table {
+            let timeline = t.timeline().await.map_err(|source| IngestError::Table {
+                uri: f.uri.clone(),
+                topic: f.topic.clone(),
+                source,
+            })?;
+            f.last_instant = timeline.last_completed_write().map(|i| i.time.to_string());
+        }
         if let Some(w) = f.writer.as_mut() {
             w.table = table;
         }
-        for &p in &partitions_of[&f.topic] {
-            let (c, topic) = (consumer.clone(), f.topic.clone());
-            let (low, high) =
-                tokio::task::spawn_blocking(move || c.fetch_watermarks(&topic, p, CONNECT_TIMEOUT))
-                    .await
-                    .map_err(|e| kafka("watermarks", e))?
-                    .map_err(|e| kafka(&format!("watermarks of {}/{p}", f.topic), e))?;
-            let start = match checkpoint.as_ref().and_then(|c| c.offsets.get(&p)).copied() {
-                Some(o) if o > high || o < low => {
-                    let err = out_of_range(f, p, o, low, high);
-                    let to = match opts.reset_checkpoint {
-                        Some(ResetCheckpoint::Earliest) => low,
-                        Some(ResetCheckpoint::Latest) => high,
-                        None => return Err(err),
-                    };
-                    warn!("{err}; --reset-checkpoint: starting partition {p} at offset {to}");
-                    reset.insert(flow_index);
-                    to
-                }
-                Some(o) => o,
-                None if config.source.auto_offset_reset == "latest" => high,
-                None => low,
-            };
-            f.committed.insert(p, start);
-            f.dispatched.insert(p, start);
-            f.end_at_start.insert(p, high);
-            f.lag.insert(p, high - start);
-            let l = Metrics::partition(&f.topic, p);
-            metrics.committed_offset.get_or_create(&l).set(start);
-            metrics.consumed_offset.get_or_create(&l).set(start);
-            metrics.high_watermark.get_or_create(&l).set(high);
-            metrics.lag.get_or_create(&l).set(high - start);
-            tpl.add_partition_offset(&f.topic, p, Offset::Offset(start))
-                .map_err(|e| kafka("assign", e))?;
-        }
-        info!(
-            table = %f.name,
-            topic = %f.topic,
-            uri = %f.uri,
-            start = %Checkpoint {
-                topic: f.topic.clone(),
-                offsets: f.committed.clone()
-            }
-            .render(),
-            "ingest"
-        );
+        info!(table = %f.name, topic = %f.topic, uri = %f.uri, "ingest");
     }
-    consumer.assign(&tpl).map_err(|e| kafka("assign", e))?;
+    let tables: HashMap<String, (String, String)> = flows
+        .iter()
+        .map(|f| (f.topic.clone(), (f.uri.clone(), f.name.clone())))
+        .collect();
+    let topics: Vec<String> = tables.keys().cloned().collect();
+    let _ = consumer.context().assigner.tables.set(tables);
+    let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&topic_refs)
+        .map_err(|e| kafka("subscribe", e))?;
     metrics.set_running();
     let index: HashMap<String, usize> = flows
         .iter()
@@ -649,31 +850,22 @@ pub async fn run(config: &PipelineConfig, opts: RunOptions) -> Result<RunReport,
     let mut commits: FuturesUnordered<Commit> = FuturesUnordered::new();
     let (watch_tx, mut watch_rx) = tokio::sync::mpsc::channel::<Watch>(1);
     let mut watching = false;
+    let mut watch_task: Option<tokio::task::JoinHandle<()>> = None;
     let mut last_watch = Instant::now();
     let mut warned: HashMap<String, Instant> = HashMap::new();
-    // A reset checkpoint is committed at once (a commit without rows), so that it holds even if no
-    // message arrives before the job stops.
-    for i in reset {
-        let f = &mut flows[i];
-        if let Some(writer) = f.writer.take() {
-            f.busy = true;
-            commits.push(attempt(
-                i,
-                writer,
-                Arc::new(Vec::new()),
-                f.committed.clone(),
-                1,
-                &ctx,
-            ));
-        }
-    }
+    // Until the group assigns partitions, nothing counts as caught up.
+    let mut assigned = false;
     let outcome: Result<(), IngestError> = loop {
         if ctx.stopped() {
             break Ok(());
         }
+        if let Err(e) = rebalanced(&mut flows, &index, &ctx, &mut assigned) {
+            break Err(e);
+        }
         // Caught up: every partition committed to its end offset as of the start, and no message for
         // a while (some brokers report end offsets late).
         if opts.until_caught_up
+            && assigned
             && last_message.elapsed() >= CAUGHT_UP_IDLE
             && flows.iter().all(Flow::caught_up)
         {
@@ -703,8 +895,17 @@ pub async fn run(config: &PipelineConfig, opts: RunOptions) -> Result<RunReport,
                     }
                 };
                 last_message = Instant::now();
+                // A rebalance inside `recv` comes first: the message may be from a partition it
+                // just assigned.
+                if let Err(e) = rebalanced(&mut flows, &index, &ctx, &mut assigned) {
+                    break Err(e);
+                }
                 let Some(&i) = index.get(m.topic()) else { continue };
                 let f = &mut flows[i];
+                // Only owned partitions, and only offsets not yet handed to a commit.
+                if f.dispatched.get(&m.partition()).is_none_or(|d| m.offset() < *d) {
+                    continue;
+                }
                 let msg = Message {
                     topic: m.topic().to_owned(),
                     partition: m.partition(),
@@ -756,7 +957,8 @@ pub async fn run(config: &PipelineConfig, opts: RunOptions) -> Result<RunReport,
                 let mut failed = None;
                 for i in 0..flows.len() {
                     let f = &flows[i];
-                    let due = f.first_pending.is_some_and(|t| t.elapsed() >= max_interval);
+                    let due = f.first_pending.is_some_and(|t| t.elapsed() >= max_interval)
+                        || !f.resets.is_empty();
                     let tail = opts.until_caught_up
                         && !f.pending.is_empty()
                         && last_message.elapsed() >= CAUGHT_UP_IDLE;
@@ -780,9 +982,9 @@ pub async fn run(config: &PipelineConfig, opts: RunOptions) -> Result<RunReport,
                         })
                         .collect();
                     let (c, tx) = (consumer.clone(), watch_tx.clone());
-                    tokio::task::spawn_blocking(move || {
+                    watch_task = Some(tokio::task::spawn_blocking(move || {
                         let _ = tx.blocking_send(read_watermarks(&c, &asked, WATCH_TIMEOUT));
-                    });
+                    }));
                 }
                 if opts.verbose && !progress_every.is_zero() && last_progress.elapsed() >= progress_every {
                     progress(&mut flows, &metrics, last_progress.elapsed());
@@ -797,19 +999,27 @@ pub async fn run(config: &PipelineConfig, opts: RunOptions) -> Result<RunReport,
     let mut first_error = outcome.err();
     while let Some((i, writer, result)) = commits.next().await {
         match result {
-            Ok(done) => settle(&mut flows[i], writer, done, &mut report, &metrics),
+            Ok(done) => {
+                settle(&mut flows[i], writer, done, &mut report, &metrics);
+            }
             Err(failed) => {
                 let f = &mut flows[i];
                 f.writer = Some(writer);
                 f.busy = false;
-                report.abandoned += failed.msgs.len();
+                report.abandoned += failed.batch.msgs.len();
                 if first_error.is_none() && !abandonable(&failed.error) {
                     first_error = Some(failed.error);
                 }
             }
         }
     }
-    // Dropping a consumer can block while it leaves the group; do it off the async threads.
+    // The consumer leaves the group when its last handle is dropped (which can block): a watermark
+    // check still running holds one, so it ends first; then the close runs off the async threads
+    // and completes before the job returns, so that a process started next joins at once.
+    drop(watch_rx);
+    if let Some(t) = watch_task {
+        let _ = t.await;
+    }
     drop(ctx);
     let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
     if let Some(e) = first_error {
@@ -817,6 +1027,127 @@ pub async fn run(config: &PipelineConfig, opts: RunOptions) -> Result<RunReport,
     }
     report.abandoned += flows.iter().map(|f| f.pending.len()).sum::<usize>();
     Ok(report)
+}
+
+/// Takes in what rebalances changed: assigned partitions start at their tables' offsets (a reset
+/// one is committed soon); revoked ones leave the flow with their uncommitted messages (the new
+/// owner reads them again from the table's offset; a batch of theirs already committing lands, and
+/// the fence keeps the new owner from applying it twice).
+#[allow(clippy::result_large_err)]
+fn rebalanced(
+    flows: &mut [Flow],
+    index: &HashMap<String, usize>,
+    ctx: &Ctx,
+    assigned: &mut bool,
+) -> Result<(), IngestError> {
+    let metrics = &ctx.metrics;
+    for event in ctx.consumer.context().assigner.take() {
+        match event {
+            Rebalanced::Failed(e) => return Err(e),
+            Rebalanced::Assigned(placed) => {
+                *assigned = true;
+                let mut by_flow: BTreeMap<usize, BTreeMap<i32, i64>> = BTreeMap::new();
+                for Placed {
+                    topic,
+                    partition: p,
+                    start,
+                    high,
+                    reset,
+                } in placed
+                {
+                    let Some(&i) = index.get(&topic) else {
+                        continue;
+                    };
+                    let f = &mut flows[i];
+                    f.committed.insert(p, start);
+                    f.dispatched.insert(p, start);
+                    f.end_at_start.insert(p, high);
+                    f.lag.insert(p, high - start);
+                    if reset {
+                        f.resets.insert(p, start);
+                    }
+                    let l = Metrics::partition(&f.topic, p);
+                    metrics.committed_offset.get_or_create(&l).set(start);
+                    metrics.consumed_offset.get_or_create(&l).set(start);
+                    metrics.high_watermark.get_or_create(&l).set(high);
+                    metrics.lag.get_or_create(&l).set(high - start);
+                    by_flow.entry(i).or_default().insert(p, start);
+                }
+                for (i, offsets) in by_flow {
+                    let f = &mut flows[i];
+                    metrics
+                        .assigned_partitions
+                        .get_or_create(&Metrics::topic(&f.topic))
+                        .set(f.committed.len() as i64);
+                    if f.paused {
+                        // New partitions of a paused flow wait with the others.
+                        f.paused = false;
+                        set_paused(f, &ctx.consumer, true);
+                    }
+                    info!(
+                        table = %f.name,
+                        start = %Checkpoint { topic: f.topic.clone(), offsets }.render(),
+                        "partitions assigned"
+                    );
+                }
+            }
+            Rebalanced::Revoked(revoked) => {
+                let mut by_flow: BTreeMap<usize, Vec<i32>> = BTreeMap::new();
+                for (topic, p) in revoked {
+                    if let Some(&i) = index.get(&topic) {
+                        by_flow.entry(i).or_default().push(p);
+                    }
+                }
+                for (i, partitions) in by_flow {
+                    revoke(&mut flows[i], &partitions, metrics);
+                }
+            }
+            Rebalanced::RevokedAll => {
+                for f in flows.iter_mut() {
+                    let partitions: Vec<i32> = f.committed.keys().copied().collect();
+                    revoke(f, &partitions, metrics);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Drops revoked partitions from a flow: their positions, and their messages not yet committing.
+fn revoke(f: &mut Flow, partitions: &[i32], metrics: &Metrics) {
+    for p in partitions {
+        f.committed.remove(p);
+        f.dispatched.remove(p);
+        f.end_at_start.remove(p);
+        f.lag.remove(p);
+        f.resets.remove(p);
+        f.received.remove(p);
+        let l = Metrics::partition(&f.topic, *p);
+        metrics.committed_offset.remove(&l);
+        metrics.consumed_offset.remove(&l);
+        metrics.high_watermark.remove(&l);
+        metrics.lag.remove(&l);
+    }
+    metrics
+        .assigned_partitions
+        .get_or_create(&Metrics::topic(&f.topic))
+        .set(f.committed.len() as i64);
+    let before = f.pending.len();
+    f.pending.retain(|m| !partitions.contains(&m.partition));
+    f.pending_bytes = f
+        .pending
+        .iter()
+        .map(|m| m.value.as_ref().map_or(0, Vec::len))
+        .sum();
+    if f.pending.is_empty() {
+        f.first_pending = None;
+    }
+    info!(
+        table = %f.name,
+        partitions = ?partitions,
+        dropped = before - f.pending.len(),
+        "partitions revoked"
+    );
 }
 
 /// What commit tasks share.
@@ -861,6 +1192,10 @@ fn watched(w: Watch, flows: &mut [Flow], metrics: &Metrics, brokers: &str) {
             } in marks
             {
                 let f = &mut flows[i];
+                if !f.committed.contains_key(&p) {
+                    // Revoked since the watermarks were asked for.
+                    continue;
+                }
                 let lag = high - committed;
                 if lag < 0 && f.lag.get(&p).is_none_or(|l| *l >= 0) {
                     warn!(
@@ -906,7 +1241,7 @@ async fn position_lost(
         } in marks
         {
             if position > high || position < low {
-                return out_of_range(&flows[i], p, position, low, high);
+                return out_of_range(&flows[i].name, &flows[i].topic, p, position, low, high);
             }
         }
     }
@@ -940,44 +1275,58 @@ fn table_err(f: &Writer, source: lake_table::Error) -> IngestError {
     }
 }
 
-/// The checkpoint of `topic` in the table's latest completed commit that carries one — on the
-/// active timeline, else in the archived timeline (a table whose recent writes were all table
-/// services).
+/// The position of every partition of `topic` the table recorded (see [`effective`]), as a
+/// checkpoint; `None` when no commit recorded one.
 pub async fn last_checkpoint(
     table: &Table,
     topic: &str,
 ) -> Result<Option<Checkpoint>, lake_table::Error> {
+    let offsets = table_offsets(table, topic, &[]).await?;
+    Ok((!offsets.is_empty()).then(|| Checkpoint {
+        topic: topic.to_owned(),
+        offsets,
+    }))
+}
+
+/// The offset the table recorded for each partition of `topic`: the highest any completed commit
+/// recorded since the partition's last reset. The active timeline is read first; the archived one
+/// only when it lacks one of `wanted` (or every partition).
+pub async fn table_offsets(
+    table: &Table,
+    topic: &str,
+    wanted: &[i32],
+) -> Result<BTreeMap<i32, i64>, lake_table::Error> {
     let timeline = lake_table::commit::start(table).await?.timeline;
-    let writes: Vec<_> = timeline.completed_writes().copied().collect();
-    for w in writes.iter().rev() {
-        if timeline.is_compaction(w.time) {
-            continue;
-        }
-        let meta = timeline.commit_metadata_cached(w).await?;
-        if let Some(c) = meta.checkpoint().and_then(Checkpoint::parse)
-            && c.topic == topic
-        {
-            return Ok(Some(c));
-        }
+    let writes: Vec<_> = timeline
+        .completed_writes()
+        .filter(|w| !timeline.is_compaction(w.time))
+        .copied()
+        .collect();
+    let metas: Vec<Arc<lake_table::timeline::CommitMetadata>> = futures::stream::iter(writes)
+        .map(|w| {
+            let timeline = &timeline;
+            async move { timeline.commit_metadata_cached(&w).await }
+        })
+        .buffered(16)
+        .try_collect()
+        .await?;
+    let active = effective(topic, metas.iter().map(Arc::as_ref));
+    if !active.is_empty() && wanted.iter().all(|p| active.contains_key(p)) {
+        return Ok(active);
     }
     let (storage, layout) = (table.storage(), timeline.layout());
     let archived = ArchivedTimeline::load(storage, layout).await?;
-    for w in archived
-        .completed_writes()
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-    {
-        let meta = w
-            .commit_metadata()
-            .map_err(|r| lake_table::archive::bad_details(w, r))?;
-        if let Some(c) = meta.checkpoint().and_then(Checkpoint::parse)
-            && c.topic == topic
-        {
-            return Ok(Some(c));
-        }
+    let mut older = Vec::new();
+    for w in archived.completed_writes() {
+        older.push(
+            w.commit_metadata()
+                .map_err(|r| lake_table::archive::bad_details(w, r))?,
+        );
     }
-    Ok(None)
+    Ok(effective(
+        topic,
+        older.iter().chain(metas.iter().map(Arc::as_ref)),
+    ))
 }
 
 /// Creates the table of a flow on its first batch (the key comes from the config or, for Debezium,
@@ -1092,7 +1441,7 @@ fn dispatch(
     ctx: &Ctx,
 ) -> Result<(), IngestError> {
     let f = &mut flows[i];
-    if f.pending.is_empty() || f.busy || ctx.stopped() {
+    if (f.pending.is_empty() && f.resets.is_empty()) || f.busy || ctx.stopped() {
         return Ok(());
     }
     let Some(writer) = f.writer.take() else {
@@ -1102,12 +1451,23 @@ fn dispatch(
         )));
     };
     let next = f.next_offsets();
-    let msgs = Arc::new(std::mem::take(&mut f.pending));
-    f.dispatched = next.clone();
+    let mut starts = BTreeMap::new();
+    for m in &f.pending {
+        if let Some(o) = f.dispatched.get(&m.partition) {
+            starts.entry(m.partition).or_insert(*o);
+        }
+    }
+    let batch = Batch {
+        msgs: Arc::new(std::mem::take(&mut f.pending)),
+        next: next.clone(),
+        starts,
+        resets: f.resets.clone(),
+    };
+    f.dispatched = next;
     f.pending_bytes = 0;
     f.first_pending = None;
     f.busy = true;
-    commits.push(attempt(i, writer, msgs, next, 1, ctx));
+    commits.push(attempt(i, writer, batch, 1, ctx));
     Ok(())
 }
 
@@ -1133,15 +1493,9 @@ fn set_paused(f: &mut Flow, consumer: &KafkaConsumer, pause: bool) {
 }
 
 /// One attempt to commit a batch; attempts after the first wait (growing pauses, at most
-/// `MAX_BACKOFF`) and first check whether an earlier attempt's commit landed after all.
-fn attempt(
-    i: usize,
-    mut writer: Writer,
-    msgs: Arc<Vec<Message>>,
-    next: BTreeMap<i32, i64>,
-    attempt: u32,
-    ctx: &Ctx,
-) -> Commit {
+/// `MAX_BACKOFF`). A retry whose earlier attempt landed after all (its answer lost) is stopped by
+/// the batch's fence, never applied twice.
+fn attempt(i: usize, mut writer: Writer, batch: Batch, attempt: u32, ctx: &Ctx) -> Commit {
     let consumer = ctx.consumer.clone();
     let verbose = ctx.verbose;
     let stop = ctx.stop.clone();
@@ -1154,40 +1508,23 @@ fn attempt(
                     .as_ref()
                     .is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst))
                 {
-                    let failed = Failed::new(msgs, next, attempt, IngestError::Stopped);
-                    return (i, writer, Err(failed));
+                    let error = IngestError::Stopped;
+                    return (
+                        i,
+                        writer,
+                        Err(Failed {
+                            batch,
+                            attempt,
+                            error,
+                        }),
+                    );
                 }
                 tokio::time::sleep(Duration::from_millis(100).min(until - Instant::now())).await;
             }
-            if let Some(table) = writer.table.clone() {
-                // Whether the failed attempt's commit was published after all (its answer lost):
-                // committing the batch again would apply it twice. Until that is known, no retry.
-                match last_checkpoint(&table, &writer.topic).await {
-                    Ok(Some(c)) if c.offsets == next => {
-                        writer
-                            .metrics
-                            .table_committed(&writer.name, std::time::SystemTime::now());
-                        let done = Committed {
-                            next,
-                            records: msgs.len() as u64,
-                            instant: None,
-                            dead_letters: 0,
-                        };
-                        return (i, writer, Ok(done));
-                    }
-                    Ok(_) => {}
-                    Err(source) => {
-                        let error = table_err(&writer, source);
-                        return (i, writer, Err(Failed::new(msgs, next, attempt, error)));
-                    }
-                }
-            }
         }
-        let result =
-            commit_batch(&mut writer, msgs.clone(), next.clone(), &consumer, verbose).await;
+        let result = commit_batch(&mut writer, &batch, &consumer, verbose).await;
         let result = result.map_err(|error| Failed {
-            msgs,
-            next,
+            batch,
             attempt,
             error,
         });
@@ -1230,7 +1567,14 @@ fn land(
 ) -> Result<(), IngestError> {
     match result {
         Ok(done) => {
-            settle(&mut flows[i], writer, done, report, &ctx.metrics);
+            let topic = flows[i].topic.clone();
+            if let Some(back) = settle(&mut flows[i], writer, done, report, &ctx.metrics) {
+                for (p, o) in back {
+                    ctx.consumer
+                        .seek(&topic, p, Offset::Offset(o), SEEK_TIMEOUT)
+                        .map_err(|e| kafka(&format!("seeking {topic}/{p} to offset {o}"), e))?;
+                }
+            }
             Ok(())
         }
         Err(failed) if ctx.stopped() && abandonable(&failed.error) => {
@@ -1240,7 +1584,7 @@ fn land(
             f.writer = Some(writer);
             f.busy = false;
             f.dispatched = f.committed.clone();
-            report.abandoned += failed.msgs.len();
+            report.abandoned += failed.batch.msgs.len();
             Ok(())
         }
         Err(failed) if transient(&failed.error) => {
@@ -1251,14 +1595,7 @@ fn land(
                 attempt = failed.attempt,
                 "commit failed, retrying the batch: {text}"
             );
-            commits.push(attempt(
-                i,
-                writer,
-                failed.msgs,
-                failed.next,
-                failed.attempt + 1,
-                ctx,
-            ));
+            commits.push(attempt(i, writer, failed.batch, failed.attempt + 1, ctx));
             Ok(())
         }
         Err(failed) => {
@@ -1270,14 +1607,15 @@ fn land(
     }
 }
 
-/// Takes in what a flow's commit did.
+/// Takes in what a flow's commit did. Offsets of partitions revoked meanwhile are left out; a fenced
+/// batch sends the flow back to the table's offsets (returned: the partitions to seek to them).
 fn settle(
     f: &mut Flow,
     writer: Writer,
     done: Committed,
     report: &mut RunReport,
     metrics: &Metrics,
-) {
+) -> Option<BTreeMap<i32, i64>> {
     f.writer = Some(writer);
     f.busy = false;
     if let Some(instant) = done.instant {
@@ -1288,12 +1626,25 @@ fn settle(
     *report.records.entry(f.uri.clone()).or_default() += done.records;
     f.records_since_progress += done.records;
     for (p, o) in &done.next {
-        metrics
-            .committed_offset
-            .get_or_create(&Metrics::partition(&f.topic, *p))
-            .set(*o);
+        if let Some(c) = f.committed.get_mut(p) {
+            *c = *o;
+            metrics
+                .committed_offset
+                .get_or_create(&Metrics::partition(&f.topic, *p))
+                .set(*o);
+        }
     }
-    f.committed = done.next;
+    f.resets.retain(|p, o| done.resets.get(p) != Some(o));
+    if !done.fenced {
+        return None;
+    }
+    // Everything read since the fenced batch is read again from where the table stands.
+    report.abandoned += f.pending.len();
+    f.pending.clear();
+    f.pending_bytes = 0;
+    f.first_pending = None;
+    f.dispatched = f.committed.clone();
+    Some(f.committed.clone())
 }
 
 /// Commits one batch: dead letters first, then the table commit carrying the checkpoint `next`
@@ -1302,12 +1653,13 @@ fn settle(
 /// merge-on-read tables.
 async fn commit_batch(
     f: &mut Writer,
-    msgs: Arc<Vec<Message>>,
-    next: BTreeMap<i32, i64>,
+    batch: &Batch,
     consumer: &KafkaConsumer,
     verbose: bool,
 ) -> Result<Committed, IngestError> {
     let started = Instant::now();
+    let msgs = batch.msgs.clone();
+    let next = batch.next.clone();
     let table = ensure_table(f, &msgs).await?;
     let timeline = table.timeline().await.map_err(|s| table_err(f, s))?;
     let schema = table
@@ -1329,10 +1681,11 @@ async fn commit_batch(
     };
     let keep_going = f.spec.on_error == ErrorPolicy::DeadLetter;
     // Decoding is CPU work: off the async threads, which keep consuming meanwhile.
-    let batch = msgs.clone();
-    let decoded = tokio::task::spawn_blocking(move || decode_messages(&batch, &spec, keep_going))
-        .await
-        .map_err(|e| IngestError::Config(format!("topic {}: decoding failed: {e}", f.topic)))?;
+    let to_decode = msgs.clone();
+    let decoded =
+        tokio::task::spawn_blocking(move || decode_messages(&to_decode, &spec, keep_going))
+            .await
+            .map_err(|e| IngestError::Config(format!("topic {}: decoding failed: {e}", f.topic)))?;
     let decoded = match decoded {
         Ok(d) => d,
         Err(e) => {
@@ -1369,29 +1722,67 @@ async fn commit_batch(
         WriteOperation::Upsert
     };
     let records = msgs.len() as u64;
+    let mut extra_metadata: BTreeMap<String, String> =
+        [(CHECKPOINT_KEY.to_owned(), checkpoint.render())].into();
+    if !batch.resets.is_empty() {
+        let reset = Checkpoint {
+            topic: f.topic.clone(),
+            offsets: batch.resets.clone(),
+        };
+        extra_metadata.insert(RESET_KEY.to_owned(), reset.render());
+    }
     let opts = WriteOptions {
         operation,
-        extra_metadata: [(CHECKPOINT_KEY.to_owned(), checkpoint.render())].into(),
+        extra_metadata,
         commit_empty: true,
+        fence: Some(Arc::new(KafkaFence {
+            topic: f.topic.clone(),
+            starts: batch.starts.clone(),
+            resets: batch.resets.clone(),
+        })),
         ..Default::default()
     };
     let range = offset_ranges(&msgs);
     let batches: Vec<ChangeBatch> = decoded.batch.into_iter().collect();
-    let summary = table
-        .write_retrying(batches, opts, WRITE_ATTEMPTS)
-        .await
-        .map_err(|source| match source {
-            lake_table::Error::Schema { reason } => IngestError::Table {
-                uri: f.uri.clone(),
-                topic: f.topic.clone(),
-                source: lake_table::Error::Schema {
-                    reason: format!(
-                        "{reason} (messages {range}); nothing of this batch was committed"
-                    ),
-                },
+    let written = table.write_retrying(batches, opts, WRITE_ATTEMPTS).await;
+    if let Err(lake_table::Error::SourceFenced { reason, .. }) = &written {
+        // Part of this batch is in the table already: go back to where the table stands.
+        let partitions: Vec<i32> = next.keys().copied().collect();
+        let at = table_offsets(&table, &f.topic, &partitions)
+            .await
+            .map_err(|s| table_err(f, s))?;
+        let back: BTreeMap<i32, i64> = next
+            .keys()
+            .filter_map(|p| at.get(p).map(|o| (*p, *o)))
+            .collect();
+        warn!(
+            table = %f.name,
+            "batch not committed ({range}): {reason}; reading on from the table's offsets {}",
+            Checkpoint { topic: f.topic.clone(), offsets: back.clone() }.render()
+        );
+        f.metrics
+            .fenced
+            .get_or_create(&Metrics::table(&f.name))
+            .inc();
+        return Ok(Committed {
+            next: back,
+            resets: BTreeMap::new(),
+            records: 0,
+            instant: None,
+            dead_letters,
+            fenced: true,
+        });
+    }
+    let summary = written.map_err(|source| match source {
+        lake_table::Error::Schema { reason } => IngestError::Table {
+            uri: f.uri.clone(),
+            topic: f.topic.clone(),
+            source: lake_table::Error::Schema {
+                reason: format!("{reason} (messages {range}); nothing of this batch was committed"),
             },
-            source => table_err(f, source),
-        })?;
+        },
+        source => table_err(f, source),
+    })?;
     let m = &f.metrics;
     let labels = Metrics::table(&f.name);
     let topic = Metrics::topic(&f.topic);
@@ -1475,9 +1866,11 @@ async fn commit_batch(
     }
     Ok(Committed {
         next,
+        resets: batch.resets.clone(),
         records,
         instant,
         dead_letters,
+        fenced: false,
     })
 }
 

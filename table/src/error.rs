@@ -49,6 +49,16 @@ pub enum Error {
         /// The file groups both touched.
         file_ids: Vec<String>,
     },
+    /// Another completed write already applied part of the source range this write consumed (see
+    /// [`crate::SourceFence`]); nothing of this write is committed, and retrying it as it is would
+    /// apply that range twice.
+    #[error("source fence: {reason}; nothing of this write ({instant}) was committed")]
+    SourceFenced {
+        /// Our instant, rolled back (empty when the check failed before it began).
+        instant: String,
+        /// What the other write applied.
+        reason: String,
+    },
     /// This write was rolled back by another process (which judged it dead by its heartbeat) before
     /// it could complete; nothing of it is committed.
     #[error(

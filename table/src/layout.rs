@@ -3,8 +3,31 @@
 
 use lake_timeline::InstantTime;
 
-/// The write token lake stamps on files it writes (`task-stage-attempt`).
+/// The write token lake stamps on base and CDC files (`task-stage-attempt`); their names also
+/// carry the writing instant, so they never collide.
 pub const WRITE_TOKEN: &str = "0-0-0";
+
+/// A fresh write token for the log files of one write, `0-<n>-0` with a random ten-digit `n`: a v6
+/// log file is named by its slice and version, which concurrent writers of one file group may both
+/// pick, so each write names its logs with its own token (Hudi orders logs of one version by token).
+/// Rolling a write back then only ever deletes that write's own files.
+pub fn new_log_write_token() -> String {
+    let n = 1_000_000_000 + (uuid::Uuid::new_v4().as_u128() % 3_000_000_000) as u64;
+    format!("0-{n}-0")
+}
+
+/// Whether lake wrote a log file with this token (lake writes each log file whole, in one put, so a
+/// torn block in it is damage, not an interrupted append): `0-0-0`, or `0-<ten digits>-0`.
+pub fn is_lake_write_token(token: &str) -> bool {
+    if token == WRITE_TOKEN {
+        return true;
+    }
+    let mut parts = token.split('-');
+    matches!(
+        (parts.next(), parts.next(), parts.next(), parts.next()),
+        (Some("0"), Some(n), Some("0"), None) if n.len() == 10 && n.bytes().all(|b| b.is_ascii_digit())
+    )
+}
 /// Name of the per-partition metadata file.
 pub const PARTITION_METADATA: &str = ".hoodie_partition_metadata";
 /// Root-relative folder of the write markers of in-progress instants.
@@ -200,6 +223,29 @@ pub fn file_of_marker(relative_marker: &str) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn log_write_tokens_are_fresh_and_recognised_as_lake_s() {
+        let (a, b) = (new_log_write_token(), new_log_write_token());
+        assert_ne!(a, b);
+        for t in [&a, &b, &WRITE_TOKEN.to_owned()] {
+            assert!(is_lake_write_token(t), "{t}");
+            let name = format!(".f-0_20250101000000000.log.3_{t}");
+            assert_eq!(
+                LogFile::parse("p", &name, 1).expect("parses").write_token,
+                *t
+            );
+        }
+        for other in [
+            "1-0-1",
+            "0-12-0",
+            "0-1234567890-1",
+            "0-12345678901-0",
+            "0-0-0-0",
+        ] {
+            assert!(!is_lake_write_token(other), "{other}");
+        }
+    }
+
     use super::*;
 
     #[test]

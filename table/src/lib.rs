@@ -30,4 +30,4 @@ pub use lake_timeline as timeline;
 pub use parquet_io::{encode_parquet, encode_parquet_batches, read_parquet};
 pub use read::ReadOptions;
 pub use table::Table;
-pub use write::{ChangeBatch, WriteOperation, WriteOptions, WriteSummary};
+pub use write::{ChangeBatch, SourceFence, WriteOperation, WriteOptions, WriteSummary};

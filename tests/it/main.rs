@@ -17,6 +17,7 @@ mod mor;
 mod operate;
 mod race;
 mod s3_conformance;
+mod scale;
 mod services;
 mod sizing;
 mod sql;

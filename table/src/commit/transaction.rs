@@ -368,6 +368,7 @@ pub(crate) struct Transaction {
     start: u64,
     heartbeat: Option<Heartbeat>,
     created: Mutex<Vec<String>>,
+    log_token: String,
 }
 
 impl Transaction {
@@ -390,12 +391,19 @@ impl Transaction {
             start: start.seq,
             heartbeat: Some(heartbeat),
             created: Mutex::new(Vec::new()),
+            log_token: crate::layout::new_log_write_token(),
         })
     }
 
     /// The instant time.
     pub(crate) fn time(&self) -> InstantTime {
         self.inflight.time
+    }
+
+    /// The write token of this transaction's log files (its own, see
+    /// [`crate::layout::new_log_write_token`]).
+    pub(crate) fn log_token(&self) -> &str {
+        &self.log_token
     }
 
     fn record(&self, rel: &str) {

@@ -68,7 +68,7 @@ impl LogRecords {
 fn written_whole(path: &str) -> bool {
     let name = path.rsplit('/').next().unwrap_or(path);
     crate::layout::LogFile::parse("", name, 0)
-        .is_some_and(|l| l.write_token == crate::layout::WRITE_TOKEN)
+        .is_some_and(|l| crate::layout::is_lake_write_token(&l.write_token))
 }
 
 /// Decodes the blocks of a slice's log files (`files`: each file's display path and bytes, in write
@@ -106,8 +106,9 @@ fn decode_logs_columns(
                         blocks.push((path.clone(), block));
                     }
                 }
-                // lake writes every log file whole (write token `0-0-0`), so a corrupt stretch in
-                // one of its logs is damage, and skipping it would silently return older values.
+                // lake writes every log file whole (its write tokens: `layout::is_lake_write_token`),
+                // so a corrupt stretch in one of its logs is damage, and skipping it would silently
+                // return older values.
                 // Hudi appends to logs where the store allows it, and its readers skip the torn
                 // block of a failed append; lake does the same for logs it did not write.
                 ReadBlock::Corrupt { offset, len } => {

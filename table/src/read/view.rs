@@ -158,7 +158,13 @@ impl FileSystemView {
         }
         for slices in view.groups.values_mut() {
             for s in slices.values_mut() {
-                s.log_files.sort_by_key(|l| (l.instant, l.version));
+                s.log_files.sort_by(|a, b| {
+                    (a.instant, a.version, &a.write_token).cmp(&(
+                        b.instant,
+                        b.version,
+                        &b.write_token,
+                    ))
+                });
                 s.cdc_files.sort_by(|a, b| a.name.cmp(&b.name));
             }
         }

@@ -3,7 +3,11 @@
 //! A write conflicts with
 //! - a write (commit or deltacommit, not a compaction) completed since it began that touched one of
 //!   its file groups — for the bucket index, one of its (partition, bucket) pairs, since two writers
-//!   may each have created a new file group for one bucket;
+//!   may each have created a new file group for one bucket. Merge-on-read writes with the bucket
+//!   index that both only appended log files to a file group that existed when they began do not
+//!   conflict (non-blocking concurrency): each wrote its own log files (its own write token), a key
+//!   always hashes to that one group, and readers merge the records by the ordering field, so the
+//!   order of the two commits does not matter;
 //! - a compaction planned since it began over a file group it logged to under the older slice: the
 //!   compaction's new base file would not hold its records;
 //! - with the simple index, a write completed since it began that may have stored a new key in a
@@ -33,6 +37,9 @@ pub(super) struct Footprint {
     groups: HashSet<(String, Option<u32>, String)>,
     /// (partition, file id) of groups that got a log file.
     logged: HashSet<(String, String)>,
+    /// (partition, file id) of groups this write only appended a log file to, in a slice that
+    /// existed before it (bucket index: appends that never conflict with each other).
+    appended: HashSet<(String, String)>,
     /// Partitions this write inserted new records into (simple index: new keys are not hashed to
     /// a fixed file group, so two writers may store one key twice).
     inserted: HashSet<String>,
@@ -44,6 +51,12 @@ pub(super) struct Footprint {
 /// a log (the key may have been deleted in the group's logs).
 fn may_store_new_key(s: &lake_timeline::WriteStat) -> bool {
     s.num_inserts > 0 || (s.log_files.is_some() && s.num_writes > 0)
+}
+
+/// Whether a write stat of the write at `instant` appended a log file to a slice that existed
+/// before it (rather than creating the file group).
+fn appends_to_existing(s: &lake_timeline::WriteStat, instant: &str) -> bool {
+    s.log_files.is_some() && s.prev_commit.as_deref().is_some_and(|p| p != instant)
 }
 
 /// How far a write's footprint reaches, by the table's index.
@@ -62,11 +75,15 @@ impl Footprint {
     pub(super) fn of(instant: String, ours: &CommitMetadata, reach: Reach) -> Self {
         let mut groups = HashSet::new();
         let mut logged = HashSet::new();
+        let mut appended = HashSet::new();
         let mut inserted = HashSet::new();
         for s in ours.write_stats() {
             let part = s.partition_path.clone().unwrap_or_default();
             if s.log_files.is_some() {
                 logged.insert((part.clone(), s.file_id.clone()));
+            }
+            if reach == Reach::Buckets && appends_to_existing(s, &instant) {
+                appended.insert((part.clone(), s.file_id.clone()));
             }
             if reach == Reach::Partitions && may_store_new_key(s) {
                 inserted.insert(part.clone());
@@ -77,6 +94,7 @@ impl Footprint {
             instant,
             groups,
             logged,
+            appended,
             inserted,
             table_wide: reach == Reach::Table,
         }
@@ -113,10 +131,16 @@ impl Footprint {
                 if self.table_wide {
                     return self.conflict(e, vec!["(table-wide keys)".into()]);
                 }
+                let theirs = i.time.to_string();
                 let clashes = meta
                     .write_stats()
                     .filter(|s| {
                         let part = s.partition_path.clone().unwrap_or_default();
+                        if appends_to_existing(s, &theirs)
+                            && self.appended.contains(&(part.clone(), s.file_id.clone()))
+                        {
+                            return false;
+                        }
                         let bucket = bucket_of_file_id(&s.file_id);
                         (may_store_new_key(s) && self.inserted.contains(&part))
                             || self.groups.iter().any(|(p, b, f)| {
@@ -143,6 +167,39 @@ impl Footprint {
             _ => Ok(()),
         }
     }
+}
+
+/// The source fence's check of one ledger entry decided since the write `instant` began: a
+/// completed write (not a compaction, not a rollback) is handed to the fence.
+pub(super) fn fence_entry(
+    fence: Option<&dyn super::SourceFence>,
+    instant: lake_timeline::InstantTime,
+    e: &Entry,
+) -> Result<()> {
+    let Some(fence) = fence else {
+        return Ok(());
+    };
+    let i = &e.instant;
+    if !e.header.rollback.is_empty()
+        || i.state != State::Completed
+        || !matches!(
+            i.action,
+            Action::Commit | Action::DeltaCommit | Action::ReplaceCommit
+        )
+    {
+        return Ok(());
+    }
+    let meta = CommitMetadata::from_json_bytes(&e.payload)
+        .map_err(|err| Error::Corrupt(format!("ledger entry {}: {err}", e.seq)))?;
+    if meta.compacted {
+        return Ok(());
+    }
+    fence
+        .check(&[std::sync::Arc::new(meta)])
+        .map_err(|reason| Error::SourceFenced {
+            instant: instant.to_string(),
+            reason,
+        })
 }
 
 #[cfg(test)]
@@ -185,6 +242,66 @@ mod tests {
             instant,
             payload: Bytes::from(m.to_json_bytes()),
         }
+    }
+
+    #[test]
+    fn bucket_appends_to_an_existing_group_do_not_conflict() {
+        // Both wrote a log to group 00000001-… of partition a, in the slice based at instant 1.
+        let group = "00000001-aaaa-0";
+        let append = |prev: &str| WriteStat {
+            prev_commit: Some(prev.into()),
+            ..stat("a", group, 0, 4, true)
+        };
+        let ours_time = "20260101000000002";
+        let theirs_time = "20260101000000001";
+        let ours = Footprint::of(
+            ours_time.into(),
+            &meta(vec![append("20250101000000000")]),
+            Reach::Buckets,
+        );
+        assert!(
+            ours.check(&entry(&meta(vec![append("20250101000000000")])))
+                .is_ok()
+        );
+        // Theirs created the group (its slice begins at its own instant): ours cannot have seen it.
+        assert!(
+            ours.check(&entry(&meta(vec![append(theirs_time)])))
+                .is_err()
+        );
+        // Theirs created another group for the same bucket: two groups for one bucket.
+        let new_group = WriteStat {
+            prev_commit: Some(theirs_time.into()),
+            ..stat("a", "00000001-bbbb-0", 4, 4, true)
+        };
+        assert!(ours.check(&entry(&meta(vec![new_group]))).is_err());
+        // Theirs rewrote the group's base file (a copy-on-write style write): a conflict.
+        let rewrite = WriteStat {
+            prev_commit: Some("20250101000000000".into()),
+            ..stat("a", group, 0, 4, false)
+        };
+        assert!(ours.check(&entry(&meta(vec![rewrite]))).is_err());
+        // Ours created the group: any other write to its bucket conflicts.
+        let created = Footprint::of(
+            ours_time.into(),
+            &meta(vec![append(ours_time)]),
+            Reach::Buckets,
+        );
+        assert!(
+            created
+                .check(&entry(&meta(vec![append("20250101000000000")])))
+                .is_err()
+        );
+        // The simple index keeps file-group conflicts for appends.
+        let simple = Footprint::of(
+            ours_time.into(),
+            &meta(vec![append("20250101000000000")]),
+            Reach::Partitions,
+        );
+        assert!(
+            simple
+                .check(&entry(&meta(vec![append("20250101000000000")])))
+                .is_err()
+        );
     }
 
     #[test]

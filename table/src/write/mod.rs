@@ -99,6 +99,19 @@ pub struct WriteOptions {
     /// Commit even when no row is left to write, so that `extra_metadata` (a source checkpoint
     /// past messages that produced no rows) lands on the timeline.
     pub commit_empty: bool,
+    /// Checks the source positions this write consumed against the other completed writes, when
+    /// the write starts and against every write completed before it commits (see [`SourceFence`]).
+    pub fence: Option<Arc<dyn SourceFence>>,
+}
+
+/// Fencing of writers that share one source (several `lake ingest` processes, one Kafka topic):
+/// a write carries the positions it consumed, and fails with [`Error::SourceFenced`] when another
+/// completed write already applied part of them (a process that lost a partition committing late,
+/// or a commit whose answer was lost, retried).
+pub trait SourceFence: Send + Sync + std::fmt::Debug {
+    /// `Err(reason)` when `committed` — the metadata of completed writes (not compactions), oldest
+    /// first — shows that part of this write's source range was already applied.
+    fn check(&self, committed: &[Arc<CommitMetadata>]) -> std::result::Result<(), String>;
 }
 
 impl Default for WriteOptions {
@@ -110,6 +123,7 @@ impl Default for WriteOptions {
                 .map_or(2, |n| n.get())
                 .max(2),
             commit_empty: false,
+            fence: None,
         }
     }
 }
@@ -162,6 +176,25 @@ pub(super) struct GroupResult {
     stale: u64,
 }
 
+/// Hands the completed writes (not compactions) of the write's starting timeline, oldest first, to
+/// the source fence.
+async fn check_fence(fence: &dyn SourceFence, timeline: &lake_timeline::Timeline) -> Result<()> {
+    let writes: Vec<lake_timeline::Instant> = timeline
+        .completed_writes()
+        .filter(|w| !timeline.is_compaction(w.time))
+        .copied()
+        .collect();
+    let metas: Vec<Arc<CommitMetadata>> = futures::stream::iter(writes)
+        .map(|w| async move { timeline.commit_metadata_cached(&w).await })
+        .buffered(16)
+        .try_collect()
+        .await?;
+    fence.check(&metas).map_err(|reason| Error::SourceFenced {
+        instant: "not begun".into(),
+        reason,
+    })
+}
+
 impl Table {
     /// Writes change batches as one commit. See the module docs for the semantics.
     pub async fn write(
@@ -187,6 +220,9 @@ impl Table {
             start = transaction::start(self).await?;
         }
         let timeline = &start.timeline;
+        if let Some(fence) = &opts.fence {
+            check_fence(fence.as_ref(), timeline).await?;
+        }
         let table_schema = self.data_schema(timeline).await?;
         if opts.commit_empty && batches.iter().all(|b| b.rows.num_rows() == 0) {
             summary.instant = Some(self.commit_empty(&start, table_schema, &opts).await?);
@@ -258,8 +294,12 @@ impl Table {
                     None => Reach::Partitions,
                 };
                 let footprint = Footprint::of(time.to_string(), &meta, reach);
-                tx.commit(Bytes::from(meta.to_json_bytes()), |e| footprint.check(e))
-                    .await?;
+                let fence = opts.fence.as_deref();
+                tx.commit(Bytes::from(meta.to_json_bytes()), |e| {
+                    footprint.check(e)?;
+                    conflict::fence_entry(fence, time, e)
+                })
+                .await?;
                 summary.instant = Some(time);
                 Ok(summary)
             }
@@ -529,8 +569,12 @@ impl Table {
         let tx = Transaction::begin(self, start, action, Bytes::new()).await?;
         let time = tx.time();
         let footprint = Footprint::of(time.to_string(), &meta, Reach::Partitions);
-        tx.commit(Bytes::from(meta.to_json_bytes()), |e| footprint.check(e))
-            .await?;
+        let fence = opts.fence.as_deref();
+        tx.commit(Bytes::from(meta.to_json_bytes()), |e| {
+            footprint.check(e)?;
+            conflict::fence_entry(fence, time, e)
+        })
+        .await?;
         Ok(time)
     }
 
@@ -574,20 +618,142 @@ mod tests {
         .expect("batch")
     }
 
-    #[tokio::test]
-    async fn write_records_the_checkpoint_and_resolves_by_ordering_field() {
+    /// A table keyed by `id`, ordered by `v`, with two buckets.
+    async fn keyed_table(uri: &str, table_type: TableType) -> Table {
         let cfg = TableConfig::new(
             "t",
-            TableType::CopyOnWrite,
+            table_type,
             vec!["id".into()],
             vec![],
             Some("v".into()),
             Some(2),
         )
         .expect("config");
-        let t = Table::create("memory://write_checkpoint", cfg)
+        Table::create(uri, cfg).await.expect("create")
+    }
+
+    /// A fence on the offset recorded under the checkpoint key (`"<n>"`): a write starting at
+    /// `start` is fenced by any commit that recorded more. Its first check (the write's start) can
+    /// run `meanwhile`, a commit by another writer landing before this one commits.
+    struct OffsetFence {
+        start: i64,
+        meanwhile: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    }
+
+    impl std::fmt::Debug for OffsetFence {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "OffsetFence({})", self.start)
+        }
+    }
+
+    impl SourceFence for OffsetFence {
+        fn check(&self, committed: &[Arc<CommitMetadata>]) -> std::result::Result<(), String> {
+            if let Some(f) = self.meanwhile.lock().expect("lock").take() {
+                f();
+            }
+            let highest = committed
+                .iter()
+                .filter_map(|m| m.checkpoint()?.parse::<i64>().ok())
+                .max();
+            match highest {
+                Some(h) if h > self.start => Err(format!("offset {h} is past {}", self.start)),
+                _ => Ok(()),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_source_fence_stops_a_write_at_its_start_and_at_its_commit() {
+        let uri = "memory://write_fence";
+        let t = keyed_table(uri, TableType::MergeOnRead).await;
+        let at = |offset: i64, start: i64| WriteOptions {
+            extra_metadata: [(CHECKPOINT_KEY.to_owned(), offset.to_string())].into(),
+            fence: Some(Arc::new(OffsetFence {
+                start,
+                meanwhile: std::sync::Mutex::new(None),
+            })),
+            ..Default::default()
+        };
+        t.write(vec![ChangeBatch::upserts(rows(&[1], &[1]))], at(10, 0))
             .await
-            .expect("create");
+            .expect("first write");
+        // Starting below what the table holds: fenced before anything is written.
+        let err = t
+            .write(vec![ChangeBatch::upserts(rows(&[2], &[1]))], at(12, 5))
+            .await
+            .expect_err("fenced at start");
+        assert!(
+            matches!(&err, Error::SourceFenced { reason, .. } if reason.contains("offset 10")),
+            "{err}"
+        );
+        let before = t.timeline().await.expect("timeline").instants().len();
+        // Another writer commits offset 20 while this write runs: fenced at its commit, rolled back.
+        let other = move || {
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async {
+                    let t = Table::open(uri).await.expect("open");
+                    let opts = WriteOptions {
+                        extra_metadata: [(CHECKPOINT_KEY.to_owned(), "20".to_owned())].into(),
+                        ..Default::default()
+                    };
+                    t.write(vec![ChangeBatch::upserts(rows(&[9], &[1]))], opts)
+                        .await
+                        .expect("other write");
+                });
+            })
+            .join()
+            .expect("other writer");
+        };
+        let opts = WriteOptions {
+            fence: Some(Arc::new(OffsetFence {
+                start: 10,
+                meanwhile: std::sync::Mutex::new(Some(Box::new(other))),
+            })),
+            ..at(15, 10)
+        };
+        let err = t
+            .write(vec![ChangeBatch::upserts(rows(&[3], &[1]))], opts)
+            .await
+            .expect_err("fenced at commit");
+        match &err {
+            Error::SourceFenced { instant, reason } => {
+                assert!(reason.contains("offset 20"), "{reason}");
+                let tl = t.timeline().await.expect("timeline");
+                let time: InstantTime = instant.parse().expect("an instant");
+                assert!(tl.find(time).is_none(), "rolled back: {:?}", tl.instants());
+                assert!(tl.instants().len() > before, "the other write landed");
+            }
+            other => panic!("{other}"),
+        }
+        let ids: Vec<i64> = {
+            let mut ids = Vec::new();
+            let (_, batches) = t
+                .read_snapshot(&crate::ReadOptions::default())
+                .await
+                .expect("read");
+            for b in batches {
+                let col = b
+                    .column_by_name("id")
+                    .expect("id")
+                    .as_any()
+                    .downcast_ref::<arrow::array::Int64Array>()
+                    .expect("ints")
+                    .clone();
+                ids.extend(col.iter().flatten());
+            }
+            ids.sort_unstable();
+            ids
+        };
+        assert_eq!(ids, [1, 9], "the fenced rows are not in the table");
+    }
+
+    #[tokio::test]
+    async fn write_records_the_checkpoint_and_resolves_by_ordering_field() {
+        let t = keyed_table("memory://write_checkpoint", TableType::CopyOnWrite).await;
         let opts = |cp: &str| WriteOptions {
             extra_metadata: [(CHECKPOINT_KEY.to_owned(), cp.to_owned())].into(),
             ..Default::default()

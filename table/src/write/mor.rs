@@ -15,7 +15,7 @@ use super::prepare::Prepared;
 use super::{GroupResult, GroupTask};
 use crate::avro_block::{DeletedRecord, encode_data_block, encode_delete_block};
 use crate::commit::transaction::{MarkerKind, Transaction};
-use crate::layout::{WRITE_TOKEN, join};
+use crate::layout::join;
 use crate::log_format::{self, BlockType, LogBlock};
 use crate::schema::{self, with_meta_columns};
 use crate::view::FileSlice;
@@ -73,8 +73,11 @@ impl Table {
             return Ok(None);
         }
         let name = format!(
-            ".{}_{}.log.{}_{WRITE_TOKEN}",
-            task.file_id, target.base_instant, target.version
+            ".{}_{}.log.{}_{}",
+            task.file_id,
+            target.base_instant,
+            target.version,
+            tx.log_token()
         );
         let rel = join(&task.partition, &name);
         let started = Clock::now();
