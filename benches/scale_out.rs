@@ -45,7 +45,7 @@ fn total(text: &str, name: &str) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(name))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        .fold(0.0, |a, b| a + b)
 }
 
 async fn offsets(uri: &str, topic: &str) -> HashMap<i32, i64> {

@@ -57,19 +57,29 @@ pub async fn clean(table: &Table, policy: CleanPolicy) -> Result<CleanReport> {
     let start_seq = start.seq;
     let timeline = start.timeline;
     let writes: Vec<Instant> = timeline.completed_writes().copied().collect();
-    // A write still in flight (another process's, beside this clean) merges the slices that were
-    // newest when it began, i.e. those based before its instant: they stay until it ends.
+    // A write still in flight (another process's commit or deltacommit, beside this clean) merges
+    // the slices that were newest when it began, i.e. those based before its instant: they stay
+    // until it ends (a dead writer's is rolled back first, by `lake compact` or the next writer).
     let earliest_pending_write = timeline
         .pending()
-        .filter(|i| i.action.writes_data() && !timeline.is_compaction(i.time))
+        .filter(|i| matches!(i.action, Action::Commit | Action::DeltaCommit))
+        .filter(|i| !timeline.is_compaction(i.time))
         .map(|i| i.time)
         .min();
-    let earliest_retained = match policy {
+    // Slices based before `keep_before` serve no retained snapshot (but the newest of them);
+    // `earliest_retained` is the earliest completed write whose snapshot stays whole.
+    let (keep_before, earliest_retained) = match policy {
         CleanPolicy::KeepLatestCommits(n) if writes.len() > n.max(1) => {
             let e = writes[writes.len() - n.max(1)].time;
-            Some(earliest_pending_write.map_or(e, |p| p.min(e)))
+            match earliest_pending_write.filter(|p| *p < e) {
+                Some(p) => (
+                    Some(p),
+                    writes.iter().rev().find(|w| w.time < p).map(|w| w.time),
+                ),
+                None => (Some(e), Some(e)),
+            }
         }
-        _ => None,
+        _ => (None, None),
     };
     let view = FileSystemView::load(&timeline, None, None).await?;
     // Files a savepoint pins stay.
@@ -80,7 +90,7 @@ pub async fn clean(table: &Table, policy: CleanPolicy) -> Result<CleanReport> {
     let mut complete_from: Option<InstantTime> = earliest_retained;
     for slices in view.file_groups() {
         let keep_from = match policy {
-            CleanPolicy::KeepLatestCommits(_) => match earliest_retained {
+            CleanPolicy::KeepLatestCommits(_) => match keep_before {
                 // The newest slice based before the earliest retained write serves snapshots as of it.
                 Some(e) => slices.iter().rposition(|s| s.base_instant < e).unwrap_or(0),
                 None => 0,
@@ -370,7 +380,8 @@ mod tests {
         let report = clean(&t, CleanPolicy::KeepLatestCommits(2))
             .await
             .expect("clean");
-        assert_eq!(report.earliest_retained, Some(began));
+        // Snapshots stay whole from the last completed write before it.
+        assert_eq!(report.earliest_retained, Some(instants[1]));
         let deleted: Vec<String> = report
             .deleted
             .iter()

@@ -2,11 +2,13 @@
 //! offset to read of each partition, stored in each commit under `deltastreamer.checkpoint.key`.
 //!
 //! Several `lake ingest` processes may feed one table, each owning some of the topic's partitions
-//! (Kafka's consumer group decides which): a commit records the partitions its process owned, so
+//! (Kafka's consumer group decides which): a commit records the partitions its batch consumed, so
 //! a partition's position is the highest offset any completed commit recorded for it (see
 //! [`effective`]). A partition whose checkpoint was reset (`--reset-checkpoint`) starts over at the
 //! commit that records the reset under [`RESET_KEY`]. [`KafkaFence`] keeps two processes from
-//! applying one offset range twice.
+//! applying one offset range twice: offsets recorded for a partition only grow, in the order the
+//! commits were decided, and so in instant order too (a batch starts only after the commit before
+//! it completed) — the newest record of a partition is never archived while an older one stays.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -91,32 +93,47 @@ pub fn effective<'a>(
     at
 }
 
-/// The fence of one batch: the offset each of its partitions starts at. Another completed commit
-/// that recorded a higher offset for one of them has applied part of the batch already (the
-/// partition moved to another process, which committed first; or this batch's own earlier attempt
-/// landed although its answer was lost).
+/// The fence of one batch: the offset each of its partitions starts at. The batch may commit only
+/// while the table's position of each of them is that offset (or none is recorded), and no other
+/// commit records one of them before it completes. Otherwise another process has applied part of
+/// the batch (the partition moved to it, or it was reset), or the batch's own earlier attempt
+/// landed although its answer was lost.
 #[derive(Debug)]
 pub struct KafkaFence {
     /// The topic.
     pub topic: String,
     /// partition → the batch's first offset (the checkpoint it continues from).
     pub starts: BTreeMap<i32, i64>,
-    /// Partitions this commit resets: earlier offsets recorded for them do not count.
-    pub resets: BTreeMap<i32, i64>,
+}
+
+impl KafkaFence {
+    fn moved(&self, p: i32, o: i64, start: i64) -> String {
+        format!(
+            "topic {} partition {p}: the table's offset is {o}, and this batch starts at {start} \
+             (the partition moved between processes or was reset, or an earlier attempt of this \
+             batch landed)",
+            self.topic
+        )
+    }
 }
 
 impl lake_table::SourceFence for KafkaFence {
     fn check(&self, committed: &[Arc<CommitMetadata>]) -> Result<(), String> {
         let at = effective(&self.topic, committed.iter().map(Arc::as_ref));
         for (p, start) in &self.starts {
-            if self.resets.contains_key(p) {
-                continue;
+            if let Some(o) = at.get(p).filter(|o| *o != start) {
+                return Err(self.moved(*p, *o, *start));
             }
-            if let Some(o) = at.get(p).filter(|o| *o > start) {
-                return Err(format!(
-                    "topic {} partition {p}: a completed commit already recorded offset {o}, and this                      batch starts at {start} (the partition moved between processes, or an earlier                      attempt of this batch landed)",
-                    self.topic
-                ));
+        }
+        Ok(())
+    }
+
+    fn check_since(&self, decided: &CommitMetadata) -> Result<(), String> {
+        // Only this batch may record its partitions from its start on.
+        let at = effective(&self.topic, [decided]);
+        for (p, start) in &self.starts {
+            if let Some(o) = at.get(p) {
+                return Err(self.moved(*p, *o, *start));
             }
         }
         Ok(())
@@ -159,40 +176,30 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_is_fenced_by_a_commit_past_its_start() {
+    fn a_batch_is_fenced_unless_the_table_stands_at_its_start() {
         let fence = KafkaFence {
             topic: "t".into(),
             starts: BTreeMap::from([(0, 10), (1, 4)]),
-            resets: BTreeMap::new(),
         };
-        let ok = [Arc::new(commit("t,0:10,1:4,2:50", None))];
-        assert!(fence.check(&ok).is_ok());
+        let at_start = [Arc::new(commit("t,0:10,1:4,2:50", None))];
+        assert!(fence.check(&at_start).is_ok());
+        // Nothing recorded for a partition yet: it starts where the process placed it.
+        assert!(fence.check(&[Arc::new(commit("t,0:10", None))]).is_ok());
         let past = [Arc::new(commit("t,1:6", None))];
         let err = fence.check(&past).expect_err("fenced");
         assert!(
-            err.contains("partition 1") && err.contains("offset 6"),
+            err.contains("partition 1") && err.contains("offset is 6"),
             "{err}"
         );
-        // A partition this very commit resets is not fenced by the offsets before the reset.
-        let resetting = KafkaFence {
-            resets: BTreeMap::from([(1, 4)]),
-            ..fence
-        };
-        assert!(resetting.check(&past).is_ok());
-    }
-
-    #[test]
-    fn checkpoints_round_trip_in_hudis_format() {
-        let c = Checkpoint::parse("dbserver1.shop.orders,0:17,1:0,2:5").expect("parses");
-        assert_eq!(c.topic, "dbserver1.shop.orders");
-        assert_eq!(c.offsets, BTreeMap::from([(0, 17), (1, 0), (2, 5)]));
-        assert_eq!(c.render(), "dbserver1.shop.orders,0:17,1:0,2:5");
-        assert_eq!(
-            Checkpoint::parse("t").expect("no partitions").offsets.len(),
-            0
-        );
-        for bad in ["", ",0:1", "t,0", "t,x:1", "t,0:y"] {
-            assert!(Checkpoint::parse(bad).is_none(), "{bad}");
-        }
+        // Reset below the batch's start (the topic was recreated): the batch belongs to the old one.
+        let reset = [
+            Arc::new(commit("t,0:10,1:4", None)),
+            Arc::new(commit("t,1:0", Some("t,1:0"))),
+        ];
+        assert!(fence.check(&reset).is_err());
+        // Decided after the write began: any commit recording one of its partitions.
+        assert!(fence.check_since(&commit("t,1:4", None)).is_err());
+        assert!(fence.check_since(&commit("t,2:60", None)).is_ok());
+        assert!(fence.check_since(&commit("other,1:9", None)).is_ok());
     }
 }

@@ -209,8 +209,6 @@ struct Placed {
     partition: i32,
     start: i64,
     high: i64,
-    /// Its checkpoint lay outside the partition and `--reset-checkpoint` moved it.
-    reset: bool,
 }
 
 /// What a rebalance changed, taken in by the main loop before the next message.
@@ -238,13 +236,33 @@ impl Assigner {
     }
 
     /// The assignment with each partition's start offset, from its table's checkpoint (or the
-    /// reset policy); what could not be decided is reported as [`Rebalanced::Failed`] and nothing
-    /// is assigned.
+    /// reset policy); what could not be decided (after two retries) is reported as
+    /// [`Rebalanced::Failed`] and nothing is assigned.
+    #[allow(clippy::result_large_err)]
     fn place(
         &self,
         base: &BaseConsumer<BrokerContext>,
         tpl: &TopicPartitionList,
     ) -> TopicPartitionList {
+        match retrying("placing assigned partitions", || self.try_place(base, tpl)) {
+            Ok((out, placed)) => {
+                self.push(Rebalanced::Assigned(placed));
+                out
+            }
+            Err(e) => {
+                self.push(Rebalanced::Failed(e));
+                TopicPartitionList::new()
+            }
+        }
+    }
+
+    // Errors end the job, once: their size does not matter.
+    #[allow(clippy::result_large_err)]
+    fn try_place(
+        &self,
+        base: &BaseConsumer<BrokerContext>,
+        tpl: &TopicPartitionList,
+    ) -> Result<(TopicPartitionList, Vec<Placed>), IngestError> {
         let mut wanted: BTreeMap<String, Vec<i32>> = BTreeMap::new();
         for e in tpl.elements() {
             wanted
@@ -254,106 +272,192 @@ impl Assigner {
         }
         let empty = HashMap::new();
         let tables = self.tables.get().unwrap_or(&empty);
-        let positions = match table_positions(tables, &wanted) {
-            Ok(p) => p,
-            Err(e) => {
-                self.push(Rebalanced::Failed(e));
-                return TopicPartitionList::new();
-            }
-        };
+        let positions = on_own_runtime(|| table_positions(tables, &wanted))?;
         let mut out = TopicPartitionList::new();
         let mut placed = Vec::new();
+        // Starts to record in the tables before consuming: resets, and partitions no commit
+        // recorded that start at their end (else a rebalance before their first commit would
+        // start them at a later end, skipping what arrived in between).
+        let mut record: BTreeMap<String, StartRecord> = BTreeMap::new();
         for (topic, partitions) in &wanted {
             let name = tables.get(topic).map_or(topic.as_str(), |t| t.1.as_str());
             for &p in partitions {
-                let (low, high) = match base.fetch_watermarks(topic, p, CONNECT_TIMEOUT) {
-                    Ok(w) => w,
-                    Err(e) => {
-                        self.push(Rebalanced::Failed(kafka(
-                            &format!("watermarks of {topic}/{p}"),
-                            e,
-                        )));
-                        return TopicPartitionList::new();
-                    }
-                };
+                let (low, high) = base
+                    .fetch_watermarks(topic, p, CONNECT_TIMEOUT)
+                    .map_err(|e| kafka(&format!("watermarks of {topic}/{p}"), e))?;
                 let recorded = positions.get(topic).and_then(|o| o.get(&p)).copied();
-                let (start, reset) = match recorded {
+                let start = match recorded {
                     Some(o) if o > high || o < low => {
                         let err = out_of_range(name, topic, p, o, low, high);
                         let to = match self.reset {
                             Some(ResetCheckpoint::Earliest) => low,
                             Some(ResetCheckpoint::Latest) => high,
-                            None => {
-                                self.push(Rebalanced::Failed(err));
-                                return TopicPartitionList::new();
-                            }
+                            None => return Err(err),
                         };
                         warn!("{err}; --reset-checkpoint: starting partition {p} at offset {to}");
-                        (to, true)
+                        let r = record.entry(topic.clone()).or_default();
+                        r.offsets.insert(p, to);
+                        r.resets.insert(p, to);
+                        to
                     }
-                    Some(o) => (o, false),
-                    None if self.latest_when_new => (high, false),
-                    None => (low, false),
+                    Some(o) => o,
+                    None if self.latest_when_new => {
+                        record
+                            .entry(topic.clone())
+                            .or_default()
+                            .offsets
+                            .insert(p, high);
+                        high
+                    }
+                    None => low,
                 };
-                if let Err(e) = out.add_partition_offset(topic, p, Offset::Offset(start)) {
-                    self.push(Rebalanced::Failed(kafka("assign", e)));
-                    return TopicPartitionList::new();
-                }
+                out.add_partition_offset(topic, p, Offset::Offset(start))
+                    .map_err(|e| kafka("assign", e))?;
                 placed.push(Placed {
                     topic: topic.clone(),
                     partition: p,
                     start,
                     high,
-                    reset,
                 });
             }
         }
-        self.push(Rebalanced::Assigned(placed));
-        out
+        if !record.is_empty() {
+            on_own_runtime(|| record_starts(tables, &record))?;
+        }
+        Ok((out, placed))
     }
 }
 
-/// The offsets the tables of `wanted`'s topics recorded for their partitions. Runs inside the
-/// rebalance callback, which may not await: on a thread of its own, with its own runtime and
-/// store clients.
+/// Runs `f` up to three times (1 s, then 2 s apart) while it fails: a store or broker hiccup during
+/// a rebalance should not stop the job (and with it, rebalance the whole group again).
 // Errors end the job, once: their size does not matter.
 #[allow(clippy::result_large_err)]
-fn table_positions(
-    tables: &HashMap<String, (String, String)>,
-    wanted: &BTreeMap<String, Vec<i32>>,
-) -> Result<BTreeMap<String, BTreeMap<i32, i64>>, IngestError> {
-    let read = || -> Result<BTreeMap<String, BTreeMap<i32, i64>>, IngestError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| IngestError::Config(format!("starting a runtime: {e}")))?;
-        rt.block_on(async {
-            let mut out = BTreeMap::new();
-            for (topic, partitions) in wanted {
-                let Some((uri, _)) = tables.get(topic) else {
-                    continue;
-                };
-                let err = |source| IngestError::Table {
-                    uri: uri.clone(),
-                    topic: topic.clone(),
-                    source,
-                };
-                let offsets = match Table::open_if_exists(uri).await.map_err(err)? {
-                    Some(t) => table_offsets(&t, topic, partitions).await.map_err(err)?,
-                    None => BTreeMap::new(),
-                };
-                out.insert(topic.clone(), offsets);
+fn retrying<T>(
+    what: &str,
+    mut f: impl FnMut() -> Result<T, IngestError>,
+) -> Result<T, IngestError> {
+    let mut attempt = 0;
+    loop {
+        match f() {
+            Err(e) if attempt < 2 && !matches!(e, IngestError::CheckpointOutOfRange { .. }) => {
+                warn!("{what}: {e}; retrying");
+                std::thread::sleep(Duration::from_secs(1 << attempt));
+                attempt += 1;
             }
-            Ok(out)
-        })
-    };
+            other => return other,
+        }
+    }
+}
+
+/// Runs the future `make` builds on a thread of its own, with its own runtime (and so its own store
+/// clients): the rebalance callback runs inside the consumer's poll and may not await.
+// Errors end the job, once: their size does not matter.
+#[allow(clippy::result_large_err)]
+fn on_own_runtime<T, F, Fut>(make: F) -> Result<T, IngestError>
+where
+    T: Send,
+    F: FnOnce() -> Fut + Send,
+    Fut: Future<Output = Result<T, IngestError>>,
+{
     std::thread::scope(|s| {
-        s.spawn(read).join().unwrap_or_else(|_| {
+        s.spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| IngestError::Config(format!("starting a runtime: {e}")))?;
+            rt.block_on(make())
+        })
+        .join()
+        .unwrap_or_else(|_| {
             Err(IngestError::Config(
-                "reading the tables' checkpoints failed (a panic)".into(),
+                "reading or recording the tables' checkpoints failed (a panic)".into(),
             ))
         })
     })
+}
+
+/// The offsets the tables of `wanted`'s topics recorded for their partitions.
+// Errors end the job, once: their size does not matter.
+#[allow(clippy::result_large_err)]
+async fn table_positions(
+    tables: &HashMap<String, (String, String)>,
+    wanted: &BTreeMap<String, Vec<i32>>,
+) -> Result<BTreeMap<String, BTreeMap<i32, i64>>, IngestError> {
+    let mut out = BTreeMap::new();
+    for (topic, partitions) in wanted {
+        let Some((uri, _)) = tables.get(topic) else {
+            continue;
+        };
+        let err = |source| IngestError::Table {
+            uri: uri.clone(),
+            topic: topic.clone(),
+            source,
+        };
+        let offsets = match Table::open_if_exists(uri).await.map_err(err)? {
+            Some(t) => table_offsets(&t, topic, partitions).await.map_err(err)?,
+            None => BTreeMap::new(),
+        };
+        out.insert(topic.clone(), offsets);
+    }
+    Ok(out)
+}
+
+/// Start offsets of one topic's partitions to commit before they are consumed.
+#[derive(Default)]
+struct StartRecord {
+    offsets: BTreeMap<i32, i64>,
+    /// The ones among them that are resets.
+    resets: BTreeMap<i32, i64>,
+}
+
+/// Commits partitions' start offsets into their (existing) tables at once, without rows.
+// Errors end the job, once: their size does not matter.
+#[allow(clippy::result_large_err)]
+async fn record_starts(
+    tables: &HashMap<String, (String, String)>,
+    record: &BTreeMap<String, StartRecord>,
+) -> Result<(), IngestError> {
+    for (topic, StartRecord { offsets, resets }) in record {
+        let Some((uri, name)) = tables.get(topic) else {
+            continue;
+        };
+        let err = |source| IngestError::Table {
+            uri: uri.clone(),
+            topic: topic.clone(),
+            source,
+        };
+        let Some(table) = Table::open_if_exists(uri).await.map_err(err)? else {
+            continue;
+        };
+        let render = |offsets: &BTreeMap<i32, i64>| {
+            Checkpoint {
+                topic: topic.clone(),
+                offsets: offsets.clone(),
+            }
+            .render()
+        };
+        let mut extra_metadata: BTreeMap<String, String> =
+            [(CHECKPOINT_KEY.to_owned(), render(offsets))].into();
+        if !resets.is_empty() {
+            extra_metadata.insert(RESET_KEY.to_owned(), render(resets));
+        }
+        let opts = WriteOptions {
+            extra_metadata,
+            commit_empty: true,
+            ..Default::default()
+        };
+        let done = table
+            .write_retrying(Vec::new(), opts, WRITE_ATTEMPTS)
+            .await
+            .map_err(err)?;
+        info!(
+            table = %name,
+            instant = %done.instant.map(|t| t.to_string()).unwrap_or_default(),
+            start = %render(offsets),
+            "start offsets committed"
+        );
+    }
+    Ok(())
 }
 
 impl BrokerContext {
@@ -458,11 +562,9 @@ struct Writer {
 
 /// What a commit task did.
 struct Committed {
-    /// The checkpoint the commit recorded (or, when `fenced`, the table's offsets for the batch's
-    /// partitions).
+    /// The checkpoint the commit recorded: the batch's partitions (or, when `fenced`, the
+    /// table's offsets for them).
     next: BTreeMap<i32, i64>,
-    /// The resets the commit recorded.
-    resets: BTreeMap<i32, i64>,
     records: u64,
     instant: Option<String>,
     dead_letters: u64,
@@ -475,12 +577,11 @@ struct Committed {
 #[derive(Clone)]
 struct Batch {
     msgs: Arc<Vec<Message>>,
-    /// The checkpoint to record: the next offset of every partition the process owns.
+    /// The next offset of every partition the process owns, after the batch.
     next: BTreeMap<i32, i64>,
-    /// The offset each partition with messages in the batch starts at (its fence).
+    /// The offset each partition with messages in the batch starts at (its fence); the commit
+    /// records these partitions only.
     starts: BTreeMap<i32, i64>,
-    /// Partitions whose checkpoint this commit resets.
-    resets: BTreeMap<i32, i64>,
 }
 
 /// A batch whose commit failed: kept whole, to be retried or abandoned.
@@ -507,8 +608,6 @@ struct Flow {
     /// Next offset to read of each partition this process owns, as of the last completed table
     /// commit (its keys are the owned partitions).
     committed: BTreeMap<i32, i64>,
-    /// Owned partitions whose checkpoint was reset, until a commit records it.
-    resets: BTreeMap<i32, i64>,
     /// Next offset to read per partition, as of the last batch handed to the commit task.
     dispatched: BTreeMap<i32, i64>,
     /// End offsets at start (for `until_caught_up`).
@@ -540,7 +639,6 @@ impl Flow {
 
     fn caught_up(&self) -> bool {
         self.pending.is_empty()
-            && self.resets.is_empty()
             && !self.busy
             && self
                 .end_at_start
@@ -776,7 +874,6 @@ pub async fn run(config: &PipelineConfig, opts: RunOptions) -> Result<RunReport,
                 busy: false,
                 paused: false,
                 committed: BTreeMap::new(),
-                resets: BTreeMap::new(),
                 dispatched: BTreeMap::new(),
                 end_at_start: BTreeMap::new(),
                 lag: BTreeMap::new(),
@@ -932,6 +1029,11 @@ pub async fn run(config: &PipelineConfig, opts: RunOptions) -> Result<RunReport,
                 }
             }
             Some((i, writer, result)) = commits.next(), if !commits.is_empty() => {
+                // A rebalance run by an earlier poll of `recv` is taken in first: only partitions
+                // still owned are moved back after a fenced batch.
+                if let Err(e) = rebalanced(&mut flows, &index, &ctx, &mut assigned) {
+                    break Err(e);
+                }
                 if let Err(e) = land(i, writer, result, &mut flows, &mut commits, &ctx, &mut report) {
                     break Err(e);
                 }
@@ -951,14 +1053,16 @@ pub async fn run(config: &PipelineConfig, opts: RunOptions) -> Result<RunReport,
                 watched(w, &mut flows, &metrics, &brokers);
             }
             _ = tick.tick() => {
+                if let Err(e) = rebalanced(&mut flows, &index, &ctx, &mut assigned) {
+                    break Err(e);
+                }
                 for f in &mut flows {
                     f.publish_received(&metrics);
                 }
                 let mut failed = None;
                 for i in 0..flows.len() {
                     let f = &flows[i];
-                    let due = f.first_pending.is_some_and(|t| t.elapsed() >= max_interval)
-                        || !f.resets.is_empty();
+                    let due = f.first_pending.is_some_and(|t| t.elapsed() >= max_interval);
                     let tail = opts.until_caught_up
                         && !f.pending.is_empty()
                         && last_message.elapsed() >= CAUGHT_UP_IDLE;
@@ -1052,7 +1156,6 @@ fn rebalanced(
                     partition: p,
                     start,
                     high,
-                    reset,
                 } in placed
                 {
                     let Some(&i) = index.get(&topic) else {
@@ -1063,9 +1166,6 @@ fn rebalanced(
                     f.dispatched.insert(p, start);
                     f.end_at_start.insert(p, high);
                     f.lag.insert(p, high - start);
-                    if reset {
-                        f.resets.insert(p, start);
-                    }
                     let l = Metrics::partition(&f.topic, p);
                     metrics.committed_offset.get_or_create(&l).set(start);
                     metrics.consumed_offset.get_or_create(&l).set(start);
@@ -1120,7 +1220,6 @@ fn revoke(f: &mut Flow, partitions: &[i32], metrics: &Metrics) {
         f.dispatched.remove(p);
         f.end_at_start.remove(p);
         f.lag.remove(p);
-        f.resets.remove(p);
         f.received.remove(p);
         let l = Metrics::partition(&f.topic, *p);
         metrics.committed_offset.remove(&l);
@@ -1441,7 +1540,7 @@ fn dispatch(
     ctx: &Ctx,
 ) -> Result<(), IngestError> {
     let f = &mut flows[i];
-    if (f.pending.is_empty() && f.resets.is_empty()) || f.busy || ctx.stopped() {
+    if f.pending.is_empty() || f.busy || ctx.stopped() {
         return Ok(());
     }
     let Some(writer) = f.writer.take() else {
@@ -1461,7 +1560,6 @@ fn dispatch(
         msgs: Arc::new(std::mem::take(&mut f.pending)),
         next: next.clone(),
         starts,
-        resets: f.resets.clone(),
     };
     f.dispatched = next;
     f.pending_bytes = 0;
@@ -1632,9 +1730,13 @@ fn settle(
                 .committed_offset
                 .get_or_create(&Metrics::partition(&f.topic, *p))
                 .set(*o);
+            if !done.fenced {
+                // Re-assigned while the batch committed: placed at the offset before it.
+                let d = f.dispatched.entry(*p).or_insert(*o);
+                *d = (*d).max(*o);
+            }
         }
     }
-    f.resets.retain(|p, o| done.resets.get(p) != Some(o));
     if !done.fenced {
         return None;
     }
@@ -1712,6 +1814,12 @@ async fn commit_batch(
             warn!(table = %f.name, "dead-letter {e}");
         }
     }
+    // The batch's partitions only: a partition's position is what the commits that consumed it
+    // recorded (an idle one's owner may have changed since this batch began).
+    let next: BTreeMap<i32, i64> = next
+        .into_iter()
+        .filter(|(p, _)| batch.starts.contains_key(p))
+        .collect();
     let checkpoint = Checkpoint {
         topic: f.topic.clone(),
         offsets: next.clone(),
@@ -1722,23 +1830,13 @@ async fn commit_batch(
         WriteOperation::Upsert
     };
     let records = msgs.len() as u64;
-    let mut extra_metadata: BTreeMap<String, String> =
-        [(CHECKPOINT_KEY.to_owned(), checkpoint.render())].into();
-    if !batch.resets.is_empty() {
-        let reset = Checkpoint {
-            topic: f.topic.clone(),
-            offsets: batch.resets.clone(),
-        };
-        extra_metadata.insert(RESET_KEY.to_owned(), reset.render());
-    }
     let opts = WriteOptions {
         operation,
-        extra_metadata,
+        extra_metadata: [(CHECKPOINT_KEY.to_owned(), checkpoint.render())].into(),
         commit_empty: true,
         fence: Some(Arc::new(KafkaFence {
             topic: f.topic.clone(),
             starts: batch.starts.clone(),
-            resets: batch.resets.clone(),
         })),
         ..Default::default()
     };
@@ -1766,7 +1864,6 @@ async fn commit_batch(
             .inc();
         return Ok(Committed {
             next: back,
-            resets: BTreeMap::new(),
             records: 0,
             instant: None,
             dead_letters,
@@ -1866,7 +1963,6 @@ async fn commit_batch(
     }
     Ok(Committed {
         next,
-        resets: batch.resets.clone(),
         records,
         instant,
         dead_letters,

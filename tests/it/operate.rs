@@ -20,7 +20,7 @@ use crate::kit::{
 };
 
 /// An ingest config for one topic into `p`'s table.
-fn config(p: &Place, brokers: &str, topic: &str, commit: &str, extra: &str) -> String {
+pub(crate) fn config(p: &Place, brokers: &str, topic: &str, commit: &str, extra: &str) -> String {
     let text = format!(
         r#"[source]
 brokers = "{brokers}"
@@ -63,13 +63,18 @@ fn samples(text: &str, name: &str) -> BTreeMap<String, f64> {
         .collect()
 }
 
-fn total(text: &str, name: &str) -> f64 {
+pub(crate) fn total(text: &str, name: &str) -> f64 {
     samples(text, name).values().sum()
 }
 
 /// Scrapes until `ok` holds for the metrics text (or panics after `within`, showing the last
 /// scrape and the job's log).
-fn scrape_until(addr: &str, within: Duration, what: &str, ok: impl Fn(&str) -> bool) -> String {
+pub(crate) fn scrape_until(
+    addr: &str,
+    within: Duration,
+    what: &str,
+    ok: impl Fn(&str) -> bool,
+) -> String {
     let deadline = Instant::now() + within;
     let mut last = String::new();
     while Instant::now() < deadline {
@@ -136,7 +141,7 @@ fn behind(proxy: &crate::kit::FaultProxy, prefix: &str) -> (Place, Vec<(String, 
 }
 
 /// The append-mode table holds the events `k0`..`k<n>` each exactly once (lake and hudi-rs).
-fn each_event_once(uri: &str, env: &[(String, String)], n: u32, log: &str) {
+pub(crate) fn each_event_once(uri: &str, env: &[(String, String)], n: u32, log: &str) {
     let mut ids: Vec<String> = lake_rows(uri, env)
         .iter()
         .map(|r| r["id"].as_str().unwrap_or_default().to_owned())
@@ -149,7 +154,7 @@ fn each_event_once(uri: &str, env: &[(String, String)], n: u32, log: &str) {
 }
 
 /// `lake ingest` as a child process with its stderr in a file.
-fn spawn_ingest(p: &Place, args: &[&str]) -> (Child, std::path::PathBuf) {
+pub(crate) fn spawn_ingest(p: &Place, args: &[&str]) -> (Child, std::path::PathBuf) {
     let log = p.dir.path().join(format!("{}.log", unique("ingest")));
     let child = Command::new(env!("CARGO_BIN_EXE_lake"))
         .arg("ingest")
@@ -162,7 +167,7 @@ fn spawn_ingest(p: &Place, args: &[&str]) -> (Child, std::path::PathBuf) {
     (child, log)
 }
 
-fn sigterm(child: &mut Child) -> std::process::ExitStatus {
+pub(crate) fn sigterm(child: &mut Child) -> std::process::ExitStatus {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
@@ -388,7 +393,7 @@ fn an_unreachable_broker_is_named_at_start() {
     );
 }
 
-fn json_msgs(range: std::ops::Range<u32>) -> Vec<Kv> {
+pub(crate) fn json_msgs(range: std::ops::Range<u32>) -> Vec<Kv> {
     range
         .map(|i| (None, Some(format!(r#"{{"id":"k{i}","v":{i}}}"#))))
         .collect()

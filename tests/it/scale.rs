@@ -398,3 +398,81 @@ async fn three_processes_share_the_partitions_cow() {
 async fn three_processes_share_the_partitions_mor() {
     three_processes("mor").await;
 }
+
+/// A process paused (SIGSTOP) with a batch in hand while a process of another group commits the
+/// same offsets (a zombie, as a process stalled past its session would be): when it resumes, its
+/// batch is fenced — rolled back, never applied twice — and it reads on from the table's offsets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_process_s_batch_is_fenced_not_applied_twice() {
+    use crate::kit::free_port;
+    use crate::operate::{
+        config, each_event_once, json_msgs, scrape_until, sigterm, spawn_ingest, total,
+    };
+    let p = Place::s3("fence");
+    let topic = unique("events");
+    create_topic(&topic, 1).await;
+    produce(&topic, &json_msgs(0..100)).await;
+    let append = "decoder = \"json\"\nkey = [\"id\"]\nmode = \"append\"";
+    // Batches close after 8 s; the session outlives the stall, so the group keeps the partition
+    // with the stalled process (a rebalance would drop its batch instead).
+    let stalled = config(
+        &p,
+        kafka(),
+        &topic,
+        "max_records = 100000\nmax_interval_ms = 8000",
+        &format!("{append}\n\n[source.properties]\n\"session.timeout.ms\" = \"60000\""),
+    );
+    let addr = format!("127.0.0.1:{}", free_port());
+    let (mut a, log) = spawn_ingest(&p, &["--config", &stalled, "--metrics-addr", &addr]);
+    let show_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    scrape_until(&addr, Duration::from_secs(60), "100 committed", |m| {
+        total(m, "lake_ingest_committed_offset") == 100.0
+    });
+    produce(&topic, &json_msgs(100..150)).await;
+    scrape_until(&addr, Duration::from_secs(30), "150 consumed", |m| {
+        total(m, "lake_ingest_consumed_offset") == 150.0
+            && total(m, "lake_ingest_committed_offset") == 100.0
+    });
+    let pid = a.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    // Another process commits offsets 100..150 meanwhile.
+    let other = config(
+        &p,
+        kafka(),
+        &topic,
+        "max_records = 1000\nmax_interval_ms = 200",
+        append,
+    );
+    let out = lake_env(
+        &["ingest", "--config", &other, "--until-caught-up", "-q"],
+        &p.env,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        Command::new("kill")
+            .args(["-CONT", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    scrape_until(&addr, Duration::from_secs(60), "a fenced batch", |m| {
+        total(m, "lake_table_fenced_batches_total") >= 1.0
+    });
+    produce(&topic, &json_msgs(150..200)).await;
+    scrape_until(&addr, Duration::from_secs(60), "200 committed", |m| {
+        total(m, "lake_ingest_committed_offset") == 200.0
+    });
+    assert_eq!(sigterm(&mut a).code(), Some(0), "{}", show_log());
+    assert!(show_log().contains("batch not committed"), "{}", show_log());
+    each_event_once(&p.uri, &p.env, 200, &show_log());
+}

@@ -195,7 +195,7 @@ pub(super) fn fence_entry(
         return Ok(());
     }
     fence
-        .check(&[std::sync::Arc::new(meta)])
+        .check_since(&meta)
         .map_err(|reason| Error::SourceFenced {
             instant: instant.to_string(),
             reason,

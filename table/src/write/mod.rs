@@ -112,6 +112,12 @@ pub trait SourceFence: Send + Sync + std::fmt::Debug {
     /// `Err(reason)` when `committed` — the metadata of completed writes (not compactions), oldest
     /// first — shows that part of this write's source range was already applied.
     fn check(&self, committed: &[Arc<CommitMetadata>]) -> std::result::Result<(), String>;
+
+    /// `Err(reason)` when `decided`, a write completed after this write began, applied part of
+    /// this write's source range (by default, [`SourceFence::check`] of it alone).
+    fn check_since(&self, decided: &CommitMetadata) -> std::result::Result<(), String> {
+        self.check(&[Arc::new(decided.clone())])
+    }
 }
 
 impl Default for WriteOptions {
