@@ -131,9 +131,11 @@ async fn checkpoint(p: &Place, topic: &str) -> BTreeMap<i32, i64> {
 }
 
 /// Waits until each of the processes whose logs are `live` (indexes into `logs`) holds partitions
-/// of the table `table` — its last rebalance line assigned them — and together all of them.
-fn wait_stable(logs: &[PathBuf], live: &[usize], table: &str, chaos: &str) {
-    let deadline = Instant::now() + Duration::from_secs(90);
+/// of the table `table` — its last rebalance line assigned them — and together all of them; how
+/// long that took.
+fn wait_stable(logs: &[PathBuf], live: &[usize], table: &str, chaos: &str) -> Duration {
+    let began = Instant::now();
+    let deadline = began + Duration::from_secs(90);
     let needle = format!("table={table} ");
     loop {
         let mut owned = 0;
@@ -160,7 +162,7 @@ fn wait_stable(logs: &[PathBuf], live: &[usize], table: &str, chaos: &str) {
             }
         }
         if stable && owned == PARTITIONS as usize {
-            return;
+            return began.elapsed();
         }
         assert!(
             Instant::now() < deadline,
@@ -283,7 +285,11 @@ async fn three_processes(table_type: &str) {
             .filter(|j| *j != i)
             .map(|j| current[j])
             .collect();
-        wait_stable(&logs, &others, &table_name, &chaos);
+        let took = wait_stable(&logs, &others, &table_name, &chaos);
+        chaos.push_str(&format!(
+            "  the others held every partition {:.1} s later\n",
+            took.as_secs_f64()
+        ));
         if rng.below(2) == 0 {
             std::thread::sleep(Duration::from_millis(rng.below(2000)));
         }
