@@ -275,10 +275,9 @@ impl Assigner {
         let positions = on_own_runtime(|| table_positions(tables, &wanted))?;
         let mut out = TopicPartitionList::new();
         let mut placed = Vec::new();
-        // Starts to record in the tables before consuming: resets, and partitions no commit
-        // recorded that start at their end (else a rebalance before their first commit would
-        // start them at a later end, skipping what arrived in between).
-        let mut record: BTreeMap<String, StartRecord> = BTreeMap::new();
+        // Resets are recorded in the tables before consuming, so that whoever owns the partition
+        // next starts there too.
+        let mut resets: BTreeMap<String, BTreeMap<i32, i64>> = BTreeMap::new();
         for (topic, partitions) in &wanted {
             let name = tables.get(topic).map_or(topic.as_str(), |t| t.1.as_str());
             for &p in partitions {
@@ -295,20 +294,13 @@ impl Assigner {
                             None => return Err(err),
                         };
                         warn!("{err}; --reset-checkpoint: starting partition {p} at offset {to}");
-                        let r = record.entry(topic.clone()).or_default();
-                        r.offsets.insert(p, to);
-                        r.resets.insert(p, to);
+                        resets.entry(topic.clone()).or_default().insert(p, to);
                         to
                     }
                     Some(o) => o,
-                    None if self.latest_when_new => {
-                        record
-                            .entry(topic.clone())
-                            .or_default()
-                            .offsets
-                            .insert(p, high);
-                        high
-                    }
+                    // Nothing recorded: `latest` is the end as of this placement (a batch of the
+                    // previous owner that lands later moves it back; see `settle`).
+                    None if self.latest_when_new => high,
                     None => low,
                 };
                 out.add_partition_offset(topic, p, Offset::Offset(start))
@@ -321,8 +313,8 @@ impl Assigner {
                 });
             }
         }
-        if !record.is_empty() {
-            on_own_runtime(|| record_starts(tables, &record))?;
+        if !resets.is_empty() {
+            on_own_runtime(|| record_resets(tables, &resets))?;
         }
         Ok((out, placed))
     }
@@ -402,22 +394,14 @@ async fn table_positions(
     Ok(out)
 }
 
-/// Start offsets of one topic's partitions to commit before they are consumed.
-#[derive(Default)]
-struct StartRecord {
-    offsets: BTreeMap<i32, i64>,
-    /// The ones among them that are resets.
-    resets: BTreeMap<i32, i64>,
-}
-
-/// Commits partitions' start offsets into their (existing) tables at once, without rows.
+/// Commits reset checkpoints (topic → partition → offset) into their tables at once, without rows.
 // Errors end the job, once: their size does not matter.
 #[allow(clippy::result_large_err)]
-async fn record_starts(
+async fn record_resets(
     tables: &HashMap<String, (String, String)>,
-    record: &BTreeMap<String, StartRecord>,
+    resets: &BTreeMap<String, BTreeMap<i32, i64>>,
 ) -> Result<(), IngestError> {
-    for (topic, StartRecord { offsets, resets }) in record {
+    for (topic, offsets) in resets {
         let Some((uri, name)) = tables.get(topic) else {
             continue;
         };
@@ -436,13 +420,12 @@ async fn record_starts(
             }
             .render()
         };
-        let mut extra_metadata: BTreeMap<String, String> =
-            [(CHECKPOINT_KEY.to_owned(), render(offsets))].into();
-        if !resets.is_empty() {
-            extra_metadata.insert(RESET_KEY.to_owned(), render(resets));
-        }
         let opts = WriteOptions {
-            extra_metadata,
+            extra_metadata: [
+                (CHECKPOINT_KEY.to_owned(), render(offsets)),
+                (RESET_KEY.to_owned(), render(offsets)),
+            ]
+            .into(),
             commit_empty: true,
             ..Default::default()
         };
@@ -454,7 +437,7 @@ async fn record_starts(
             table = %name,
             instant = %done.instant.map(|t| t.to_string()).unwrap_or_default(),
             start = %render(offsets),
-            "start offsets committed"
+            "reset checkpoint committed"
         );
     }
     Ok(())
@@ -1706,7 +1689,7 @@ fn land(
 }
 
 /// Takes in what a flow's commit did. Offsets of partitions revoked meanwhile are left out; a fenced
-/// batch sends the flow back to the table's offsets (returned: the partitions to seek to them).
+/// batch sends the flow back to the table's offsets. Returns the partitions to seek, and where.
 fn settle(
     f: &mut Flow,
     writer: Writer,
@@ -1723,6 +1706,7 @@ fn settle(
     report.dead_letters += done.dead_letters;
     *report.records.entry(f.uri.clone()).or_default() += done.records;
     f.records_since_progress += done.records;
+    let mut back = BTreeMap::new();
     for (p, o) in &done.next {
         if let Some(c) = f.committed.get_mut(p) {
             *c = *o;
@@ -1730,15 +1714,32 @@ fn settle(
                 .committed_offset
                 .get_or_create(&Metrics::partition(&f.topic, *p))
                 .set(*o);
-            if !done.fenced {
-                // Re-assigned while the batch committed: placed at the offset before it.
-                let d = f.dispatched.entry(*p).or_insert(*o);
-                *d = (*d).max(*o);
+            if done.fenced {
+                continue;
             }
+            // Re-assigned to this process while the batch committed, the partition was placed
+            // where the table stood before the batch landed: at the batch's start (what arrives
+            // again below the batch's end is dropped), or — nothing recorded yet, `latest` — at
+            // its end (it goes back to the batch's end, so nothing in between is skipped).
+            let d = f.dispatched.entry(*p).or_insert(*o);
+            if *d > *o {
+                back.insert(*p, *o);
+            }
+            *d = *o;
+            f.pending
+                .retain(|m| m.partition != *p || (m.offset >= *o && !back.contains_key(p)));
         }
     }
     if !done.fenced {
-        return None;
+        f.pending_bytes = f
+            .pending
+            .iter()
+            .map(|m| m.value.as_ref().map_or(0, Vec::len))
+            .sum();
+        if f.pending.is_empty() {
+            f.first_pending = None;
+        }
+        return (!back.is_empty()).then_some(back);
     }
     // Everything read since the fenced batch is read again from where the table stands.
     report.abandoned += f.pending.len();
@@ -2047,5 +2048,98 @@ fn progress(flows: &mut [Flow], metrics: &Metrics, elapsed: Duration) {
             "progress"
         );
         f.records_since_progress = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn writer() -> Writer {
+        let cfg = PipelineConfig::parse(
+            "[source]\nbrokers = \"x\"\n[[tables]]\ntopic = \"t\"\ntable = \"memory://t\"\n",
+            |_| None,
+        )
+        .expect("config");
+        Writer {
+            spec: cfg.tables[0].clone(),
+            topic: "t".into(),
+            uri: "memory://t".into(),
+            name: "t".into(),
+            table: None,
+            dead_letter: None,
+            metrics: Arc::new(Metrics::new()),
+        }
+    }
+
+    /// A busy flow owning partition 0, placed at `placed`, with messages `pending` of it received.
+    fn flow(placed: i64, pending: std::ops::Range<i64>) -> Flow {
+        let msgs: Vec<Message> = pending
+            .map(|offset| Message {
+                topic: "t".into(),
+                partition: 0,
+                offset,
+                key: None,
+                value: Some(b"{}".to_vec()),
+            })
+            .collect();
+        Flow {
+            topic: "t".into(),
+            uri: "memory://t".into(),
+            name: "t".into(),
+            writer: None,
+            busy: true,
+            paused: false,
+            committed: BTreeMap::from([(0, placed)]),
+            dispatched: BTreeMap::from([(0, placed)]),
+            end_at_start: BTreeMap::new(),
+            lag: BTreeMap::new(),
+            received: BTreeMap::new(),
+            pending_bytes: msgs.len() * 2,
+            pending: msgs,
+            first_pending: Some(Instant::now()),
+            last_instant: None,
+            records_since_progress: 0,
+        }
+    }
+
+    fn landed(next: i64) -> Committed {
+        Committed {
+            next: BTreeMap::from([(0, next)]),
+            records: 50,
+            instant: Some("20261203000000000".into()),
+            dead_letters: 0,
+            fenced: false,
+        }
+    }
+
+    fn offsets(f: &Flow) -> Vec<i64> {
+        f.pending.iter().map(|m| m.offset).collect()
+    }
+
+    #[test]
+    fn a_partition_placed_again_while_its_batch_commits_keeps_the_batch_s_end() {
+        let metrics = Metrics::new();
+        let mut report = RunReport::default();
+        // Re-assigned during the commit of 100..150 and placed at 100 (the batch had not landed):
+        // what was fetched again below 150 is dropped, nothing is sought.
+        let mut f = flow(100, 100..160);
+        let back = settle(&mut f, writer(), landed(150), &mut report, &metrics);
+        assert_eq!(back, None);
+        assert_eq!((f.committed[&0], f.dispatched[&0]), (150, 150));
+        assert_eq!(offsets(&f), (150..160).collect::<Vec<_>>());
+        assert_eq!(f.pending_bytes, 20);
+        // Placed at the partition's end (nothing recorded, `latest`) before its first batch landed:
+        // it goes back to the batch's end, so nothing in between is skipped.
+        let mut f = flow(300, 300..305);
+        let back = settle(&mut f, writer(), landed(150), &mut report, &metrics);
+        assert_eq!(back, Some(BTreeMap::from([(0, 150)])));
+        assert_eq!((f.committed[&0], f.dispatched[&0]), (150, 150));
+        assert!(f.pending.is_empty() && f.first_pending.is_none());
+        // Not placed again: the messages after the batch stay.
+        let mut f = flow(150, 150..155);
+        let back = settle(&mut f, writer(), landed(150), &mut report, &metrics);
+        assert_eq!(back, None);
+        assert_eq!(offsets(&f), (150..155).collect::<Vec<_>>());
     }
 }

@@ -40,7 +40,15 @@ impl Table {
         let stored = match &task.prev {
             Some(prev) => {
                 let path = prev.path();
-                let bytes = storage.get(&path).await?;
+                // Gone since this write read the timeline: a newer slice of the group exists (a
+                // concurrent write completed and a clean removed this one), so the write would
+                // conflict anyway; it is retried against the newer state.
+                let bytes = storage
+                    .get_opt(&path)
+                    .await?
+                    .ok_or_else(|| Error::Changed {
+                        reason: format!("{} was cleaned meanwhile", storage.display(&path)),
+                    })?;
                 let (schema, batches) =
                     tokio::task::spawn_blocking(move || read_parquet(&path, bytes))
                         .await
