@@ -616,6 +616,18 @@ impl Flow {
         next
     }
 
+    /// Recomputes the pending bytes (and the batch's age) after messages were dropped.
+    fn recount_pending(&mut self) {
+        self.pending_bytes = self
+            .pending
+            .iter()
+            .map(|m| m.value.as_ref().map_or(0, Vec::len))
+            .sum();
+        if self.pending.is_empty() {
+            self.first_pending = None;
+        }
+    }
+
     fn full(&self, commit: &crate::config::CommitPolicy) -> bool {
         self.pending.len() >= commit.max_records || self.pending_bytes >= commit.max_bytes
     }
@@ -1216,14 +1228,7 @@ fn revoke(f: &mut Flow, partitions: &[i32], metrics: &Metrics) {
         .set(f.committed.len() as i64);
     let before = f.pending.len();
     f.pending.retain(|m| !partitions.contains(&m.partition));
-    f.pending_bytes = f
-        .pending
-        .iter()
-        .map(|m| m.value.as_ref().map_or(0, Vec::len))
-        .sum();
-    if f.pending.is_empty() {
-        f.first_pending = None;
-    }
+    f.recount_pending();
     info!(
         table = %f.name,
         partitions = ?partitions,
@@ -1731,14 +1736,7 @@ fn settle(
         }
     }
     if !done.fenced {
-        f.pending_bytes = f
-            .pending
-            .iter()
-            .map(|m| m.value.as_ref().map_or(0, Vec::len))
-            .sum();
-        if f.pending.is_empty() {
-            f.first_pending = None;
-        }
+        f.recount_pending();
         return (!back.is_empty()).then_some(back);
     }
     // Everything read since the fenced batch is read again from where the table stands.
