@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{ArrayRef, BinaryArray, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
+use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use futures::{StreamExt, TryStreamExt};
 use lake_compaction::{CompactionStrategy, Scheduled, execute_pending, schedule};
 use lake_table::archive::ArchivedTimeline;
 use lake_table::config::SOURCE_POSITION_FIELD;
@@ -1389,14 +1389,7 @@ pub async fn table_offsets(
         .filter(|w| !timeline.is_compaction(w.time))
         .copied()
         .collect();
-    let metas: Vec<Arc<lake_table::timeline::CommitMetadata>> = futures::stream::iter(writes)
-        .map(|w| {
-            let timeline = &timeline;
-            async move { timeline.commit_metadata_cached(&w).await }
-        })
-        .buffered(16)
-        .try_collect()
-        .await?;
+    let metas = timeline.commit_metadata_all(&writes).await?;
     let active = effective(topic, metas.iter().map(Arc::as_ref));
     if !active.is_empty() && wanted.iter().all(|p| active.contains_key(p)) {
         return Ok(active);

@@ -214,6 +214,20 @@ impl Timeline {
         })
     }
 
+    /// The commit metadata of each of `instants`, in order (up to 16 read at once, through the
+    /// cache of [`Timeline::commit_metadata_cached`]).
+    pub async fn commit_metadata_all(
+        &self,
+        instants: &[Instant],
+    ) -> Result<Vec<std::sync::Arc<CommitMetadata>>> {
+        use futures::{StreamExt, TryStreamExt};
+        futures::stream::iter(instants.iter().copied())
+            .map(|w| async move { self.commit_metadata_cached(&w).await })
+            .buffered(16)
+            .try_collect()
+            .await
+    }
+
     /// [`Timeline::commit_metadata`] through a process-wide cache (completed instant files never
     /// change; the cache holds at most a few thousand).
     pub async fn commit_metadata_cached(

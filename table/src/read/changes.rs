@@ -235,14 +235,7 @@ impl Table {
             .collect();
         writes.sort_by_key(|i| i.time);
         // The groups each write touched, by partition; compactions and clustering are left out.
-        let metas: Vec<_> = futures::stream::iter(writes.clone())
-            .map(|w| {
-                let timeline = &timeline;
-                async move { timeline.commit_metadata_cached(&w).await }
-            })
-            .buffered(16)
-            .try_collect()
-            .await?;
+        let metas = timeline.commit_metadata_all(&writes).await?;
         let mut plan: Vec<(InstantTime, Touched)> = Vec::new();
         let mut cdc_logs: Vec<CdcLogs> = Vec::new();
         for (w, meta) in writes.iter().zip(metas) {

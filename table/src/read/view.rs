@@ -210,11 +210,7 @@ impl FileSystemView {
         let mut bases: BTreeMap<(String, String), (InstantTime, String)> = BTreeMap::new();
         let mut logs: Vec<(String, String, InstantTime, String)> = Vec::new();
         let writes: Vec<_> = timeline.completed_writes_until(as_of).copied().collect();
-        let metas: Vec<_> = futures::stream::iter(writes.clone())
-            .map(|w| async move { timeline.commit_metadata_cached(&w).await })
-            .buffered(16)
-            .try_collect()
-            .await?;
+        let metas = timeline.commit_metadata_all(&writes).await?;
         for (w, meta) in writes.iter().zip(metas) {
             for s in meta.write_stats() {
                 let Some(path) = s.path.as_deref().filter(|p| !p.is_empty()) else {

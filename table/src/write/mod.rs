@@ -190,11 +190,7 @@ async fn check_fence(fence: &dyn SourceFence, timeline: &lake_timeline::Timeline
         .filter(|w| !timeline.is_compaction(w.time))
         .copied()
         .collect();
-    let metas: Vec<Arc<CommitMetadata>> = futures::stream::iter(writes)
-        .map(|w| async move { timeline.commit_metadata_cached(&w).await })
-        .buffered(16)
-        .try_collect()
-        .await?;
+    let metas = timeline.commit_metadata_all(&writes).await?;
     fence.check(&metas).map_err(|reason| Error::SourceFenced {
         instant: "not begun".into(),
         reason,
