@@ -1,4 +1,5 @@
-//! Scale-out ingest: three `lake ingest` processes of one consumer group share two 8-partition
+//! Scale-out ingest (on the S3 server; merge-on-read also on a local folder): three `lake ingest`
+//! processes of one consumer group share two 8-partition
 //! topics — Debezium orders into a copy-on-write or merge-on-read table, and JSON events into an
 //! append-mode table — while they are killed (`kill -9`) or stopped and restarted at random (every
 //! restart is a rebalance), more events arrive, and `lake compact` runs in a loop beside them. In
@@ -201,9 +202,15 @@ fn compact_loop(
     })
 }
 
-async fn three_processes(table_type: &str) {
-    let orders = Place::s3(&format!("scale-orders-{table_type}"));
-    let events_table = Place::s3(&format!("scale-events-{table_type}"));
+async fn three_processes(table_type: &str, on_s3: bool) {
+    let place = |what: &str| {
+        if on_s3 {
+            Place::s3(&format!("scale-{what}-{table_type}"))
+        } else {
+            Place::local()
+        }
+    };
+    let (orders, events_table) = (place("orders"), place("events"));
     let topics = (unique("shop.orders"), unique("clicks"));
     create_topic(&topics.0, PARTITIONS).await;
     create_topic(&topics.1, PARTITIONS).await;
@@ -397,12 +404,17 @@ async fn three_processes(table_type: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_share_the_partitions_cow() {
-    three_processes("cow").await;
+    three_processes("cow", true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_share_the_partitions_mor() {
-    three_processes("mor").await;
+    three_processes("mor", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_share_the_partitions_mor_local() {
+    three_processes("mor", false).await;
 }
 
 /// A process paused (SIGSTOP) with a batch in hand while a process of another group commits the
