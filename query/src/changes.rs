@@ -35,6 +35,7 @@ pub struct ChangeFeedProvider {
     /// follow it.
     read_schema: arrow::datatypes::SchemaRef,
     schema: arrow::datatypes::SchemaRef,
+    options: QueryOptions,
 }
 
 impl fmt::Debug for ChangeFeedProvider {
@@ -89,7 +90,18 @@ impl ChangeFeedProvider {
             net: options.net,
             read_schema,
             schema,
+            options: options.clone(),
         })
+    }
+
+    /// The underlying table.
+    pub fn table(&self) -> &Table {
+        &self.table
+    }
+
+    /// The options the provider was opened with.
+    pub fn options(&self) -> &QueryOptions {
+        &self.options
     }
 }
 

@@ -94,6 +94,35 @@ impl QueryOptions {
     }
 }
 
+impl QueryOptions {
+    /// The options under Hudi's names: [`QueryOptions::from_map`] reads them back unchanged.
+    pub fn to_map(&self) -> HashMap<String, String> {
+        let mut map = HashMap::new();
+        let query_type = match self.query_type {
+            QueryType::Snapshot => "snapshot",
+            QueryType::ReadOptimized => "read_optimized",
+            QueryType::Incremental | QueryType::Changes => "incremental",
+        };
+        map.insert(QUERY_TYPE.to_owned(), query_type.to_owned());
+        if self.query_type == QueryType::Changes {
+            map.insert(INCREMENTAL_FORMAT.to_owned(), "cdc".to_owned());
+        }
+        for (key, value) in [
+            (AS_OF, &self.as_of),
+            (BEGIN_INSTANT, &self.begin),
+            (END_INSTANT, &self.end),
+        ] {
+            if let Some(v) = value {
+                map.insert(key.to_owned(), v.clone());
+            }
+        }
+        if self.net {
+            map.insert(CHANGES_NET.to_owned(), "true".to_owned());
+        }
+        map
+    }
+}
+
 /// Parses an instant time (14 or 17 digits), `earliest` or a run of zeros (before every instant, as
 /// Hudi's `000`), or a timestamp (RFC 3339, `YYYY-MM-DD[ HH:MM:SS[.fff]]`, taken as UTC) into an
 /// instant time.
@@ -141,6 +170,23 @@ mod tests {
             Ok("00000000000000000".into())
         );
         assert_eq!(parse_time("earliest"), parse_time("0"));
+        for opts in [
+            QueryOptions::default(),
+            QueryOptions {
+                query_type: QueryType::ReadOptimized,
+                as_of: Some("2025-01-02".into()),
+                ..QueryOptions::default()
+            },
+            QueryOptions {
+                query_type: QueryType::Changes,
+                begin: Some("000".into()),
+                end: Some("20250101000000001".into()),
+                net: true,
+                ..QueryOptions::default()
+            },
+        ] {
+            assert_eq!(QueryOptions::from_map(&opts.to_map()), Ok(opts));
+        }
         let m: HashMap<String, String> = [(QUERY_TYPE.to_owned(), "incremental".to_owned())].into();
         assert!(
             QueryOptions::from_map(&m).is_err(),

@@ -301,6 +301,11 @@ impl HudiTableProvider {
         &self.table
     }
 
+    /// The options the provider was opened with.
+    pub fn options(&self) -> &QueryOptions {
+        &self.options
+    }
+
     /// [`archived_writes`] for this timeline, read again only when the timeline changed.
     async fn archived_for(&self, timeline: &Timeline, begin: InstantTime) -> Result<Arc<Writes>> {
         let key = timeline.fingerprint();
@@ -584,30 +589,10 @@ impl TableProvider for HudiTableProvider {
 
 #[cfg(test)]
 mod tests {
-    use arrow::array::{Int64Array, RecordBatch};
-    use arrow::datatypes::{DataType, Field, Schema};
-    use lake_table::{ChangeBatch, TableConfig, TableType, WriteOptions};
+    use arrow::array::Int64Array;
+    use lake_table::{TableConfig, TableType, WriteOptions};
 
     use super::*;
-
-    fn rows(ids: std::ops::Range<i64>) -> ChangeBatch {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("id", DataType::Int64, false),
-            Field::new("v", DataType::Int64, false),
-        ]));
-        let ids: Vec<i64> = ids.collect();
-        let vs = vec![1; ids.len()];
-        ChangeBatch::upserts(
-            RecordBatch::try_new(
-                schema,
-                vec![
-                    Arc::new(Int64Array::from(ids)),
-                    Arc::new(Int64Array::from(vs)),
-                ],
-            )
-            .expect("batch"),
-        )
-    }
 
     async fn count(ctx: &datafusion::prelude::SessionContext) -> i64 {
         let b = ctx
@@ -639,7 +624,7 @@ mod tests {
         .expect("config");
         let table = Table::create(&uri, cfg).await.expect("create");
         table
-            .write(vec![rows(0..10)], WriteOptions::default())
+            .write(vec![crate::test_rows(0..10, 1)], WriteOptions::default())
             .await
             .expect("write");
         let ctx = crate::session();
@@ -651,7 +636,7 @@ mod tests {
         assert_eq!(count(&ctx).await, 10);
         assert_eq!(count(&ctx).await, 10, "served from the cached listing");
         table
-            .write(vec![rows(10..25)], WriteOptions::default())
+            .write(vec![crate::test_rows(10..25, 1)], WriteOptions::default())
             .await
             .expect("write");
         assert_eq!(

@@ -3,6 +3,7 @@
 mod archive;
 mod changes;
 mod clean;
+mod cluster;
 mod compact;
 mod create;
 mod demo;
@@ -61,6 +62,10 @@ pub enum Command {
     Restore(savepoint::RestoreArgs),
     /// Query tables with SQL (DataFusion; datafusion-cli conventions).
     Sql(sql::Args),
+    /// Run a distributed SQL scheduler (DataFusion Ballista) for `lake sql --cluster`.
+    Scheduler(cluster::SchedulerArgs),
+    /// Run a distributed SQL executor that takes tasks from a `lake scheduler`.
+    Executor(cluster::ExecutorArgs),
 }
 
 /// Runs a parsed command line.
@@ -81,6 +86,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Savepoint(a) => savepoint::run(a).await,
         Command::Restore(a) => savepoint::run_restore(a).await,
         Command::Sql(a) => sql::run(a).await,
+        Command::Scheduler(a) => cluster::run_scheduler(a).await,
+        Command::Executor(a) => cluster::run_executor(a).await,
     }
 }
 

@@ -43,10 +43,16 @@ pub struct Args {
     /// Quiet: no row counts or timings.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Run queries on a `lake scheduler` at HOST:PORT and its executors instead of in this process.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub cluster: Option<String>,
 }
 
 pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
-    let ctx = lake_query::session();
+    let ctx = match &a.cluster {
+        Some(addr) => super::cluster::cluster_session(addr)?,
+        None => lake_query::session(),
+    };
     for t in &a.tables {
         let (name, uri) = t
             .split_once('=')

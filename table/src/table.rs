@@ -53,6 +53,15 @@ impl Table {
         Self::open_storage(storage).await.map(Some)
     }
 
+    /// The table at `uri` described by the `hoodie.properties` text `properties`, without reading
+    /// the store: a table handle another process sent along (see [`TableConfig::render`]).
+    pub fn from_properties(uri: &str, properties: &str) -> Result<Self> {
+        Ok(Self {
+            storage: Storage::try_from_uri(uri)?,
+            config: TableConfig::parse(properties)?,
+        })
+    }
+
     /// Opens the table in `storage`.
     pub async fn open_storage(storage: Storage) -> Result<Self> {
         let text = match storage.get_opt(PROPERTIES_PATH).await? {

@@ -4,6 +4,7 @@
 mod archive;
 mod changes;
 mod cli_errors;
+mod cluster;
 mod corrupt;
 mod cow;
 mod crash;

@@ -44,9 +44,22 @@ impl Timeline {
     /// Lists and parses the instant files of the table.
     pub async fn load(storage: &Storage, layout: Layout) -> Result<Self> {
         let (files, _) = storage.list_dir(layout.dir()).await?;
-        let mut parsed: Vec<Instant> = files
-            .iter()
-            .filter_map(|m| m.location.filename())
+        Ok(Self::from_file_names(
+            storage,
+            layout,
+            files.iter().filter_map(|m| m.location.filename()),
+        ))
+    }
+
+    /// The timeline made of these instant file names (names that are not instants are ignored):
+    /// what [`Timeline::load`] builds from a listing, and what [`Timeline::file_names`] gives back.
+    pub fn from_file_names<'a>(
+        storage: &Storage,
+        layout: Layout,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
+        let mut parsed: Vec<Instant> = names
+            .into_iter()
             .filter_map(Instant::parse_file_name)
             .collect();
         // Keep, per instant time, only the furthest state; a completed compaction keeps the action of
@@ -76,13 +89,29 @@ impl Timeline {
                 _ => instants.push(inst),
             }
         }
-        Ok(Self {
+        Self {
             storage: storage.clone(),
             layout,
             instants,
             compactions,
             savepoints,
-        })
+        }
+    }
+
+    /// Instant file names that rebuild this timeline with [`Timeline::from_file_names`] (each
+    /// instant in its furthest state, savepoints, and the request of every compaction), so a
+    /// timeline can travel with a query plan to another process.
+    pub fn file_names(&self) -> Vec<String> {
+        self.instants
+            .iter()
+            .chain(&self.savepoints)
+            .map(Instant::file_name)
+            .chain(
+                self.compactions
+                    .iter()
+                    .map(|t| Instant::new(*t, Action::Compaction, State::Requested).file_name()),
+            )
+            .collect()
     }
 
     /// Savepoints in any state, oldest first (a savepoint has the time of the commit it pins).
@@ -374,5 +403,39 @@ mod tests {
             Timeline::start(&s, Layout::V1, time, Action::Commit, Bytes::new()).await,
             Err(Error::CommitConflict { .. })
         ));
+    }
+
+    #[test]
+    fn file_names_rebuild_the_same_timeline() {
+        let s = Storage::try_from_uri("memory://timeline_names").expect("store");
+        for layout in [Layout::V1, Layout::V2] {
+            let names = [
+                "20250101000000001.commit.requested",
+                "20250101000000001.commit.inflight",
+                "20250101000000001_20250101000000009.commit",
+                "20250101000000002.compaction.requested",
+                "20250101000000002.compaction.inflight",
+                "20250101000000002_20250101000000003.commit",
+                "20250101000000001.savepoint.inflight",
+                "20250101000000001.savepoint",
+                "20250101000000004.compaction.requested",
+                "20250101000000005.deltacommit.requested",
+                "20250101000000005.deltacommit.inflight",
+                "hoodie.properties",
+            ];
+            let tl = Timeline::from_file_names(&s, layout, names);
+            let again =
+                Timeline::from_file_names(&s, layout, tl.file_names().iter().map(String::as_str));
+            assert_eq!(again.instants(), tl.instants());
+            assert_eq!(again.savepoints(), tl.savepoints());
+            assert_eq!(again.compactions, tl.compactions);
+            assert_eq!(
+                tl.compactions,
+                [t("20250101000000002"), t("20250101000000004")]
+            );
+            assert_eq!(tl.instants().len(), 4);
+            assert_eq!(tl.savepoints().len(), 1);
+            assert_eq!(again.fingerprint(), tl.fingerprint());
+        }
     }
 }
