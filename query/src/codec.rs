@@ -138,7 +138,7 @@ fn encode_merge(exec: &MergeOnReadExec) -> Result<MergeWire> {
     let p = exec.parts();
     Ok(MergeWire {
         uri: portable_uri(p.table.storage()),
-        properties: p.table.config().render(),
+        properties: p.table.config().render_as_read(),
         timeline: p.timeline.file_names(),
         counts: p.counts,
         read_schema: schema_bytes(p.read_schema)?,
@@ -174,7 +174,7 @@ fn decode_merge(wire: MergeWire, inputs: &[Arc<dyn ExecutionPlan>]) -> Result<Me
             format!("projected column {bad} is not in its schema"),
         ));
     }
-    Ok(MergeOnReadExec::from_parts(
+    MergeOnReadExec::from_parts(
         table,
         timeline,
         input.clone(),
@@ -183,7 +183,7 @@ fn decode_merge(wire: MergeWire, inputs: &[Arc<dyn ExecutionPlan>]) -> Result<Me
         schema_from(&wire.out_schema)?,
         wire.projection,
         wire.as_of.as_deref().map(parse_instant).transpose()?,
-    ))
+    )
 }
 
 /// An in-memory table (`lake_timeline(uri)`, tables a session made) travels with its rows.
@@ -297,7 +297,7 @@ impl LogicalExtensionCodec for LakeLogicalCodec {
         buf: &mut Vec<u8>,
     ) -> Result<()> {
         let wire = if let Some(p) = node.downcast_ref::<HudiTableProvider>() {
-            ProviderWire::new(ProviderKind::Table, p.table(), p.options())
+            ProviderWire::new(ProviderKind::Table, p.table(), &p.pinned_options())
         } else if let Some(p) = node.downcast_ref::<ChangeFeedProvider>() {
             ProviderWire::new(ProviderKind::Changes, p.table(), p.options())
         } else if let Some(p) = node.downcast_ref::<RemoteProvider>() {

@@ -85,12 +85,21 @@ fn slice_from_text(text: &str) -> Result<FileSlice> {
     })
 }
 
+/// The schema of a merge's input: one slice per row, as JSON text.
+fn slices_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new(
+        "slice",
+        DataType::Utf8,
+        false,
+    )]))
+}
+
 /// The slices of one input batch.
 fn slices_of(batch: &RecordBatch) -> Result<Vec<FileSlice>> {
     let texts = batch
-        .column(0)
-        .as_any()
-        .downcast_ref::<StringArray>()
+        .columns()
+        .first()
+        .and_then(|c| c.as_any().downcast_ref::<StringArray>())
         .ok_or_else(|| DataFusionError::Internal("the slices of a merge are not text".into()))?;
     (0..texts.len())
         .map(|i| slice_from_text(texts.value(i)))
@@ -152,7 +161,7 @@ impl MergeOnReadExec {
             .collect::<Result<Vec<_>>>()?;
         let input: Arc<dyn ExecutionPlan> =
             MemorySourceConfig::try_new_exec(&partitions, text_schema, None)?;
-        Ok(Self::from_parts(
+        Self::from_parts(
             table,
             timeline,
             input,
@@ -161,7 +170,7 @@ impl MergeOnReadExec {
             out_schema,
             projection,
             as_of,
-        ))
+        )
     }
 
     /// The plan's own state, for [`crate::codec`] (the input travels as the plan's child).
@@ -188,7 +197,13 @@ impl MergeOnReadExec {
         out_schema: SchemaRef,
         projection: Option<Vec<usize>>,
         as_of: Option<InstantTime>,
-    ) -> Self {
+    ) -> Result<Self> {
+        if input.schema().fields() != slices_schema().fields() {
+            return Err(DataFusionError::Internal(format!(
+                "a merge-on-read scan over an input that is not its slices: {}",
+                input.schema()
+            )));
+        }
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(out_schema),
             Partitioning::UnknownPartitioning(
@@ -197,7 +212,7 @@ impl MergeOnReadExec {
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
-        Self {
+        Ok(Self {
             table,
             timeline,
             input,
@@ -206,7 +221,7 @@ impl MergeOnReadExec {
             projection,
             as_of,
             properties,
-        }
+        })
     }
 }
 
@@ -283,7 +298,7 @@ impl ExecutionPlan for MergeOnReadExec {
             self.properties.eq_properties.schema().clone(),
             self.projection.clone(),
             self.as_of,
-        )))
+        )?))
     }
 
     fn execute(

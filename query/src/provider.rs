@@ -306,6 +306,23 @@ impl HudiTableProvider {
         &self.options
     }
 
+    /// [`HudiTableProvider::options`] with a time-travel instant or timestamp, or an incremental end
+    /// on table version 6, replaced by the instant it resolved to when the provider was opened: a
+    /// provider opened elsewhere, later, with these options reads what this one reads.
+    pub fn pinned_options(&self) -> QueryOptions {
+        let mut pinned = self.options.clone();
+        match self.resolved {
+            Resolved::Snapshot { as_of: Some(t), .. } => pinned.as_of = Some(t.to_string()),
+            Resolved::Incremental { end: Some(t), .. }
+                if self.completion.is_none() && pinned.end.is_some() =>
+            {
+                pinned.end = Some(t.to_string());
+            }
+            _ => {}
+        }
+        pinned
+    }
+
     /// [`archived_writes`] for this timeline, read again only when the timeline changed.
     async fn archived_for(&self, timeline: &Timeline, begin: InstantTime) -> Result<Arc<Writes>> {
         let key = timeline.fingerprint();

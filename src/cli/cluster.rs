@@ -69,6 +69,10 @@ pub struct ExecutorArgs {
     pub heartbeat_secs: u64,
 }
 
+/// The largest gRPC message any lake cluster process sends or takes (Ballista's default is 16 MiB):
+/// a plan carries the rows of in-memory tables and change feeds, which the scheduler computes.
+const MAX_MESSAGE: usize = 256 << 20;
+
 /// lake's logical codec over Ballista's.
 fn logical_codec() -> Arc<LakeLogicalCodec> {
     Arc::new(LakeLogicalCodec::new(Arc::new(
@@ -111,6 +115,7 @@ pub(crate) fn cluster_session(addr: &str) -> anyhow::Result<SessionContext> {
     }
     let config = SessionConfig::new_with_ballista()
         .with_information_schema(true)
+        .with_ballista_grpc_client_max_message_size(MAX_MESSAGE)
         .with_ballista_logical_extension_codec(logical_codec())
         .with_ballista_physical_extension_codec(physical_codec());
     let state = lake_query::session_state(config)
@@ -128,6 +133,9 @@ pub(crate) async fn run_scheduler(a: SchedulerArgs) -> anyhow::Result<()> {
         expire_dead_executor_interval_seconds: a.executor_timeout_secs.clamp(1, 15),
         no_executors_grace_period_seconds: a.executor_timeout_secs,
         task_max_failures: a.task_max_failures,
+        grpc_server_max_decoding_message_size: MAX_MESSAGE as u32,
+        grpc_server_max_encoding_message_size: MAX_MESSAGE as u32,
+        grpc_client_max_message_size: MAX_MESSAGE as u32,
         override_logical_codec: Some(logical_codec()),
         override_physical_codec: Some(physical_codec()),
         override_session_builder: Some(Arc::new(|config: SessionConfig| {
@@ -182,10 +190,19 @@ pub(crate) async fn run_executor(a: ExecutorArgs) -> anyhow::Result<()> {
         (None, Some(t)) => t.path().to_path_buf(),
         (None, None) => anyhow::bail!("no work folder"),
     };
+    let external_host = match a.external_host {
+        Some(h) => h,
+        None if a.bind.ip().is_unspecified() => anyhow::bail!(
+            "--bind {} listens on every address: say which one the scheduler and other executors \
+             reach this executor by with --external-host",
+            a.bind
+        ),
+        None => a.bind.ip().to_string(),
+    };
     let spill_dir = work_dir.clone();
     let config = ExecutorProcessConfig {
         bind_host: a.bind.ip().to_string(),
-        external_host: Some(a.external_host.unwrap_or_else(|| a.bind.ip().to_string())),
+        external_host: Some(external_host),
         port: a.bind.port(),
         grpc_port,
         scheduler_host,
@@ -193,6 +210,8 @@ pub(crate) async fn run_executor(a: ExecutorArgs) -> anyhow::Result<()> {
         vcores: a.concurrent_tasks,
         work_dir: Some(work_dir.display().to_string()),
         executor_heartbeat_interval_seconds: a.heartbeat_secs.max(1),
+        grpc_max_decoding_message_size: MAX_MESSAGE as u32,
+        grpc_max_encoding_message_size: MAX_MESSAGE as u32,
         override_logical_codec: Some(logical_codec()),
         override_physical_codec: Some(physical_codec()),
         override_runtime_producer: Some(Arc::new(move |_config: &SessionConfig| {

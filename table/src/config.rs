@@ -519,6 +519,16 @@ impl TableConfig {
     pub fn render(&self) -> String {
         properties::render("Properties saved by lake", &self.to_entries())
     }
+
+    /// Renders the entries as they were read ([`TableConfig::raw`]), nothing added or changed:
+    /// [`TableConfig::parse`] of it gives this config back, whoever wrote the file (a config
+    /// built in memory, with no entries read, renders as [`TableConfig::render`]).
+    pub fn render_as_read(&self) -> String {
+        if self.raw.is_empty() {
+            return self.render();
+        }
+        properties::render("Properties as read by lake", &self.raw)
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use crate::kit::{
     hudi_read, hudi_read_as_of, hudi_read_changes, lake_ok, parquet_rows, python, shared,
 };
 
-fn unzip(zip: &str, into: &std::path::Path) -> std::path::PathBuf {
+pub(crate) fn unzip(zip: &str, into: &std::path::Path) -> std::path::PathBuf {
     let src = shared().join("fixtures/hudi").join(format!("{zip}.zip"));
     let out = Command::new(python())
         .args(["-m", "zipfile", "-e"])
