@@ -342,6 +342,7 @@ async fn parts(n: u64) {
         kind: Default::default(),
         shape: shape.clone(),
         message_key_field: None,
+        ..Default::default()
     };
     let decode = |shape: &TableShape, what: &str| {
         let (took, decoded) = common::best(3, || {

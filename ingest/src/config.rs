@@ -43,6 +43,24 @@ pub struct SourceConfig {
     /// Any librdkafka setting (security.protocol, sasl.*, ssl.*, client.id, ...).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// The schema registry of `format = "avro"` topics (Confluent, Redpanda, Karapace, or
+    /// Apicurio's `/apis/ccompat/v7`).
+    pub schema_registry_url: Option<String>,
+    /// Basic-auth user of the schema registry.
+    pub schema_registry_username: Option<String>,
+    /// Basic-auth password of the schema registry (`${VAR}` to take it from the environment).
+    pub schema_registry_password: Option<String>,
+}
+
+impl SourceConfig {
+    /// The schema registry settings, if a registry is configured.
+    pub fn registry(&self) -> Option<crate::avro::RegistryConfig> {
+        Some(crate::avro::RegistryConfig {
+            url: self.schema_registry_url.clone()?,
+            username: self.schema_registry_username.clone(),
+            password: self.schema_registry_password.clone(),
+        })
+    }
 }
 
 fn default_group() -> String {
@@ -103,11 +121,24 @@ impl Default for ProgressConfig {
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum DecoderKind {
-    /// Debezium change events (JSON converter, with or without the schema envelope).
+    /// Debezium change events (JSON converter, with or without the schema envelope, or the Avro
+    /// converter with `format = "avro"`).
     #[default]
     Debezium,
-    /// Plain JSON objects (one per message).
+    /// Plain records, one per message: JSON objects, or Avro records with `format = "avro"`.
     Json,
+}
+
+/// How message values (and keys) are encoded.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum MessageFormat {
+    /// JSON text (Kafka Connect's JSON converter, or plain JSON objects).
+    #[default]
+    Json,
+    /// Confluent-framed Avro: magic byte 0, a 4-byte schema id, an Avro datum; the schemas come
+    /// from `source.schema_registry_url`.
+    Avro,
 }
 
 /// What happens to a message that cannot be decoded.
@@ -160,6 +191,9 @@ pub struct TableSpec {
     /// The decoder.
     #[serde(default)]
     pub decoder: DecoderKind,
+    /// The encoding of values and keys: `json` (default) or `avro`.
+    #[serde(default)]
+    pub format: MessageFormat,
     /// Record key fields (default: the fields of the Debezium message key).
     #[serde(default)]
     pub key: Vec<String>,
@@ -270,6 +304,11 @@ impl PipelineConfig {
             if t.decoder == DecoderKind::Json && t.key.is_empty() && t.message_key_field.is_none() {
                 return Err(format!(
                     "tables[{i}]: the json decoder needs key = [...] or message_key_field"
+                ));
+            }
+            if t.format == MessageFormat::Avro && self.source.schema_registry_url.is_none() {
+                return Err(format!(
+                    "tables[{i}]: format = \"avro\" needs schema_registry_url in [source]"
                 ));
             }
             if !matches!(t.index.as_str(), "bucket" | "simple" | "global") {

@@ -125,6 +125,7 @@ pub fn decode_debezium(source: &str, bytes: &[u8], shape: &TableShape) -> Result
         kind: DecoderKind::Debezium,
         shape: shape.clone(),
         message_key_field: None,
+        ..Default::default()
     };
     let decoded = decode_messages(&msgs, &spec, false)
         .map_err(|e| DecodeError::new(source, e.offset as u64, e.reason))?;

@@ -643,6 +643,9 @@ fn event(s: &str) -> Option<Option<Event<'_>>> {
 
 /// Decodes a batch directly, or `None` to leave it to the general decoder.
 pub(crate) fn decode(msgs: &[Message], spec: &DecodeSpec) -> Option<DecodedMessages> {
+    if spec.format != crate::config::MessageFormat::Json {
+        return None;
+    }
     let bytes: usize = msgs
         .iter()
         .map(|m| m.value.as_ref().map_or(0, Vec::len))
@@ -988,6 +991,7 @@ mod tests {
                     ..Default::default()
                 },
                 message_key_field: None,
+                ..Default::default()
             };
             let msgs = [message(0, None, Some(event.to_owned()))];
             let direct = decode(&msgs, &spec);
@@ -1031,6 +1035,7 @@ mod tests {
                     ..Default::default()
                 },
                 message_key_field: (json && r.chance(50)).then(|| "name".to_owned()),
+                ..Default::default()
             };
             let n = 1 + r.below(if nasty && !new_table { 4 } else { 30 });
             let msgs: Vec<Message> = (0..n)

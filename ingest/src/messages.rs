@@ -8,10 +8,17 @@
 //! `io.debezium.data.Json` → string; `int8`–`int32` → int32, `int64` → int64, `boolean` (also 0/1)
 //! → boolean. Plain JSON values are rows; the message key can fill a column.
 //!
+//! Confluent-framed Avro values and keys ([`crate::avro`]) decode by the same rules: a datum becomes
+//! the payload the JSON converter would send and its writer schema's Connect view gives the types.
+//! A writer schema that the table cannot take (a column whose type the table's column cannot hold,
+//! a record key field it lacks) rejects every message written with it.
+//!
 //! Every message either becomes a row, is a tombstone, or is rejected with a reason; a rejected
 //! message fails the batch (naming topic, partition and offset) or goes to the dead letters.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use arrow::array::BooleanArray;
 use arrow::datatypes::{DataType, Field, TimeUnit};
@@ -19,7 +26,8 @@ use lake_table::ChangeBatch;
 use lake_table::config::SOURCE_POSITION_FIELD;
 use serde_json::{Map, Value};
 
-use crate::config::DecoderKind;
+use crate::avro::{BatchSchemas, WriterSchema, datum_reader, decode_datum, frame};
+use crate::config::{DecoderKind, MessageFormat};
 use crate::debezium::source_position;
 use crate::rows::{TableShape, rows_to_batch};
 
@@ -47,6 +55,10 @@ pub struct DecodeSpec {
     pub shape: TableShape,
     /// JSON decoder: the column the message key (as a string) goes to.
     pub message_key_field: Option<String>,
+    /// How values and keys are encoded.
+    pub format: MessageFormat,
+    /// Avro: the writer schemas the batch's messages name (fetched from the registry first).
+    pub schemas: Option<Arc<BatchSchemas>>,
 }
 
 /// A message that could not be decoded.
@@ -153,8 +165,9 @@ pub(crate) fn decode_general(
     let mut rows: Vec<(u64, Value)> = Vec::with_capacity(msgs.len());
     let mut deletes: Vec<bool> = Vec::with_capacity(msgs.len());
     let mut hints: BTreeMap<String, DataType> = BTreeMap::new();
+    let readers = Readers::new(spec);
     for (i, m) in msgs.iter().enumerate() {
-        match decode_one(m, spec, &mut hints) {
+        match decode_one(m, spec, &readers, &mut hints) {
             Ok(None) => out.tombstones += 1,
             Ok(Some(decoded)) => {
                 for (row, delete) in decoded {
@@ -207,6 +220,124 @@ pub(crate) fn decode_general(
     }
 }
 
+/// The Avro readers of a batch, one per writer schema it names, built once (or why its messages
+/// are rejected).
+struct Readers<'a> {
+    by_id: HashMap<
+        u32,
+        Result<
+            (
+                &'a WriterSchema,
+                apache_avro::reader::datum::GenericDatumReader<'a>,
+            ),
+            String,
+        >,
+    >,
+}
+
+impl<'a> Readers<'a> {
+    fn new(spec: &'a DecodeSpec) -> Self {
+        let mut by_id = HashMap::new();
+        for (id, s) in spec.schemas.iter().flat_map(|m| m.iter()) {
+            let entry = match s {
+                Err(why) => Err(why.clone()),
+                Ok(ws) => table_takes(ws, spec)
+                    .and_then(|()| datum_reader(ws))
+                    .map(|r| (ws.as_ref(), r)),
+            };
+            by_id.insert(*id, entry);
+        }
+        Self { by_id }
+    }
+
+    /// The JSON payload and the writer schema of a framed datum.
+    fn decode(&self, bytes: &[u8]) -> Result<(Value, &'a WriterSchema), String> {
+        let (id, datum) = frame(bytes)?;
+        match self.by_id.get(&id) {
+            Some(Ok((ws, reader))) => Ok((
+                decode_datum(reader, datum).map_err(|e| format!("schema id {id}: {e}"))?,
+                *ws,
+            )),
+            Some(Err(why)) => Err(why.clone()),
+            None => Err(format!("schema id {id} was not fetched")),
+        }
+    }
+}
+
+/// Whether the table can take records written with `ws`: every record key field is in it, and
+/// every column it declares that the table has fits the table's column (Avro's promotions: int →
+/// long → float → double, float → double, a decimal into one as wide with as many fraction
+/// digits; a timestamp into a finer one). A table without columns yet takes anything.
+fn table_takes(ws: &WriterSchema, spec: &DecodeSpec) -> Result<(), String> {
+    let image = match spec.kind {
+        DecoderKind::Debezium => Some("after"),
+        DecoderKind::Json => None,
+    };
+    let Some(fields) = ws.connect_fields(image) else {
+        return Ok(());
+    };
+    let declared = field_types(fields);
+    for k in &spec.shape.key_fields {
+        if spec.message_key_field.as_ref() == Some(k) {
+            continue;
+        }
+        if !fields
+            .iter()
+            .any(|f| f.get("field").and_then(Value::as_str) == Some(k))
+        {
+            return Err(format!(
+                "schema id {} has no field {k:?}, a record key field of the table",
+                ws.id
+            ));
+        }
+    }
+    let Some(table) = &spec.shape.schema else {
+        return Ok(());
+    };
+    for (name, _, dt) in &declared {
+        let Ok(col) = table.field_with_name(name) else {
+            continue;
+        };
+        if !fits(dt, col.data_type()) {
+            return Err(format!(
+                "schema id {} gives column {name} the type {dt}, which the table's column ({}) \
+                 cannot hold; lake does not change a column's type (write to a new table, or \
+                 keep the column's type at the source)",
+                ws.id,
+                col.data_type()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether values of type `from` fit a column of type `to` without loss.
+fn fits(from: &DataType, to: &DataType) -> bool {
+    use DataType::*;
+    match (from, to) {
+        (a, b) if a == b => true,
+        (Int8 | Int16 | Int32, Int32 | Int64 | Float64) | (Int64, Int64) => true,
+        (Int8 | Int16, Float32) | (Float32, Float64) => true,
+        (Utf8 | LargeUtf8, Utf8 | LargeUtf8) => true,
+        (Timestamp(a, tz_a), Timestamp(b, tz_b)) => {
+            tz_a.is_some() == tz_b.is_some() && unit_rank(*a) <= unit_rank(*b)
+        }
+        (Decimal128(p1, s1), Decimal128(p2, s2)) => {
+            s1 <= s2 && i16::from(*p1) - i16::from(*s1) <= i16::from(*p2) - i16::from(*s2)
+        }
+        _ => false,
+    }
+}
+
+fn unit_rank(u: TimeUnit) -> u8 {
+    match u {
+        TimeUnit::Second => 0,
+        TimeUnit::Millisecond => 1,
+        TimeUnit::Microsecond => 2,
+        TimeUnit::Nanosecond => 3,
+    }
+}
+
 /// A decoded row and whether it is a delete.
 type Row = (Map<String, Value>, bool);
 
@@ -215,23 +346,39 @@ type Row = (Map<String, Value>, bool);
 fn decode_one(
     m: &Message,
     spec: &DecodeSpec,
+    readers: &Readers<'_>,
     hints: &mut BTreeMap<String, DataType>,
 ) -> Result<Option<Vec<Row>>, String> {
     let Some(bytes) = &m.value else {
         return Ok(None);
     };
-    let v: Value = serde_json::from_slice(bytes).map_err(|e| format!("malformed JSON: {e}"))?;
+    // The payload and the Connect schema that types it, if the message has one.
+    let (schema, v): (Option<Cow<'_, Value>>, Value) = match spec.format {
+        MessageFormat::Json => {
+            let v: Value =
+                serde_json::from_slice(bytes).map_err(|e| format!("malformed JSON: {e}"))?;
+            match (spec.kind, v) {
+                (DecoderKind::Debezium, Value::Object(mut o))
+                    if o.contains_key("payload") && o.contains_key("schema") =>
+                {
+                    (
+                        o.remove("schema").map(Cow::Owned),
+                        o.remove("payload").unwrap_or(Value::Null),
+                    )
+                }
+                (_, other) => (None, other),
+            }
+        }
+        MessageFormat::Avro => {
+            let (v, ws) = readers.decode(bytes)?;
+            (Some(Cow::Borrowed(&ws.connect)), v)
+        }
+    };
+    let key = message_key(m, spec, readers)?;
     let mut moved_from: Option<Map<String, Value>> = None;
     let (mut row, delete, position) = match spec.kind {
         DecoderKind::Debezium => {
-            let (schema, payload) = match v {
-                Value::Null => return Ok(None),
-                Value::Object(mut o) if o.contains_key("payload") && o.contains_key("schema") => (
-                    o.remove("schema"),
-                    o.remove("payload").unwrap_or(Value::Null),
-                ),
-                other => (None, other),
-            };
+            let payload = v;
             if payload.is_null() {
                 return Ok(None);
             }
@@ -257,7 +404,7 @@ fn decode_one(
                 return Err(format!("op {op:?} event has no {image:?} image"));
             };
             if let Some(schema) = &schema {
-                convert_image(schema, image, &mut row, hints)?;
+                convert_image(image_schema(schema, image), &mut row, hints)?;
             }
             if op == "u"
                 && let Some(Value::Object(mut before)) = p.remove("before")
@@ -268,36 +415,92 @@ fn decode_one(
                     .any(|f| before.get(f).is_some_and(|b| Some(b) != row.get(f)))
             {
                 if let Some(schema) = &schema {
-                    convert_image(schema, "before", &mut before, hints)?;
+                    convert_image(image_schema(schema, "before"), &mut before, hints)?;
                 }
                 moved_from = Some(before);
             }
             (row, delete, position)
         }
         DecoderKind::Json => {
-            let Value::Object(row) = v else {
-                return Err("the message value is not a JSON object".into());
+            let Value::Object(mut row) = v else {
+                return Err(match spec.format {
+                    MessageFormat::Json => "the message value is not a JSON object".into(),
+                    MessageFormat::Avro => "the message value is not an Avro record".into(),
+                });
             };
+            if let Some(schema) = &schema {
+                convert_image(schema.get("fields"), &mut row, hints)?;
+            }
             (row, false, Some(format!("{:020}", m.offset)))
         }
     };
     let mut out = Vec::with_capacity(2);
     if let Some(before) = moved_from {
-        out.push((finish_row(m, spec, before, position.clone())?, true));
+        out.push((
+            finish_row(spec, before, key.as_deref(), position.clone())?,
+            true,
+        ));
     }
-    row = finish_row(m, spec, row, position)?;
+    row = finish_row(spec, row, key.as_deref(), position)?;
     out.push((row, delete));
     Ok(Some(out))
 }
 
-/// Converts an image's values by the envelope schema's logical types and records the types.
+/// The message key as the text of a column (`message_key_field`), if the spec asks for it: the
+/// key's UTF-8 text, or for a Confluent-framed Avro key its value (a record's single field).
+fn message_key(
+    m: &Message,
+    spec: &DecodeSpec,
+    readers: &Readers<'_>,
+) -> Result<Option<String>, String> {
+    let Some(col) = &spec.message_key_field else {
+        return Ok(None);
+    };
+    let key = m
+        .key
+        .as_deref()
+        .ok_or_else(|| format!("the message has no key for column {col:?}"))?;
+    if spec.format == MessageFormat::Avro && frame(key).is_ok() {
+        let (v, _) = readers
+            .decode(key)
+            .map_err(|e| format!("the message key: {e}"))?;
+        let v = match v {
+            Value::Object(o) if o.len() == 1 => o.into_iter().next().map(|(_, v)| v),
+            other => Some(other),
+        };
+        return match v {
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(v @ (Value::Number(_) | Value::Bool(_))) => Ok(Some(v.to_string())),
+            _ => Err(format!(
+                "the message key is not one value for column {col:?}"
+            )),
+        };
+    }
+    let key = std::str::from_utf8(key).map_err(|_| "the message key is not UTF-8")?;
+    Ok(Some(key.to_owned()))
+}
+
+/// The `fields` of the `image` struct of an envelope schema.
+fn image_schema<'s>(schema: &'s Value, image: &str) -> Option<&'s Value> {
+    schema
+        .get("fields")?
+        .as_array()?
+        .iter()
+        .find(|f| f.get("field").and_then(Value::as_str) == Some(image))?
+        .get("fields")
+}
+
+/// Converts a row's values by the logical types of its struct's Connect `fields` and records the
+/// types.
 fn convert_image(
-    schema: &Value,
-    image: &str,
+    fields: Option<&Value>,
     row: &mut Map<String, Value>,
     hints: &mut BTreeMap<String, DataType>,
 ) -> Result<(), String> {
-    for (name, conv, dt) in field_types(schema, image) {
+    let Some(fields) = fields.and_then(Value::as_array) else {
+        return Ok(());
+    };
+    for (name, conv, dt) in field_types(fields) {
         if let Some(v) = row.get_mut(&name) {
             let taken = std::mem::take(v);
             *v = convert(&conv, taken).map_err(|e| format!("column {name}: {e}"))?;
@@ -309,17 +512,12 @@ fn convert_image(
 
 /// Fills the message-key column and the source position, and checks the record key.
 fn finish_row(
-    m: &Message,
     spec: &DecodeSpec,
     mut row: Map<String, Value>,
+    key: Option<&str>,
     position: Option<String>,
 ) -> Result<Map<String, Value>, String> {
-    if let Some(col) = &spec.message_key_field {
-        let key = m
-            .key
-            .as_deref()
-            .ok_or_else(|| format!("the message has no key for column {col:?}"))?;
-        let key = std::str::from_utf8(key).map_err(|_| "the message key is not UTF-8")?;
+    if let (Some(col), Some(key)) = (&spec.message_key_field, key) {
         row.insert(col.clone(), Value::String(key.to_owned()));
     }
     if spec.shape.ordering_field.as_deref() == Some(SOURCE_POSITION_FIELD) {
@@ -353,20 +551,8 @@ enum Conv {
     Decimal(u32),
 }
 
-/// The (column, conversion, Arrow type) of every field of the `image` struct in an envelope schema.
-fn field_types(schema: &Value, image: &str) -> Vec<(String, Conv, DataType)> {
-    let Some(fields) = schema
-        .get("fields")
-        .and_then(Value::as_array)
-        .and_then(|fs| {
-            fs.iter()
-                .find(|f| f.get("field").and_then(Value::as_str) == Some(image))
-        })
-        .and_then(|f| f.get("fields"))
-        .and_then(Value::as_array)
-    else {
-        return Vec::new();
-    };
+/// The (column, conversion, Arrow type) of every field of a struct's Connect `fields`.
+fn field_types(fields: &[Value]) -> Vec<(String, Conv, DataType)> {
     fields
         .iter()
         .filter_map(|f| {
@@ -380,8 +566,10 @@ fn field_types(schema: &Value, image: &str) -> Vec<(String, Conv, DataType)> {
                     .and_then(|s| s.parse::<u32>().ok())
             };
             let (conv, dt) = match (logical, ty) {
-                ("io.debezium.time.Date", _) => (Conv::Date, DataType::Date32),
-                ("io.debezium.time.Timestamp", _) => (
+                ("io.debezium.time.Date" | "org.apache.kafka.connect.data.Date", _) => {
+                    (Conv::Date, DataType::Date32)
+                }
+                ("io.debezium.time.Timestamp" | "org.apache.kafka.connect.data.Timestamp", _) => (
                     Conv::Millis,
                     DataType::Timestamp(TimeUnit::Millisecond, None),
                 ),
@@ -577,6 +765,7 @@ mod tests {
                 ..Default::default()
             },
             message_key_field: None,
+            ..Default::default()
         }
     }
 
@@ -675,6 +864,7 @@ mod tests {
                 ..Default::default()
             },
             message_key_field: Some("user_id".into()),
+            ..Default::default()
         };
         let d = decode_messages(
             &[

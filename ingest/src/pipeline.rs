@@ -47,8 +47,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use regex::Regex;
 use tracing::{info, warn};
 
+use crate::avro::{SchemaRegistry, frame};
 use crate::checkpoint::{Checkpoint, KafkaFence, RESET_KEY, effective};
-use crate::config::{DecoderKind, ErrorPolicy, PipelineConfig, TableSpec};
+use crate::config::{DecoderKind, ErrorPolicy, MessageFormat, PipelineConfig, TableSpec};
 use crate::messages::{DecodeSpec, Message, MessageError, debezium_key_fields, decode_messages};
 use crate::metrics::Metrics;
 use crate::rows::TableShape;
@@ -541,6 +542,8 @@ struct Writer {
     table: Option<Table>,
     dead_letter: Option<Table>,
     metrics: Arc<Metrics>,
+    /// The schema registry of Avro topics.
+    registry: Option<Arc<SchemaRegistry>>,
 }
 
 /// What a commit task did.
@@ -757,6 +760,12 @@ pub async fn run(config: &PipelineConfig, opts: RunOptions) -> Result<RunReport,
         info!("metrics on http://{bound}/metrics, health on http://{bound}/health");
         tokio::spawn(crate::metrics::serve(listener, metrics.clone()));
     }
+    let registry = match config.source.registry() {
+        Some(r) => Some(Arc::new(
+            SchemaRegistry::new(r).map_err(IngestError::Config)?,
+        )),
+        None => None,
+    };
     let brokers = config.source.brokers.clone();
     let mut client = ClientConfig::new();
     client
@@ -865,6 +874,7 @@ pub async fn run(config: &PipelineConfig, opts: RunOptions) -> Result<RunReport,
                     table: None,
                     dead_letter: None,
                     metrics: metrics.clone(),
+                    registry: registry.clone(),
                 }),
                 busy: false,
                 paused: false,
@@ -1409,6 +1419,31 @@ pub async fn table_offsets(
     ))
 }
 
+/// The record key fields of an Avro topic: the fields of the first framed message key's schema.
+async fn avro_key_fields(f: &Writer, msgs: &[Message]) -> Result<Vec<String>, IngestError> {
+    if let Some(registry) = &f.registry {
+        for m in msgs {
+            let Some(Ok((id, _))) = m.key.as_deref().map(frame) else {
+                continue;
+            };
+            let schema = registry.schema(id).await.map_err(|e| {
+                IngestError::Config(format!(
+                    "topic {} partition {} offset {}: the message key: {e}",
+                    m.topic, m.partition, m.offset
+                ))
+            })?;
+            let fields = schema.field_names();
+            if !fields.is_empty() {
+                return Ok(fields);
+            }
+        }
+    }
+    Err(IngestError::Config(format!(
+        "topic {}: no record key configured and no Avro record key to take it from",
+        f.topic
+    )))
+}
+
 /// Creates the table of a flow on its first batch (the key comes from the config or, for Debezium,
 /// from the message keys).
 async fn ensure_table(f: &mut Writer, msgs: &[Message]) -> Result<Table, IngestError> {
@@ -1419,6 +1454,8 @@ async fn ensure_table(f: &mut Writer, msgs: &[Message]) -> Result<Table, IngestE
         f.spec.key.clone()
     } else if let Some(k) = f.spec.message_key_field.clone() {
         vec![k]
+    } else if f.spec.format == MessageFormat::Avro {
+        avro_key_fields(f, msgs).await?
     } else {
         msgs.iter()
             .find_map(|m| m.key.as_deref().and_then(debezium_key_fields))
@@ -1761,6 +1798,12 @@ async fn commit_batch(
         .await
         .map_err(|s| table_err(f, s))?;
     let config = table.config();
+    let schemas = match (&f.registry, f.spec.format) {
+        (Some(registry), MessageFormat::Avro) => {
+            Some(Arc::new(registry.batch_schemas(&msgs).await?))
+        }
+        _ => None,
+    };
     let spec = DecodeSpec {
         kind: f.spec.decoder,
         shape: TableShape {
@@ -1772,6 +1815,8 @@ async fn commit_batch(
             hints: Vec::new(),
         },
         message_key_field: f.spec.message_key_field.clone(),
+        format: f.spec.format,
+        schemas,
     };
     let keep_going = f.spec.on_error == ErrorPolicy::DeadLetter;
     // Decoding is CPU work: off the async threads, which keep consuming meanwhile.
@@ -2060,6 +2105,7 @@ mod tests {
             table: None,
             dead_letter: None,
             metrics: Arc::new(Metrics::new()),
+            registry: None,
         }
     }
 

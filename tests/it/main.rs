@@ -2,6 +2,7 @@
 //! 127.0.0.1), every table checked against hudi-rs, the reference reader.
 
 mod archive;
+mod avro;
 mod changes;
 mod cli_errors;
 mod cluster;
