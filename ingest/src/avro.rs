@@ -48,6 +48,9 @@ pub struct WriterSchema {
     pub id: u32,
     /// The parsed schema.
     pub schema: Schema,
+    /// The schema as lake's bounded decoder reads it: every datum passes it first, so a count or
+    /// length its bytes cannot hold is an error, never an allocation the size of the claim.
+    bounded: lake_table::timeline::avro::Schema,
     /// The schema as the JSON converter's envelope gives it: for a record, a `struct` whose
     /// `fields` are its fields (`field`, Connect `type`, logical `name`, `parameters`); a field
     /// whose value is a record (Debezium's `before` and `after`) has its own `fields`.
@@ -61,12 +64,15 @@ impl WriterSchema {
             serde_json::from_str(text).map_err(|e| format!("schema id {id} is not JSON: {e}"))?;
         let schema = Schema::parse(&json)
             .map_err(|e| format!("schema id {id} is not a valid Avro schema: {e}"))?;
+        let bounded = lake_table::timeline::avro::Schema::parse(text)
+            .map_err(|e| format!("schema id {id} is not a valid Avro schema: {e}"))?;
         let mut names = HashMap::new();
         collect_names(&json, None, &mut names);
         let connect = connect_schema(&json, &names, None, 0);
         Ok(Self {
             id,
             schema,
+            bounded,
             connect,
         })
     }
@@ -282,9 +288,26 @@ fn logical(o: &Map<String, Value>, connect_type: &str) -> Value {
     out
 }
 
-/// Decodes a datum written with `reader`'s schema into the JSON the JSON converter would give.
-/// Every byte must belong to the datum.
-pub fn decode_datum(reader: &GenericDatumReader<'_>, datum: &[u8]) -> Result<Value, String> {
+/// The most a datum may make the Avro library allocate for one value.
+const MAX_ALLOCATION: usize = 64 << 20;
+
+/// Decodes a datum written with `schema` (read by `reader`, built from it) into the JSON the JSON
+/// converter would give. Every byte must belong to the datum.
+pub fn decode_datum(
+    schema: &WriterSchema,
+    reader: &GenericDatumReader<'_>,
+    datum: &[u8],
+) -> Result<Value, String> {
+    let mut bounded = datum;
+    lake_table::timeline::avro::decode(&schema.bounded, &mut bounded)
+        .map_err(|e| format!("the Avro datum does not match its schema: {e}"))?;
+    if !bounded.is_empty() {
+        return Err(format!(
+            "the Avro datum does not match its schema: {} bytes left after the datum",
+            bounded.len()
+        ));
+    }
+    apache_avro::util::max_allocation_bytes(MAX_ALLOCATION);
     let mut input = Exact {
         rest: datum,
         short: false,
@@ -680,7 +703,7 @@ mod tests {
             .and_then(|w| w.write_value_to_vec(env))
             .expect("encodes");
         let reader = datum_reader(&s).expect("reader");
-        let v = decode_datum(&reader, &bytes).expect("decodes");
+        let v = decode_datum(&s, &reader, &bytes).expect("decodes");
         assert_eq!(
             v,
             json!({"before":null,"after":{"id":7,"d":19000,"price":"AeJA","status":"PAID"},
@@ -689,13 +712,13 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(
-            decode_datum(&reader, &longer)
+            decode_datum(&s, &reader, &longer)
                 .unwrap_err()
                 .contains("1 bytes left")
         );
         // Cut anywhere (also just before a union, which apache-avro alone reads as null).
         for cut in 0..bytes.len() {
-            let err = decode_datum(&reader, &bytes[..cut]).expect_err("a cut datum");
+            let err = decode_datum(&s, &reader, &bytes[..cut]).expect_err("a cut datum");
             assert!(err.contains("does not match its schema"), "{cut}: {err}");
         }
     }

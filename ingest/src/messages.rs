@@ -255,7 +255,7 @@ impl<'a> Readers<'a> {
         let (id, datum) = frame(bytes)?;
         match self.by_id.get(&id) {
             Some(Ok((ws, reader))) => Ok((
-                decode_datum(reader, datum).map_err(|e| format!("schema id {id}: {e}"))?,
+                decode_datum(ws, reader, datum).map_err(|e| format!("schema id {id}: {e}"))?,
                 *ws,
             )),
             Some(Err(why)) => Err(why.clone()),

@@ -587,7 +587,7 @@ async fn bad_avro_messages_fail_or_go_to_dead_letters() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(&format!("topic {topic} partition 0 offset 1: schema id "))
-            && err.contains("the Avro datum does not match its schema: it ends early"),
+            && err.contains("the Avro datum does not match its schema: truncated"),
         "{err}"
     );
 

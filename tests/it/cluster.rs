@@ -53,8 +53,10 @@ impl Cluster {
                 "scheduler".into(),
                 "--bind".into(),
                 addr.clone(),
+                // Long enough for executors whose heartbeats wait behind busy tasks (debug
+                // builds, a loaded machine); a killed executor is noticed by its failed tasks.
                 "--executor-timeout-secs".into(),
-                "10".into(),
+                "30".into(),
             ],
             "scheduler.log",
         );
