@@ -408,7 +408,7 @@ const COLUMNS: [&str; 6] = ["id", "status", "amount", "price", "created_on", "co
 
 /// Removes the naive timestamp column (`updated_at`, Debezium's MicroTimestamp) from a stream:
 /// lake stores it as Avro `local-timestamp-micros`, as Hudi does for timestamps without a zone,
-/// which hudi-rs 0.5.0 does not read (its Avro-to-Arrow conversion stops at a `todo!()`).
+/// which hudi-rs 0.5.0 does not read (its Avro-to-Arrow conversion panics on that logical type).
 fn without_naive_timestamps(lines: &mut [Value], rows: &mut [Value]) {
     for l in lines.iter_mut() {
         if let Some(fields) = l
