@@ -200,7 +200,9 @@ impl Timeline {
     }
 
     /// Whether files written at `time` are visible at `as_of` (all completed when `None`): the time is
-    /// a completed data-writing instant, or is older than the whole active timeline (archived).
+    /// a completed data-writing instant, or is older than the whole active timeline (archived). On an
+    /// empty timeline nothing is committed: files there belong to a first write still in flight
+    /// (its REQUESTED file appeared after this timeline was read), never to an archived one.
     pub fn is_committed(&self, time: InstantTime, as_of: Option<InstantTime>) -> bool {
         if as_of.is_some_and(|a| time > a) {
             return false;
@@ -210,7 +212,7 @@ impl Timeline {
                 let i = &self.instants[idx];
                 i.is_completed() && i.action.writes_data()
             }
-            Err(_) => self.first_time().is_none_or(|first| time < first),
+            Err(_) => self.first_time().is_some_and(|first| time < first),
         }
     }
 
@@ -380,6 +382,12 @@ mod tests {
             tl.is_committed(t("20240101000000000"), None),
             "archived instants count as committed"
         );
+        // A write that began after the timeline was read is not on it: never committed, even when
+        // it is the table's first.
+        assert!(!tl.is_committed(t("20260101000000000"), None));
+        let fresh = Storage::try_from_uri("memory://timeline_empty").expect("store");
+        let empty = Timeline::load(&fresh, Layout::V1).await.expect("load");
+        assert!(!empty.is_committed(t1, None));
         assert_eq!(tl.pending().count(), 2);
     }
 

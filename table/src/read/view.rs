@@ -568,6 +568,31 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_first_write_in_flight_is_invisible_on_an_empty_timeline() {
+        // Two writers of a new table each create a group for bucket 0 (log-only, merge-on-read) and
+        // a base file (copy-on-write) after a third read the still empty timeline: none of it counts.
+        let storage =
+            lake_timeline::Storage::try_from_uri("memory://v6_first_write").expect("store");
+        for file in [
+            "p/.00000000-aaaa-0_20250101000000100.log.1_0-0-0",
+            "p/.00000000-bbbb-0_20250101000000200.log.1_0-0-0",
+            "p/00000001-cccc-0_0-0-0_20250101000000300.parquet",
+        ] {
+            storage
+                .put(file, bytes::Bytes::from("x"))
+                .await
+                .expect("put");
+        }
+        let timeline = Timeline::load(&storage, Layout::V1)
+            .await
+            .expect("timeline");
+        let view = FileSystemView::load(&timeline, Some(&["p".to_owned()]), None)
+            .await
+            .expect("view");
+        assert_eq!(view.file_ids("p").count(), 0, "{:?}", view.latest_slices());
+    }
+
     #[test]
     fn version_8_logs_belong_to_the_slice_their_deltacommit_completed_in() {
         let t = |s: &str| -> InstantTime { s.parse().expect("time") };
