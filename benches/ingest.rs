@@ -27,13 +27,21 @@ fn config(
     uri: &str,
     table_type: &str,
     interval_ms: u64,
+    registry: Option<&str>,
 ) -> PipelineConfig {
+    let (registry, format) = match registry {
+        Some(url) => (
+            format!("schema_registry_url = \"{url}\"\n"),
+            "format = \"avro\"\n",
+        ),
+        None => (String::new(), ""),
+    };
     let text = format!(
         r#"
 [source]
 brokers = "{brokers}"
 group_id = "bench"
-[commit]
+{registry}[commit]
 max_records = 50000
 max_interval_ms = {interval_ms}
 [progress]
@@ -42,7 +50,7 @@ interval_ms = 0
 topic = "{topic}"
 table = "{uri}"
 type = "{table_type}"
-buckets = 4
+{format}buckets = 4
 [tables.compaction]
 max_delta_commits = 0
 "#
@@ -129,13 +137,21 @@ async fn consume_only(brokers: &str, topic: &str, held: i64) {
     let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
 }
 
-/// Produces `n` events (20% updates of earlier ids), then times the pipeline until all are committed.
-async fn throughput(table_type: &str, n: u64) {
+/// Produces `n` events (20% updates of earlier ids), as Debezium JSON or (with `avro`) Debezium
+/// Avro with its schemas in an embedded registry, then times the pipeline until all are committed.
+async fn throughput(table_type: &str, n: u64, avro: bool) {
     let cluster = MockCluster::new(1).expect("mock cluster");
     let brokers = cluster.bootstrap_servers();
-    let topic = format!("bench.{table_type}.orders");
+    let wire = if avro { "avro" } else { "json" };
+    let topic = format!("bench.{table_type}.{wire}.orders");
     cluster.create_topic(&topic, PARTITIONS, 1).expect("topic");
-    common::produce_events(&brokers, &topic, n).await;
+    let registry = lake_ingest::avro::EmbeddedRegistry::new();
+    let orders = avro.then(|| common::AvroOrders::new(&registry));
+    let url = match avro {
+        true => Some(registry.serve().await.expect("registry")),
+        false => None,
+    };
+    common::produce_events(&brokers, &topic, n, orders.as_ref()).await;
     let dir = tempfile::tempdir().expect("tmp");
     let uri = dir.path().join("t").display().to_string();
     let (ends, held) = {
@@ -145,7 +161,7 @@ async fn throughput(table_type: &str, n: u64) {
             .expect("watermarks")
     };
     consume_only(&brokers, &topic, held).await;
-    let cfg = config(&brokers, &topic, &uri, table_type, 2000);
+    let cfg = config(&brokers, &topic, &uri, table_type, 2000, url.as_deref());
     let stop = Arc::new(AtomicBool::new(false));
     let metrics = Arc::new(lake_ingest::metrics::Metrics::new());
     let opts = RunOptions {
@@ -181,7 +197,7 @@ async fn throughput(table_type: &str, n: u64) {
     let secs = monitor.await.expect("monitor");
     let cpu = common::cpu_seconds() - cpu;
     println!(
-        "{table_type}: {held} events (of {n} sent) topic -> committed table in {secs:.2}s: {:.0} events/s ({} commits); {cpu:.2} CPU-s, {:.1} µs per event",
+        "{table_type} {wire}: {held} events (of {n} sent) topic -> committed table in {secs:.2}s: {:.0} events/s ({} commits); {cpu:.2} CPU-s, {:.1} µs per event",
         held as f64 / secs,
         report.commits.values().sum::<u64>(),
         cpu * 1e6 / held as f64
@@ -205,7 +221,7 @@ async fn freshness(table_type: &str, rate: u64, secs: u64) {
     cluster.create_topic(&topic, 4, 1).expect("topic");
     let dir = tempfile::tempdir().expect("tmp");
     let uri = dir.path().join("t").display().to_string();
-    let cfg = config(&brokers, &topic, &uri, table_type, 1000);
+    let cfg = config(&brokers, &topic, &uri, table_type, 1000, None);
     let stop = Arc::new(AtomicBool::new(false));
     let metrics = Arc::new(lake_ingest::metrics::Metrics::new());
     let opts = RunOptions {
@@ -305,22 +321,29 @@ async fn freshness(table_type: &str, rate: u64, secs: u64) {
 /// existing one), and the table write of the decoded batch.
 async fn parts(n: u64) {
     use lake_ingest::TableShape;
+    use lake_ingest::config::MessageFormat;
     use lake_ingest::messages::{DecodeSpec, Message, decode_messages};
     use lake_table::{TableConfig, TableType, WriteOptions};
 
-    let msgs: Vec<Message> = (0..n)
-        .map(|i| {
-            let (id, version) = if i % 5 == 4 { (i / 2, 1) } else { (i, 0) };
-            let (k, v) = common::event(id, version, 1000 + i);
-            Message {
-                topic: "parts.orders".into(),
-                partition: (i % 4) as i32,
-                offset: (i / 4) as i64,
-                key: Some(k.into_bytes()),
-                value: Some(v.into_bytes()),
-            }
-        })
-        .collect();
+    let registry = lake_ingest::avro::EmbeddedRegistry::new();
+    let orders = common::AvroOrders::new(&registry);
+    let messages = |avro: Option<&common::AvroOrders>| -> Vec<Message> {
+        (0..n)
+            .map(|i| {
+                let (k, v) = common::nth_event(i, avro);
+                Message {
+                    topic: "parts.orders".into(),
+                    partition: (i % 4) as i32,
+                    offset: (i / 4) as i64,
+                    key: Some(k),
+                    value: Some(v),
+                }
+            })
+            .collect()
+    };
+    let msgs = messages(None);
+    let avro_msgs = messages(Some(&orders));
+    let schemas = Arc::new(orders.schemas());
     let dir = tempfile::tempdir().expect("tmp");
     let uri = dir.path().join("t").display().to_string();
     let cfg = TableConfig::new(
@@ -338,15 +361,22 @@ async fn parts(n: u64) {
         ordering_field: cfg.ordering_field.clone(),
         ..Default::default()
     };
-    let spec = |shape: &TableShape| DecodeSpec {
+    let spec = |shape: &TableShape, avro: bool| DecodeSpec {
         kind: Default::default(),
         shape: shape.clone(),
         message_key_field: None,
-        ..Default::default()
+        format: if avro {
+            MessageFormat::Avro
+        } else {
+            MessageFormat::Json
+        },
+        schemas: avro.then(|| schemas.clone()),
     };
     let decode = |shape: &TableShape, what: &str| {
+        let avro = what.starts_with("Avro");
+        let msgs = if avro { &avro_msgs } else { &msgs };
         let (took, decoded) = common::best(3, || {
-            decode_messages(&msgs, &spec(shape), false).expect("decodes")
+            decode_messages(msgs, &spec(shape, avro), false).expect("decodes")
         });
         let secs = took.as_secs_f64();
         println!(
@@ -361,6 +391,8 @@ async fn parts(n: u64) {
     );
     shape.schema = Some(batch.rows.schema());
     let direct = decode(&shape, "direct into columns (table exists)");
+    let from_avro = decode(&shape, "Avro, table exists (general decoder)");
+    assert_eq!(from_avro.rows, direct.rows, "Avro and JSON decode alike");
     let started = Instant::now();
     table
         .write(vec![batch], WriteOptions::default())
@@ -382,7 +414,9 @@ async fn parts(n: u64) {
 async fn main() {
     parts(200_000).await;
     for t in ["cow", "mor"] {
-        throughput(t, 200_000).await;
+        for avro in [false, true] {
+            throughput(t, 200_000, avro).await;
+        }
     }
     if std::env::var_os("LAKE_BENCH_THROUGHPUT_ONLY").is_some() {
         return;

@@ -181,7 +181,7 @@ async fn main() {
     for table_type in types.split(',') {
         let topic = format!("bench.scale.{table_type}");
         cluster.create_topic(&topic, PARTITIONS, 1).expect("topic");
-        common::produce_events(&brokers, &topic, n).await;
+        common::produce_events(&brokers, &topic, n, None).await;
         let (ends, held) = {
             let c: BaseConsumer = ClientConfig::new()
                 .set("bootstrap.servers", &brokers)

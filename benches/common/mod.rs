@@ -120,9 +120,115 @@ pub fn event(id: u64, version: u64, pos: u64) -> (String, String) {
     (key, value)
 }
 
-/// Produces `n` orders events to `topic` (every fifth an update of an earlier id).
+/// Debezium's Avro key schema of the bench's orders events.
 #[allow(dead_code)]
-pub async fn produce_events(brokers: &str, topic: &str, n: u64) {
+const AVRO_KEY: &str = r#"{"type":"record","name":"Key","namespace":"bench.orders",
+  "fields":[{"name":"id","type":"long"}]}"#;
+
+/// Debezium's Avro envelope of the bench's orders events (the fields of [`event`]).
+#[allow(dead_code)]
+const AVRO_ENVELOPE: &str = r#"{"type":"record","name":"Envelope","namespace":"bench.orders","fields":[
+  {"name":"before","type":["null",{"type":"record","name":"Value","fields":[
+    {"name":"id","type":"long"},{"name":"customer","type":"string"},{"name":"status","type":"string"},
+    {"name":"amount","type":"long"},{"name":"region","type":"string"}]}],"default":null},
+  {"name":"after","type":["null","Value"],"default":null},
+  {"name":"op","type":"string"},
+  {"name":"ts_ms","type":["null","long"],"default":null},
+  {"name":"source","type":{"type":"record","name":"Source","namespace":"io.debezium.connector.mysql",
+    "fields":[{"name":"file","type":"string"},{"name":"pos","type":"long"},{"name":"row","type":"int"}]}}]}"#;
+
+/// The bench's orders events in Debezium's Avro form: Confluent-framed keys and values whose
+/// schemas are in a registry.
+#[allow(dead_code)]
+pub struct AvroOrders {
+    key_id: u32,
+    key: lake_ingest::apache_avro::Schema,
+    value_id: u32,
+    value: lake_ingest::apache_avro::Schema,
+}
+
+#[allow(dead_code)]
+impl AvroOrders {
+    /// Registers the schemas with `registry`.
+    pub fn new(registry: &lake_ingest::avro::EmbeddedRegistry) -> Self {
+        let parse = |t| lake_ingest::apache_avro::Schema::parse_str(t).expect("bench schema");
+        Self {
+            key_id: registry.register(AVRO_KEY),
+            key: parse(AVRO_KEY),
+            value_id: registry.register(AVRO_ENVELOPE),
+            value: parse(AVRO_ENVELOPE),
+        }
+    }
+
+    /// The writer schemas by id, as the pipeline fetches them before decoding a batch.
+    pub fn schemas(&self) -> lake_ingest::avro::BatchSchemas {
+        [(self.key_id, AVRO_KEY), (self.value_id, AVRO_ENVELOPE)]
+            .into_iter()
+            .map(|(id, t)| {
+                let ws = lake_ingest::avro::WriterSchema::parse(id, t).expect("bench schema");
+                (id, Ok(Arc::new(ws)))
+            })
+            .collect()
+    }
+
+    /// [`event`] as Avro: its framed key and value.
+    pub fn event(&self, id: u64, version: u64, pos: u64) -> (Vec<u8>, Vec<u8>) {
+        use lake_ingest::apache_avro::types::Value as A;
+        let after = A::Record(vec![
+            ("id".into(), A::Long(id as i64)),
+            ("customer".into(), A::String(format!("c{:04}", id % 5000))),
+            ("status".into(), A::String(format!("s{}", version % 5))),
+            (
+                "amount".into(),
+                A::Long(((id * 7919 + version) % 100_000) as i64),
+            ),
+            ("region".into(), A::String(format!("r{}", id % 4))),
+        ]);
+        let value = A::Record(vec![
+            ("before".into(), A::Union(0, Box::new(A::Null))),
+            ("after".into(), A::Union(1, Box::new(after))),
+            (
+                "op".into(),
+                A::String(if version == 0 { "c" } else { "u" }.into()),
+            ),
+            ("ts_ms".into(), A::Union(1, Box::new(A::Long(pos as i64)))),
+            (
+                "source".into(),
+                A::Record(vec![
+                    ("file".into(), A::String("mysql-bin.000001".into())),
+                    ("pos".into(), A::Long(pos as i64)),
+                    ("row".into(), A::Int(0)),
+                ]),
+            ),
+        ]);
+        let key = A::Record(vec![("id".into(), A::Long(id as i64))]);
+        let frame =
+            |id, schema, v| lake_ingest::avro::encode_framed(id, schema, v).expect("encodes");
+        (
+            frame(self.key_id, &self.key, key),
+            frame(self.value_id, &self.value, value),
+        )
+    }
+}
+
+/// The bench's `i`th event (every fifth an update of an earlier id): its key and value, as JSON or
+/// (with `avro`) Avro.
+#[allow(dead_code)]
+pub fn nth_event(i: u64, avro: Option<&AvroOrders>) -> (Vec<u8>, Vec<u8>) {
+    let (id, version) = if i % 5 == 4 { (i / 2, 1) } else { (i, 0) };
+    match avro {
+        Some(a) => a.event(id, version, 1000 + i),
+        None => {
+            let (k, v) = event(id, version, 1000 + i);
+            (k.into_bytes(), v.into_bytes())
+        }
+    }
+}
+
+/// Produces `n` orders events to `topic` (every fifth an update of an earlier id), as JSON or (with
+/// `avro`) Avro.
+#[allow(dead_code)]
+pub async fn produce_events(brokers: &str, topic: &str, n: u64, avro: Option<&AvroOrders>) {
     use lake_ingest::rdkafka::ClientConfig;
     use lake_ingest::rdkafka::producer::{FutureProducer, FutureRecord};
     let producer: FutureProducer = ClientConfig::new()
@@ -133,8 +239,7 @@ pub async fn produce_events(brokers: &str, topic: &str, n: u64) {
         .expect("producer");
     let mut sends = Vec::new();
     for i in 0..n {
-        let (id, version) = if i % 5 == 4 { (i / 2, 1) } else { (i, 0) };
-        let (k, v) = event(id, version, 1000 + i);
+        let (k, v) = nth_event(i, avro);
         let delivery = producer
             .send_result(FutureRecord::to(topic).key(&k).payload(&v))
             .map_err(|(e, _)| e)

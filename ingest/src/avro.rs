@@ -41,6 +41,20 @@ pub fn frame(bytes: &[u8]) -> Result<(u32, &[u8]), String> {
     }
 }
 
+/// Encodes `value` with `schema` as a Confluent-framed message naming schema `id` (what Kafka
+/// Connect's Avro converter produces).
+pub fn encode_framed(id: u32, schema: &Schema, value: Avro) -> Result<Vec<u8>, String> {
+    let datum = apache_avro::writer::datum::GenericDatumWriter::builder(schema)
+        .build()
+        .and_then(|w| w.write_value_to_vec(value))
+        .map_err(|e| format!("encoding an Avro datum: {e}"))?;
+    let mut out = Vec::with_capacity(5 + datum.len());
+    out.push(MAGIC);
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(&datum);
+    Ok(out)
+}
+
 /// A writer schema from the registry, with the Kafka Connect view of its fields.
 #[derive(Debug)]
 pub struct WriterSchema {
@@ -631,6 +645,67 @@ fn parse_answer(id: u32, body: &str) -> Result<WriterSchema, String> {
     WriterSchema::parse(id, text)
 }
 
+/// A schema registry served by this process on 127.0.0.1: the one endpoint lake reads
+/// (`GET /schemas/ids/{id}`, Confluent's REST API). `lake demo` and the benches serve their
+/// schemas with it; production pipelines use the registry their converters write to.
+#[derive(Clone, Debug, Default)]
+pub struct EmbeddedRegistry {
+    schemas: Arc<Mutex<Vec<String>>>,
+}
+
+impl EmbeddedRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a schema (its JSON text) and returns its id; the same text gets the same id.
+    pub fn register(&self, schema: &str) -> u32 {
+        let Ok(mut schemas) = self.schemas.lock() else {
+            return 0;
+        };
+        let at = match schemas.iter().position(|s| s == schema) {
+            Some(at) => at,
+            None => {
+                schemas.push(schema.to_owned());
+                schemas.len() - 1
+            }
+        };
+        u32::try_from(at + 1).unwrap_or(u32::MAX)
+    }
+
+    fn schema(&self, id: u32) -> Option<String> {
+        let at = usize::try_from(id.checked_sub(1)?).ok()?;
+        self.schemas.lock().ok()?.get(at).cloned()
+    }
+
+    /// Serves the registry on an ephemeral port of 127.0.0.1 until the process ends; its URL.
+    pub async fn serve(&self) -> std::io::Result<String> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let registry = self.clone();
+        tokio::spawn(crate::http::serve(listener, move |path| {
+            let known = path
+                .strip_prefix("/schemas/ids/")
+                .and_then(|id| id.parse::<u32>().ok())
+                .and_then(|id| registry.schema(id));
+            match known {
+                Some(schema) => crate::http::Response {
+                    status: "200 OK",
+                    kind: "application/vnd.schemaregistry.v1+json",
+                    body: json!({ "schema": schema }).to_string(),
+                },
+                None => crate::http::Response {
+                    status: "404 Not Found",
+                    kind: "application/vnd.schemaregistry.v1+json",
+                    body: json!({"error_code": 40403, "message": "Schema not found"}).to_string(),
+                },
+            }
+        }));
+        Ok(url)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use apache_avro::writer::datum::GenericDatumWriter;
@@ -739,5 +814,37 @@ mod tests {
                 .unwrap_err()
                 .contains("not a valid Avro schema")
         );
+    }
+
+    #[tokio::test]
+    async fn the_embedded_registry_serves_what_the_client_reads() {
+        let registry = EmbeddedRegistry::new();
+        let text = r#"{"type":"record","name":"K","fields":[{"name":"id","type":"long"}]}"#;
+        let id = registry.register(text);
+        assert_eq!(registry.register(text), id, "the same schema keeps its id");
+        let url = registry.serve().await.expect("serves");
+        let client = SchemaRegistry::new(RegistryConfig {
+            url,
+            ..Default::default()
+        })
+        .expect("client");
+        let ws = client.schema(id).await.expect("known id");
+        let framed = encode_framed(
+            id,
+            &ws.schema,
+            Avro::Record(vec![("id".into(), Avro::Long(-3))]),
+        )
+        .expect("encodes");
+        let (got_id, datum) = frame(&framed).expect("framed");
+        assert_eq!(got_id, id);
+        let reader = datum_reader(&ws).expect("reader");
+        assert_eq!(
+            decode_datum(&ws, &reader, datum).expect("decodes"),
+            json!({"id": -3})
+        );
+        assert!(matches!(
+            client.schema(id + 1).await,
+            Err(RegistryError::Unknown { .. })
+        ));
     }
 }

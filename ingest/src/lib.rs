@@ -12,11 +12,13 @@ pub mod config;
 mod debezium;
 mod direct;
 mod error;
+mod http;
 pub mod messages;
 pub mod metrics;
 pub mod pipeline;
 mod rows;
 
+pub use apache_avro;
 pub use debezium::{decode_debezium, source_position};
 pub use error::{DecodeError, Result};
 pub use rdkafka;

@@ -17,8 +17,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+
+use crate::http::Response;
 
 /// Labels of a topic partition.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -452,83 +453,24 @@ fn unix_seconds(t: SystemTime) -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// Connections served at once; more wait to be accepted.
-const MAX_CONNECTIONS: usize = 16;
-
-/// Serves `/metrics` and `/health` on `listener` until the process ends: at most
-/// `MAX_CONNECTIONS` at once, each with 5 s to send its request head (at most 16 KiB).
+/// Serves `/metrics` and `/health` on `listener` until the process ends (see [`crate::http`]).
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let mut stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(_) => {
-                // Out of file descriptors or a connection reset while queued: pause, do not spin.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            let mut buf = Vec::with_capacity(1024);
-            let mut chunk = [0u8; 1024];
-            // Read the request head: bounded in size and in time (bodies are not expected).
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-            while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 16 * 1024 {
-                match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
-                    Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-                    _ => break,
-                }
-            }
-            let head = String::from_utf8_lossy(&buf);
-            let mut parts = head.split_whitespace();
-            let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-            let path = target.split('?').next().unwrap_or("");
-            let (status, kind, body) = match (method, path) {
-                ("GET" | "HEAD", "/metrics") => (
-                    "200 OK",
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    metrics.render(),
-                ),
-                ("GET" | "HEAD", "/health") => match metrics.verdict() {
-                    Ok(detail) => (
-                        "200 OK",
-                        "text/plain; charset=utf-8",
-                        format!("ok: {detail}\n"),
-                    ),
-                    Err(reason) => (
-                        "503 Service Unavailable",
-                        "text/plain; charset=utf-8",
-                        format!("unavailable: {reason}\n"),
-                    ),
-                },
-                ("GET" | "HEAD", _) => (
-                    "404 Not Found",
-                    "text/plain; charset=utf-8",
-                    "not found: try /metrics or /health\n".to_owned(),
-                ),
-                _ => (
-                    "405 Method Not Allowed",
-                    "text/plain; charset=utf-8",
-                    "only GET and HEAD\n".to_owned(),
-                ),
-            };
-            let mut response = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            )
-            .into_bytes();
-            if method != "HEAD" {
-                response.extend_from_slice(body.as_bytes());
-            }
-            let _ = stream.write_all(&response).await;
-            let _ = stream.shutdown().await;
-        });
-    }
+    crate::http::serve(listener, move |path| match path {
+        "/metrics" => Response {
+            status: "200 OK",
+            kind: "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            body: metrics.render(),
+        },
+        "/health" => match metrics.verdict() {
+            Ok(detail) => Response::text("200 OK", format!("ok: {detail}\n")),
+            Err(reason) => Response::text(
+                "503 Service Unavailable",
+                format!("unavailable: {reason}\n"),
+            ),
+        },
+        _ => Response::text("404 Not Found", "not found: try /metrics or /health\n"),
+    })
+    .await
 }
 
 #[cfg(test)]

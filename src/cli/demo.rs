@@ -3,13 +3,16 @@
 //! table and a clickstream; `lake ingest` commits them into a copy-on-write `orders` table and a
 //! merge-on-read `clickstream` table in a local folder; the clickstream is compacted; and SQL answers
 //! questions about the current state, the changes since an instant and the table as of it. The
-//! tables stay on disk for `lake sql`.
+//! tables stay on disk for `lake sql`. With `--format avro` the orders topic carries Debezium's Avro
+//! converter's messages (Confluent-framed, schemas in a registry this process serves).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context;
 use lake_compaction::{CompactionStrategy, execute_pending, schedule};
+use lake_ingest::apache_avro::{self, types::Value as Avro};
+use lake_ingest::avro::{EmbeddedRegistry, encode_framed};
 use lake_ingest::config::PipelineConfig;
 use lake_ingest::pipeline::{RunOptions, run as run_pipeline};
 use lake_ingest::rdkafka::ClientConfig;
@@ -27,6 +30,19 @@ pub struct Args {
     /// Orders to create.
     #[arg(long, default_value_t = 2000)]
     pub orders: usize,
+    /// Wire format of the orders topic: Debezium's JSON converter, or its Avro converter with a
+    /// schema registry (served by the demo on 127.0.0.1).
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    pub format: Format,
+}
+
+/// The orders topic's wire format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Debezium JSON (`{"schema","payload"}` envelopes).
+    Json,
+    /// Confluent-framed Avro keys and values, schemas in a registry.
+    Avro,
 }
 
 /// A tiny deterministic generator.
@@ -44,65 +60,206 @@ impl Gen {
 const STATUSES: [&str; 4] = ["paid", "shipped", "delivered", "returned"];
 const EVENTS: [&str; 4] = ["view", "add_to_cart", "checkout", "search"];
 
-/// The source database and click stream, producing messages.
-struct Source {
-    rng: Gen,
-    orders: BTreeMap<u64, Value>,
-    next_id: u64,
-    binlog_pos: u64,
-    clock_ms: u64,
+/// A row of the source database's `orders` table.
+#[derive(Clone, Debug)]
+struct Order {
+    id: u64,
+    customer: String,
+    status: String,
+    /// The amount in cents (a `DECIMAL(10,2)` column).
+    cents: i64,
+    /// Days since 1970-01-01 (a `DATE` column).
+    order_date: i32,
 }
 
-type Kv = (String, Option<String>);
-
-impl Source {
-    fn order_event(&mut self, op: &str, before: Option<Value>, after: Option<Value>) -> String {
-        self.binlog_pos += 217;
-        self.clock_ms += 13;
-        json!({
-            "schema": {"type": "struct", "fields": [
-                {"type": "struct", "field": "after", "fields": [
-                    {"type": "int64", "field": "id"}, {"type": "string", "field": "customer"},
-                    {"type": "string", "field": "status"},
-                    {"type": "bytes", "name": "org.apache.kafka.connect.data.Decimal",
-                     "parameters": {"scale": "2", "connect.decimal.precision": "10"}, "field": "amount"},
-                    {"type": "int32", "name": "io.debezium.time.Date", "field": "order_date"}]},
-                {"type": "struct", "field": "before", "fields": [
-                    {"type": "int64", "field": "id"}, {"type": "string", "field": "customer"},
-                    {"type": "string", "field": "status"},
-                    {"type": "bytes", "name": "org.apache.kafka.connect.data.Decimal",
-                     "parameters": {"scale": "2", "connect.decimal.precision": "10"}, "field": "amount"},
-                    {"type": "int32", "name": "io.debezium.time.Date", "field": "order_date"}]}]},
-            "payload": {"before": before, "after": after, "op": op, "ts_ms": self.clock_ms,
-                "source": {"connector": "mysql", "db": "shop", "table": "orders",
-                           "file": "mysql-bin.000001", "pos": self.binlog_pos, "row": 0}}
-        })
-        .to_string()
-    }
-
-    fn amount(cents: u64) -> String {
-        // Kafka Connect decimals: big-endian two's complement bytes, base64.
-        let bytes = (cents as i64).to_be_bytes();
+impl Order {
+    /// Kafka Connect's decimal bytes: big-endian two's complement, shortest form.
+    fn amount_bytes(&self) -> Vec<u8> {
+        let bytes = self.cents.to_be_bytes();
         let start = bytes.iter().position(|b| *b != 0).unwrap_or(7).min(7);
         let mut b = bytes[start..].to_vec();
         if b[0] & 0x80 != 0 {
             b.insert(0, 0);
         }
-        lake_ingest::messages::base64_encode(&b)
+        b
+    }
+
+    fn json(&self) -> Value {
+        json!({"id": self.id, "customer": self.customer, "status": self.status,
+            "amount": lake_ingest::messages::base64_encode(&self.amount_bytes()),
+            "order_date": self.order_date})
+    }
+
+    fn avro(&self) -> Avro {
+        Avro::Record(vec![
+            ("id".into(), Avro::Long(self.id as i64)),
+            ("customer".into(), Avro::String(self.customer.clone())),
+            ("status".into(), Avro::String(self.status.clone())),
+            ("amount".into(), Avro::Decimal(self.amount_bytes().into())),
+            ("order_date".into(), Avro::Int(self.order_date)),
+        ])
+    }
+}
+
+/// A change of the `orders` table as Debezium captures it (`op` c, u or d).
+struct Change {
+    op: &'static str,
+    before: Option<Order>,
+    after: Option<Order>,
+    pos: u64,
+    ts_ms: u64,
+}
+
+/// Debezium's Avro schemas of the `orders` topic: key and envelope, as registered.
+struct AvroWire {
+    key_id: u32,
+    key: apache_avro::Schema,
+    value_id: u32,
+    value: apache_avro::Schema,
+}
+
+const AVRO_KEY: &str = r#"{"type":"record","name":"Key","namespace":"dbserver1.shop.orders",
+  "fields":[{"name":"id","type":"long"}],"connect.name":"dbserver1.shop.orders.Key"}"#;
+
+const AVRO_ENVELOPE: &str = r#"{"type":"record","name":"Envelope","namespace":"dbserver1.shop.orders",
+  "connect.name":"dbserver1.shop.orders.Envelope","fields":[
+  {"name":"before","type":["null",{"type":"record","name":"Value",
+    "connect.name":"dbserver1.shop.orders.Value","fields":[
+    {"name":"id","type":"long"},
+    {"name":"customer","type":"string"},
+    {"name":"status","type":"string"},
+    {"name":"amount","type":{"type":"bytes","scale":2,"precision":10,"connect.version":1,
+      "connect.parameters":{"scale":"2","connect.decimal.precision":"10"},
+      "connect.name":"org.apache.kafka.connect.data.Decimal","logicalType":"decimal"}},
+    {"name":"order_date","type":{"type":"int","connect.version":1,
+      "connect.name":"io.debezium.time.Date"}}]}],"default":null},
+  {"name":"after","type":["null","Value"],"default":null},
+  {"name":"source","type":{"type":"record","name":"Source","namespace":"io.debezium.connector.mysql",
+    "fields":[{"name":"connector","type":"string"},{"name":"db","type":"string"},
+      {"name":"table","type":["null","string"],"default":null},
+      {"name":"file","type":"string"},{"name":"pos","type":"long"},{"name":"row","type":"int"}]}},
+  {"name":"op","type":"string"},
+  {"name":"ts_ms","type":["null","long"],"default":null}]}"#;
+
+impl AvroWire {
+    /// Registers the schemas with `registry`.
+    fn register(registry: &EmbeddedRegistry) -> anyhow::Result<Self> {
+        Ok(Self {
+            key_id: registry.register(AVRO_KEY),
+            key: apache_avro::Schema::parse_str(AVRO_KEY)?,
+            value_id: registry.register(AVRO_ENVELOPE),
+            value: apache_avro::Schema::parse_str(AVRO_ENVELOPE)?,
+        })
+    }
+
+    fn encode(&self, c: &Change) -> anyhow::Result<Kv> {
+        let id = c.after.as_ref().or(c.before.as_ref()).map_or(0, |o| o.id);
+        let key = Avro::Record(vec![("id".into(), Avro::Long(id as i64))]);
+        let image = |o: &Option<Order>| match o {
+            Some(o) => Avro::Union(1, Box::new(o.avro())),
+            None => Avro::Union(0, Box::new(Avro::Null)),
+        };
+        let source = Avro::Record(vec![
+            ("connector".into(), Avro::String("mysql".into())),
+            ("db".into(), Avro::String("shop".into())),
+            (
+                "table".into(),
+                Avro::Union(1, Box::new(Avro::String("orders".into()))),
+            ),
+            ("file".into(), Avro::String("mysql-bin.000001".into())),
+            ("pos".into(), Avro::Long(c.pos as i64)),
+            ("row".into(), Avro::Int(0)),
+        ]);
+        let value = Avro::Record(vec![
+            ("before".into(), image(&c.before)),
+            ("after".into(), image(&c.after)),
+            ("source".into(), source),
+            ("op".into(), Avro::String(c.op.into())),
+            (
+                "ts_ms".into(),
+                Avro::Union(1, Box::new(Avro::Long(c.ts_ms as i64))),
+            ),
+        ]);
+        let frame = |id, schema, v| encode_framed(id, schema, v).map_err(anyhow::Error::msg);
+        Ok((
+            frame(self.key_id, &self.key, key)?,
+            Some(frame(self.value_id, &self.value, value)?),
+        ))
+    }
+}
+
+/// The source database and click stream, producing messages.
+struct Source {
+    rng: Gen,
+    orders: BTreeMap<u64, Order>,
+    next_id: u64,
+    binlog_pos: u64,
+    clock_ms: u64,
+    /// How the orders topic is written: `None` for Debezium JSON.
+    avro: Option<AvroWire>,
+}
+
+/// A message's key and value (`None`: a tombstone).
+type Kv = (Vec<u8>, Option<Vec<u8>>);
+
+/// Debezium JSON's Connect schema of the `orders` row.
+fn json_row_schema(field: &str) -> Value {
+    json!({"type": "struct", "field": field, "fields": [
+        {"type": "int64", "field": "id"}, {"type": "string", "field": "customer"},
+        {"type": "string", "field": "status"},
+        {"type": "bytes", "name": "org.apache.kafka.connect.data.Decimal",
+         "parameters": {"scale": "2", "connect.decimal.precision": "10"}, "field": "amount"},
+        {"type": "int32", "name": "io.debezium.time.Date", "field": "order_date"}]})
+}
+
+impl Source {
+    fn order_event(
+        &mut self,
+        op: &'static str,
+        before: Option<Order>,
+        after: Option<Order>,
+    ) -> anyhow::Result<Kv> {
+        self.binlog_pos += 217;
+        self.clock_ms += 13;
+        let c = Change {
+            op,
+            before,
+            after,
+            pos: self.binlog_pos,
+            ts_ms: self.clock_ms,
+        };
+        if let Some(avro) = &self.avro {
+            return avro.encode(&c);
+        }
+        let id = c.after.as_ref().or(c.before.as_ref()).map_or(0, |o| o.id);
+        let value = json!({
+            "schema": {"type": "struct", "fields": [json_row_schema("after"), json_row_schema("before")]},
+            "payload": {"before": c.before.as_ref().map(Order::json),
+                "after": c.after.as_ref().map(Order::json), "op": c.op, "ts_ms": c.ts_ms,
+                "source": {"connector": "mysql", "db": "shop", "table": "orders",
+                           "file": "mysql-bin.000001", "pos": c.pos, "row": 0}}
+        });
+        Ok((
+            json!({"id": id}).to_string().into_bytes(),
+            Some(value.to_string().into_bytes()),
+        ))
     }
 
     /// Orders: new ones, status changes, some cancelled (deleted, with the tombstone Debezium sends).
-    fn orders(&mut self, new: usize, changes: usize) -> Vec<Kv> {
+    fn orders(&mut self, new: usize, changes: usize) -> anyhow::Result<Vec<Kv>> {
         let mut out = Vec::new();
         for _ in 0..new {
             self.next_id += 1;
             let id = self.next_id;
-            let row = json!({"id": id, "customer": format!("c{:03}", self.rng.below(300)),
-                "status": "created", "amount": Self::amount(500 + self.rng.below(50_000)),
-                "order_date": 20_400 + self.rng.below(30)});
+            let row = Order {
+                id,
+                customer: format!("c{:03}", self.rng.below(300)),
+                status: "created".into(),
+                cents: 500 + self.rng.below(50_000) as i64,
+                order_date: 20_400 + self.rng.below(30) as i32,
+            };
             self.orders.insert(id, row.clone());
-            let v = self.order_event("c", None, Some(row));
-            out.push((json!({"id": id}).to_string(), Some(v)));
+            out.push(self.order_event("c", None, Some(row))?);
         }
         for _ in 0..changes {
             let ids: Vec<u64> = self.orders.keys().copied().collect();
@@ -110,20 +267,22 @@ impl Source {
                 break;
             }
             let id = ids[self.rng.below(ids.len() as u64) as usize];
-            let before = self.orders[&id].clone();
-            let key = json!({"id": id}).to_string();
+            let Some(before) = self.orders.get(&id).cloned() else {
+                continue;
+            };
             if self.rng.below(10) == 0 {
                 self.orders.remove(&id);
-                out.push((key.clone(), Some(self.order_event("d", Some(before), None))));
+                let (key, value) = self.order_event("d", Some(before), None)?;
+                out.push((key.clone(), value));
                 out.push((key, None));
             } else {
                 let mut after = before.clone();
-                after["status"] = json!(STATUSES[self.rng.below(4) as usize]);
+                after.status = STATUSES[self.rng.below(4) as usize].into();
                 self.orders.insert(id, after.clone());
-                out.push((key, Some(self.order_event("u", Some(before), Some(after)))));
+                out.push(self.order_event("u", Some(before), Some(after))?);
             }
         }
-        out
+        Ok(out)
     }
 
     /// Clicks keyed by user id: `{"timestamp","event_name","event_value"}`.
@@ -134,7 +293,7 @@ impl Source {
                 let user = format!("u{:03}", self.rng.below(200));
                 let v = json!({"timestamp": self.clock_ms, "event_name": EVENTS[self.rng.below(4) as usize],
                     "event_value": self.rng.below(1000) as f64 / 10.0});
-                (user, Some(v.to_string()))
+                (user.into_bytes(), Some(v.to_string().into_bytes()))
             })
             .collect()
     }
@@ -142,9 +301,9 @@ impl Source {
 
 async fn produce(producer: &FutureProducer, topic: &str, msgs: &[Kv]) -> anyhow::Result<()> {
     let sends = msgs.iter().map(|(k, v)| {
-        let mut rec: FutureRecord<'_, String, String> = FutureRecord::to(topic).key(k);
+        let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).key(k.as_slice());
         if let Some(v) = v {
-            rec = rec.payload(v);
+            rec = rec.payload(v.as_slice());
         }
         producer.send(rec, Duration::from_secs(10))
     });
@@ -174,6 +333,25 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
     cluster.create_topic(orders_topic, 3, 1)?;
     cluster.create_topic(clicks_topic, 3, 1)?;
     println!("embedded Kafka cluster at {brokers}: topics {orders_topic}, {clicks_topic}");
+    // Debezium's Avro converter: schemas in a registry (here one this process serves), messages
+    // framed with the schema id.
+    let (avro, registry_line, format_line) = match a.format {
+        Format::Json => (None, String::new(), ""),
+        Format::Avro => {
+            let registry = EmbeddedRegistry::new();
+            let wire = AvroWire::register(&registry)?;
+            let url = registry
+                .serve()
+                .await
+                .context("starting the embedded schema registry")?;
+            println!("embedded schema registry at {url}: {orders_topic} is Debezium Avro");
+            (
+                Some(wire),
+                format!("schema_registry_url = \"{url}\"\n"),
+                "format = \"avro\"\n",
+            )
+        }
+    };
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
         .set("linger.ms", "5")
@@ -183,7 +361,7 @@ pub(crate) async fn run(a: Args) -> anyhow::Result<()> {
 [source]
 brokers = "{brokers}"
 group_id = "lake-demo"
-
+{registry_line}
 [commit]
 max_records = 5000
 max_interval_ms = 500
@@ -196,7 +374,7 @@ topic = "{orders_topic}"
 table = "{root}/{{table}}"
 type = "cow"
 decoder = "debezium"
-buckets = 2
+{format_line}buckets = 2
 
 [[tables]]
 topic = "{clicks_topic}"
@@ -226,10 +404,11 @@ max_delta_commits = 0
         next_id: 0,
         binlog_pos: 4,
         clock_ms: 1_763_900_000_000,
+        avro,
     };
 
     // Round 1: the first orders and clicks.
-    let orders = source.orders(a.orders, a.orders / 2);
+    let orders = source.orders(a.orders, a.orders / 2)?;
     let clicks = source.clicks(a.orders * 2);
     produce(&producer, orders_topic, &orders).await?;
     produce(&producer, clicks_topic, &clicks).await?;
@@ -248,7 +427,7 @@ max_delta_commits = 0
         .context("the first round committed nothing")?;
 
     // Round 2: status changes, cancellations and more clicks.
-    let orders = source.orders(a.orders / 10, a.orders);
+    let orders = source.orders(a.orders / 10, a.orders)?;
     let clicks = source.clicks(a.orders);
     produce(&producer, orders_topic, &orders).await?;
     produce(&producer, clicks_topic, &clicks).await?;

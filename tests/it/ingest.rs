@@ -462,21 +462,20 @@ async fn bad_messages_fail_the_job_or_go_to_dead_letters() {
     assert_eq!(at("6")["key_bytes"], "6bff", "{rows:?}");
 }
 
-/// `lake demo` (the README's first command) runs end to end and leaves tables hudi-rs reads.
+/// `lake demo` (the README's first command) runs end to end and leaves tables hudi-rs reads; with
+/// `--format avro` (Debezium Avro, schemas in the demo's registry) the orders table is the same.
 #[test]
 fn the_demo_answers_and_leaves_readable_tables() {
     let dir = tempfile::tempdir().expect("tmp");
-    let demo = dir.path().join("demo");
-    let out = lake_ok(
-        &[
-            "demo",
-            "--dir",
-            demo.to_str().expect("utf8"),
-            "--orders",
-            "300",
-        ],
-        &[],
-    );
+    let run_demo = |name: &str, format: &str| {
+        let at = dir.path().join(name);
+        let at_str = at.to_str().expect("utf8");
+        let args = [
+            "demo", "--dir", at_str, "--orders", "300", "--format", format,
+        ];
+        (lake_ok(&args, &[]), at)
+    };
+    let (out, demo) = run_demo("demo", "json");
     for want in [
         "current orders by status",
         "order changes since instant",
@@ -509,6 +508,33 @@ fn the_demo_answers_and_leaves_readable_tables() {
         .expect("count");
     assert_eq!(hudi_read(&orders, &["--sort", "id"], &[]).len(), n);
     assert!(!hudi_read(&clicks, &["--sort", "user_id"], &[]).is_empty());
+
+    // The same source through Debezium's Avro converter and a schema registry: the same table.
+    let (out, avro_demo) = run_demo("demo-avro", "avro");
+    assert!(
+        out.contains("embedded schema registry at http://127.0.0.1:"),
+        "{out}"
+    );
+    let avro_orders = format!("file://{}/orders", avro_demo.display());
+    let rows = |uri: &str| {
+        lake_ok(
+            &[
+                "sql",
+                "-q",
+                "--format",
+                "csv",
+                "--table",
+                &format!("o={uri}"),
+                "-c",
+                "SELECT id, customer, status, amount, order_date FROM o ORDER BY id",
+            ],
+            &[],
+        )
+    };
+    let (from_json, from_avro) = (rows(&orders), rows(&avro_orders));
+    assert_eq!(from_json.lines().count(), n + 1, "{from_json}");
+    assert_eq!(from_avro, from_json);
+    assert_eq!(hudi_read(&avro_orders, &["--sort", "id"], &[]).len(), n);
 }
 
 /// docs/examples/ingest.toml works as is once its `brokers`, `topic` and `table` lines point at a
