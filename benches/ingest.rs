@@ -391,7 +391,7 @@ async fn parts(n: u64) {
     );
     shape.schema = Some(batch.rows.schema());
     let direct = decode(&shape, "direct into columns (table exists)");
-    let from_avro = decode(&shape, "Avro, table exists (general decoder)");
+    let from_avro = decode(&shape, "Avro, table exists");
     assert_eq!(from_avro.rows, direct.rows, "Avro and JSON decode alike");
     let started = Instant::now();
     table

@@ -312,6 +312,17 @@ pub fn decode_datum(
     reader: &GenericDatumReader<'_>,
     datum: &[u8],
 ) -> Result<Value, String> {
+    to_json(read_datum(schema, reader, datum)?)
+}
+
+/// Reads a datum written with `schema` (read by `reader`, built from it): lake's bounded decoder
+/// first (no allocation a datum's bytes cannot back), then the Avro library. Every byte must belong
+/// to the datum.
+pub fn read_datum(
+    schema: &WriterSchema,
+    reader: &GenericDatumReader<'_>,
+    datum: &[u8],
+) -> Result<Avro, String> {
     let mut bounded = datum;
     lake_table::timeline::avro::decode(&schema.bounded, &mut bounded)
         .map_err(|e| format!("the Avro datum does not match its schema: {e}"))?;
@@ -340,7 +351,7 @@ pub fn decode_datum(
             input.rest.len()
         ));
     }
-    to_json(value)
+    Ok(value)
 }
 
 /// A datum's bytes, noting any read past their end.

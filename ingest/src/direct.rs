@@ -7,11 +7,15 @@
 //! takes, partition moves, the source position, the message key column, record keys that must be
 //! present and non-empty, integers that must fit their column.
 //!
+//! Confluent-framed Avro batches take the same rules on the values the Avro library reads (after
+//! lake's bounded decoder): each schema id the batch names must be one the table takes, and the
+//! images hold only the table's columns with strings, booleans, integers, finite doubles or nulls.
+//!
 //! It declines a batch — which the general decoder, the reference for every rule and every error
 //! message, then decodes — on anything else: a column the table does not have, a schema envelope, a
 //! nested, temporal or decimal value, a number its column cannot hold exactly, a malformed message,
-//! any error at all. Where it accepts a batch, it returns the batch the general decoder would (a
-//! randomised test compares the two).
+//! any error at all. Where it accepts a batch, it returns the batch the general decoder would
+//! (randomised tests compare the two, for JSON and for Avro).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -25,6 +29,9 @@ use arrow::datatypes::{DataType, Decimal128Type, Field, Schema};
 use lake_table::ChangeBatch;
 use lake_table::config::SOURCE_POSITION_FIELD;
 
+use apache_avro::types::Value as Avro;
+
+use crate::avro::{datum_reader, frame, read_datum};
 use crate::config::DecoderKind;
 use crate::debezium::{push_padded, write_position};
 use crate::messages::{DecodeSpec, DecodedMessages, Message};
@@ -641,94 +648,384 @@ fn event(s: &str) -> Option<Option<Event<'_>>> {
     scan.at_end().then_some(Some(e))
 }
 
-/// Decodes a batch directly, or `None` to leave it to the general decoder.
-pub(crate) fn decode(msgs: &[Message], spec: &DecodeSpec) -> Option<DecodedMessages> {
-    if spec.format != crate::config::MessageFormat::Json {
-        return None;
+/// One batch's decoding: the columns, the cells of the two images of the message at hand, the
+/// text its strings point into, its source position, and the tombstones seen.
+struct Batch {
+    cols: Columns,
+    after: Vec<Cell>,
+    before: Vec<Cell>,
+    text: String,
+    position: String,
+    tombstones: usize,
+}
+
+impl Batch {
+    fn new(msgs: &[Message], spec: &DecodeSpec) -> Option<Self> {
+        let bytes: usize = msgs
+            .iter()
+            .map(|m| m.value.as_ref().map_or(0, Vec::len))
+            .sum();
+        let cols = Columns::new(spec, msgs.len(), bytes)?;
+        let width = cols.fields.len();
+        Some(Self {
+            cols,
+            after: vec![Cell::Absent; width],
+            before: vec![Cell::Absent; width],
+            text: String::new(),
+            position: String::new(),
+            tombstones: 0,
+        })
     }
-    let bytes: usize = msgs
-        .iter()
-        .map(|m| m.value.as_ref().map_or(0, Vec::len))
-        .sum();
-    let mut cols = Columns::new(spec, msgs.len(), bytes)?;
-    let width = cols.fields.len();
-    let (mut after, mut before) = (vec![Cell::Absent; width], vec![Cell::Absent; width]);
-    let mut text = String::new();
-    let mut position = String::new();
-    let mut tombstones = 0;
+}
+
+/// Runs `per_message` on every message's value (with the row's text and position cleared) and
+/// counts the tombstones; `None` as soon as a message declines.
+fn decode_each(
+    msgs: &[Message],
+    spec: &DecodeSpec,
+    mut per_message: impl FnMut(&mut Batch, &Message, &[u8]) -> Option<()>,
+) -> Option<DecodedMessages> {
+    let mut b = Batch::new(msgs, spec)?;
     for m in msgs {
         let Some(value) = &m.value else {
-            tombstones += 1;
+            b.tombstones += 1;
             continue;
         };
+        b.text.clear();
+        b.position.clear();
+        per_message(&mut b, m, value)?;
+    }
+    let batch = if b.cols.rows == 0 {
+        None
+    } else {
+        Some(b.cols.batch()?)
+    };
+    Some(DecodedMessages {
+        batch,
+        tombstones: b.tombstones,
+        rejected: Vec::new(),
+    })
+}
+
+/// A Debezium event's source fields: binlog file, position and row, Postgres LSN, event time.
+type Source<'a> = (
+    Option<&'a str>,
+    Option<u64>,
+    Option<u64>,
+    Option<u64>,
+    Option<u64>,
+);
+
+impl Batch {
+    /// Appends the `after` image as a plain row: the message key column, the Kafka offset as the
+    /// source position.
+    fn plain_row(&mut self, m: &Message, key: Option<&str>) -> Option<()> {
+        push_padded(&mut self.position, u64::try_from(m.offset).ok()?, 20);
+        let position = Some(self.position.as_str());
+        self.cols
+            .finish(&mut self.after, &mut self.text, key, position, false)
+    }
+
+    /// Appends the rows of a Debezium change — `(op, before, after, message key)` — whose images
+    /// `read` decodes, at its source position.
+    fn change<I: Copy>(
+        &mut self,
+        (op, before, after, key): (Option<&str>, Option<I>, Option<I>, Option<&str>),
+        (file, pos, row, lsn, ts_ms): Source<'_>,
+        read: impl Fn(&Columns, I, &mut [Cell], &mut String) -> Option<()>,
+    ) -> Option<()> {
+        let position = write_position(&mut self.position, file, pos, row, lsn, ts_ms)
+            .then_some(self.position.as_str());
+        let change = Change {
+            op,
+            before,
+            after,
+            key,
+            position,
+        };
+        let mut bufs = (&mut self.before, &mut self.after, &mut self.text);
+        change.apply(&mut self.cols, &mut bufs, read)
+    }
+}
+
+/// A Debezium event's rules once its images can be read: the op picks the image (`after` for c, r
+/// and u; `before`, as a delete, for d), and an update whose `before` image holds other partition
+/// values also deletes the row from its old partition.
+struct Change<'a, I> {
+    op: Option<&'a str>,
+    before: Option<I>,
+    after: Option<I>,
+    key: Option<&'a str>,
+    position: Option<&'a str>,
+}
+
+/// The cells of the `before` and `after` images and the row text they point into.
+type Bufs<'b> = (&'b mut Vec<Cell>, &'b mut Vec<Cell>, &'b mut String);
+
+impl<I: Copy> Change<'_, I> {
+    fn apply(
+        &self,
+        cols: &mut Columns,
+        (before, after, text): &mut Bufs<'_>,
+        read: impl Fn(&Columns, I, &mut [Cell], &mut String) -> Option<()>,
+    ) -> Option<()> {
+        let (image, delete) = match self.op? {
+            "c" | "r" | "u" => (self.after?, false),
+            "d" => (self.before?, true),
+            _ => return None,
+        };
+        read(cols, image, after, text)?;
+        if self.op == Some("u")
+            && !cols.partitions.is_empty()
+            && let Some(b) = self.before
+        {
+            read(cols, b, before, text)?;
+            let moved = cols
+                .partitions
+                .iter()
+                .any(|&p| !matches!(before[p], Cell::Absent) && !same(text, before[p], after[p]));
+            if moved {
+                cols.finish(before, text, self.key, self.position, true)?;
+            }
+        }
+        cols.finish(after, text, self.key, self.position, delete)
+    }
+}
+
+/// The fields of an Avro record value (inside a union), `Some(None)` for null; `None` (decline) for
+/// anything else.
+fn avro_record(v: &Avro) -> Option<Option<&[(String, Avro)]>> {
+    match v {
+        Avro::Union(_, inner) => avro_record(inner),
+        Avro::Record(fields) => Some(Some(fields)),
+        Avro::Null => Some(None),
+        _ => None,
+    }
+}
+
+/// An Avro value as the general decoder's JSON text field (`as_str`): strings and enum symbols
+/// are text, other scalars are not; `None` (decline) for anything else.
+fn avro_text(v: &Avro) -> Option<Option<&str>> {
+    match v {
+        Avro::Union(_, inner) => avro_text(inner),
+        Avro::String(s) | Avro::Enum(_, s) => Some(Some(s)),
+        Avro::Null | Avro::Boolean(_) | Avro::Int(_) | Avro::Long(_) | Avro::Double(_) => {
+            Some(None)
+        }
+        _ => None,
+    }
+}
+
+/// An Avro value as Debezium's loose number fields: a non-negative integer, or text that parses
+/// as one; `None` (decline) for anything but plain scalars.
+fn avro_loose_u64(v: &Avro) -> Option<Option<u64>> {
+    match v {
+        Avro::Union(_, inner) => avro_loose_u64(inner),
+        Avro::Long(n) => Some(u64::try_from(*n).ok()),
+        Avro::Int(n) => Some(u64::try_from(*n).ok()),
+        Avro::String(s) | Avro::Enum(_, s) => Some(s.parse().ok()),
+        Avro::Null | Avro::Boolean(_) | Avro::Double(_) => Some(None),
+        _ => None,
+    }
+}
+
+impl Columns {
+    /// Decodes an Avro image record into `cells`, checking each value against its column: only
+    /// strings, booleans, integers and finite doubles (or null) decode directly.
+    fn image_avro(
+        &self,
+        fields: &[(String, Avro)],
+        cells: &mut [Cell],
+        text: &mut String,
+    ) -> Option<()> {
+        cells.fill(Cell::Absent);
+        for (name, v) in fields {
+            let i = *self.index.get(name.as_str())?;
+            let v = match v {
+                Avro::Union(_, inner) => inner.as_ref(),
+                v => v,
+            };
+            let int = |n: i64| match self.kinds[i] {
+                Kind::Int(lo, hi) if (lo..=hi).contains(&n) => Some(num_of(n)),
+                Kind::UInt64 if n >= 0 => Some(num_of(n)),
+                Kind::Float64 => Some(num_of(n)),
+                _ => None,
+            };
+            cells[i] = match (v, self.kinds[i]) {
+                (Avro::Null, _) => Cell::Null,
+                (Avro::String(v), Kind::Utf8) => push_text(text, v)?,
+                (Avro::Boolean(b), Kind::Boolean) => Cell::Bool(*b),
+                (Avro::Int(n), _) => Cell::Num(int(i64::from(*n))?),
+                (Avro::Long(n), _) => Cell::Num(int(*n)?),
+                (Avro::Double(f), Kind::Float64) if f.is_finite() => Cell::Num(Num::Float(*f)),
+                _ => return None,
+            };
+        }
+        Some(())
+    }
+}
+
+/// An integer as serde_json classifies it.
+fn num_of(n: i64) -> Num {
+    match u64::try_from(n) {
+        Ok(v) => Num::Pos(v),
+        Err(_) => Num::Neg(n),
+    }
+}
+
+/// Whether the general decoder turns every part of a datum into JSON (it refuses a whole datum
+/// for one NaN or infinity, a duration, or a decimal it cannot convert, wherever it is).
+fn has_json_form(v: &Avro) -> bool {
+    match v {
+        Avro::Float(f) => f.is_finite(),
+        Avro::Double(f) => f.is_finite(),
+        Avro::Duration(_) | Avro::Decimal(_) => false,
+        Avro::Union(_, inner) => has_json_form(inner),
+        Avro::Array(items) => items.iter().all(has_json_form),
+        Avro::Map(m) => m.values().all(has_json_form),
+        Avro::Record(fields) => fields.iter().all(|(_, v)| has_json_form(v)),
+        _ => true,
+    }
+}
+
+/// The parts of an Avro Debezium event's top level the decoder needs.
+#[derive(Default)]
+struct AvroEvent<'a> {
+    op: Option<&'a str>,
+    before: Option<&'a [(String, Avro)]>,
+    after: Option<&'a [(String, Avro)]>,
+    file: Option<&'a str>,
+    pos: Option<u64>,
+    row: Option<u64>,
+    lsn: Option<u64>,
+    source_ts: Option<u64>,
+    ts_ms: Option<u64>,
+}
+
+fn avro_event(top: &[(String, Avro)]) -> Option<AvroEvent<'_>> {
+    let mut e = AvroEvent::default();
+    for (k, v) in top {
+        match k.as_str() {
+            "op" => e.op = avro_text(v)?,
+            "before" => e.before = avro_record(v)?,
+            "after" => e.after = avro_record(v)?,
+            "source" => {
+                let fields = match v {
+                    Avro::Union(_, inner) => inner.as_ref(),
+                    v => v,
+                };
+                match fields {
+                    Avro::Record(fields) => {
+                        for (k, v) in fields {
+                            match k.as_str() {
+                                "file" => e.file = avro_text(v)?,
+                                "pos" => e.pos = avro_loose_u64(v)?,
+                                "row" => e.row = avro_loose_u64(v)?,
+                                "lsn" => e.lsn = avro_loose_u64(v)?,
+                                "ts_ms" => e.source_ts = avro_loose_u64(v)?,
+                                _ => {}
+                            }
+                        }
+                    }
+                    Avro::Null => {}
+                    _ => return None,
+                }
+            }
+            "ts_ms" => e.ts_ms = avro_loose_u64(v)?,
+            _ => {}
+        }
+    }
+    Some(e)
+}
+
+/// Decodes a batch of Confluent-framed Avro messages directly, or `None` to leave it to the general
+/// decoder: every schema the batch names must be one the table takes, and every image hold only the
+/// table's columns with flat values; the message key column is left to the general decoder.
+fn decode_avro(msgs: &[Message], spec: &DecodeSpec) -> Option<DecodedMessages> {
+    if spec.message_key_field.is_some() {
+        return None;
+    }
+    let schemas = spec.schemas.as_deref()?;
+    // A reader per schema id the batch names, once the table is known to take that schema.
+    let mut readers = HashMap::new();
+    decode_each(msgs, spec, |b, m, value| {
+        let (id, datum) = frame(value).ok()?;
+        let (ws, reader) = match readers.entry(id) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let ws = schemas.get(&id)?.as_ref().ok()?;
+                crate::messages::table_takes(ws, spec).ok()?;
+                e.insert((ws.as_ref(), datum_reader(ws).ok()?))
+            }
+        };
+        let datum = read_datum(ws, reader, datum).ok()?;
+        if !has_json_form(&datum) {
+            return None;
+        }
+        let Avro::Record(top) = datum else {
+            return None;
+        };
+        match spec.kind {
+            DecoderKind::Json => {
+                b.cols.image_avro(&top, &mut b.after, &mut b.text)?;
+                b.plain_row(m, None)
+            }
+            DecoderKind::Debezium => {
+                let e = avro_event(&top)?;
+                let source = (e.file, e.pos, e.row, e.lsn, e.ts_ms.or(e.source_ts));
+                let change = (e.op, e.before, e.after, None);
+                b.change(change, source, |cols, image, cells, text| {
+                    cols.image_avro(image, cells, text)
+                })
+            }
+        }
+    })
+}
+
+/// Decodes a batch directly, or `None` to leave it to the general decoder.
+pub(crate) fn decode(msgs: &[Message], spec: &DecodeSpec) -> Option<DecodedMessages> {
+    if spec.format == crate::config::MessageFormat::Avro {
+        return decode_avro(msgs, spec);
+    }
+    decode_each(msgs, spec, |b, m, value| {
         let value = std::str::from_utf8(value).ok()?;
-        let key = match (&cols.message_key, &m.key) {
+        let key = match (&b.cols.message_key, &m.key) {
             (Some(_), Some(k)) => Some(std::str::from_utf8(k).ok()?),
             _ => None,
         };
-        text.clear();
-        position.clear();
         match spec.kind {
             DecoderKind::Json => {
                 let mut scan = Scan::new(value);
                 if scan.peek()? != b'{' {
                     return None;
                 }
-                cols.image(&mut scan, &mut after, &mut text)?;
+                b.cols.image(&mut scan, &mut b.after, &mut b.text)?;
                 if !scan.at_end() {
                     return None;
                 }
-                push_padded(&mut position, u64::try_from(m.offset).ok()?, 20);
-                cols.finish(&mut after, &mut text, key, Some(&position), false)?;
+                b.plain_row(m, key)
             }
             DecoderKind::Debezium => {
                 let Some(e) = event(value)? else {
-                    tombstones += 1;
-                    continue;
+                    b.tombstones += 1;
+                    return Some(());
                 };
                 if e.wrapped {
                     return None;
                 }
-                let (image, delete) = match e.op.as_deref()? {
-                    "c" | "r" | "u" => (e.after?, false),
-                    "d" => (e.before?, true),
-                    _ => return None,
-                };
-                let pos = write_position(
-                    &mut position,
+                let source = (
                     e.file.as_deref(),
                     e.pos,
                     e.row,
                     e.lsn,
                     e.ts_ms.or(e.source_ts),
-                )
-                .then_some(position.as_str());
-                cols.image(&mut Scan::new(&value[image..]), &mut after, &mut text)?;
-                if e.op.as_deref() == Some("u")
-                    && !cols.partitions.is_empty()
-                    && let Some(b) = e.before
-                {
-                    cols.image(&mut Scan::new(&value[b..]), &mut before, &mut text)?;
-                    let moved = cols.partitions.iter().any(|&p| {
-                        !matches!(before[p], Cell::Absent) && !same(&text, before[p], after[p])
-                    });
-                    if moved {
-                        cols.finish(&mut before, &mut text, key, pos, true)?;
-                    }
-                }
-                cols.finish(&mut after, &mut text, key, pos, delete)?;
+                );
+                let change = (e.op.as_deref(), e.before, e.after, key);
+                b.change(change, source, |cols, at, cells, text| {
+                    cols.image(&mut Scan::new(&value[at..]), cells, text)
+                })
             }
         }
-    }
-    let batch = if cols.rows == 0 {
-        None
-    } else {
-        Some(cols.batch()?)
-    };
-    Some(DecodedMessages {
-        batch,
-        tombstones,
-        rejected: Vec::new(),
     })
 }
 
@@ -772,6 +1069,71 @@ mod tests {
             Field::new("day", DataType::Date32, true),
             Field::new(SOURCE_POSITION_FIELD, DataType::Utf8, true),
         ]))
+    }
+
+    /// Decodes a case's batch directly (for a new table: with a prefix's schema) and with the
+    /// general decoder: only a nasty batch or a new table's may decline; an accepted batch must be
+    /// the general decoder's. Whether it was accepted.
+    fn compare(
+        case: usize,
+        msgs: &[Message],
+        spec: &DecodeSpec,
+        nasty: bool,
+        new_table: bool,
+    ) -> bool {
+        let direct = if new_table {
+            // The general decoder takes every batch a prefix's schema does not fit.
+            decode_with_prefix(msgs, spec, false, 3)
+                .ok()
+                .filter(|_| msgs.len() > 6)
+        } else {
+            decode(msgs, spec)
+        };
+        let general = decode_general(msgs, spec, false);
+        let Some(d) = direct else {
+            assert!(
+                nasty || new_table,
+                "case {case}: a clean batch declined: {msgs:?}"
+            );
+            return false;
+        };
+        let g = general.unwrap_or_else(|e| {
+            panic!("case {case}: direct accepted what the general decoder rejects: {e}\n{msgs:?}")
+        });
+        assert_eq!(d.tombstones, g.tombstones, "case {case}");
+        assert!(g.rejected.is_empty());
+        match (d.batch, g.batch) {
+            (None, None) => {}
+            (Some(d), Some(g)) => {
+                assert_eq!(d.rows, g.rows, "case {case}: {msgs:?}");
+                assert_eq!(d.is_delete, g.is_delete, "case {case}: {msgs:?}");
+            }
+            (d, g) => panic!("case {case}: {d:?} vs {g:?}"),
+        }
+        true
+    }
+
+    /// The spec of a case: plain rows or Debezium events, into an existing or a new table.
+    fn test_spec(plain: bool, new_table: bool, partitioned: bool) -> DecodeSpec {
+        DecodeSpec {
+            kind: if plain {
+                DecoderKind::Json
+            } else {
+                DecoderKind::Debezium
+            },
+            shape: TableShape {
+                schema: (!new_table).then(schema),
+                key_fields: vec!["id".into()],
+                ordering_field: Some(SOURCE_POSITION_FIELD.into()),
+                partition_fields: if partitioned {
+                    vec!["region".into()]
+                } else {
+                    vec![]
+                },
+                ..Default::default()
+            },
+            ..Default::default()
+        }
     }
 
     /// A value for a column: mostly one that fits, sometimes one of the cases that must decline or
@@ -1018,24 +1380,8 @@ mod tests {
             // A fifth of the batches are a new table's: the schema comes from a prefix.
             let new_table = case % 10 < 2;
             let spec = DecodeSpec {
-                kind: if json {
-                    DecoderKind::Json
-                } else {
-                    DecoderKind::Debezium
-                },
-                shape: TableShape {
-                    schema: (!new_table).then(schema),
-                    key_fields: vec!["id".into()],
-                    ordering_field: Some(SOURCE_POSITION_FIELD.into()),
-                    partition_fields: if partitioned {
-                        vec!["region".into()]
-                    } else {
-                        vec![]
-                    },
-                    ..Default::default()
-                },
                 message_key_field: (json && r.chance(50)).then(|| "name".to_owned()),
-                ..Default::default()
+                ..test_spec(json, new_table, partitioned)
             };
             let n = 1 + r.below(if nasty && !new_table { 4 } else { 30 });
             let msgs: Vec<Message> = (0..n)
@@ -1055,39 +1401,269 @@ mod tests {
                     message(i as i64, key, value)
                 })
                 .collect();
-            let direct = if new_table {
-                // The general decoder takes every batch a prefix's schema does not fit.
-                decode_with_prefix(&msgs, &spec, false, 3)
-                    .ok()
-                    .filter(|_| msgs.len() > 6)
-            } else {
-                decode(&msgs, &spec)
-            };
-            let general = decode_general(&msgs, &spec, false);
-            let Some(d) = direct else {
-                assert!(
-                    nasty || new_table,
-                    "case {case}: a clean batch declined: {msgs:?}"
-                );
-                continue;
-            };
-            accepted += 1;
-            let g = general.unwrap_or_else(|e| {
-                panic!(
-                    "case {case}: direct accepted what the general decoder rejects: {e}\n{msgs:?}"
-                )
-            });
-            assert_eq!(d.tombstones, g.tombstones, "case {case}");
-            assert!(g.rejected.is_empty());
-            match (d.batch, g.batch) {
-                (None, None) => {}
-                (Some(d), Some(g)) => {
-                    assert_eq!(d.rows, g.rows, "case {case}: {msgs:?}");
-                    assert_eq!(d.is_delete, g.is_delete, "case {case}: {msgs:?}");
-                }
-                (d, g) => panic!("case {case}: {d:?} vs {g:?}"),
-            }
+            accepted += usize::from(compare(case, &msgs, &spec, nasty, new_table));
         }
         assert!(accepted > 1500, "accepted {accepted} of 3000");
+    }
+
+    /// A field of a generated Avro writer schema: name, type, nullable.
+    type AvroField = (&'static str, &'static str, bool);
+
+    /// Writer schemas of the Avro cases: the table's columns (0), a column the table lacks (1), a
+    /// type the table's column cannot take (2), no record key field (3), types that decline by value
+    /// (enum, float, bytes, a Debezium date) (4), and a source block with text positions (5).
+    fn avro_images() -> Vec<Vec<AvroField>> {
+        let base: Vec<AvroField> = vec![
+            ("id", "long", false),
+            ("name", "string", true),
+            ("n", "int", true),
+            ("x", "double", true),
+            ("flag", "boolean", true),
+            ("region", "string", true),
+        ];
+        let with = |extra: &[AvroField], drop: &[&str]| -> Vec<AvroField> {
+            let mut f: Vec<AvroField> = base
+                .iter()
+                .filter(|(n, ..)| !drop.contains(n))
+                .copied()
+                .collect();
+            f.extend_from_slice(extra);
+            f
+        };
+        vec![
+            base.clone(),
+            with(&[("extra", "string", true)], &[]),
+            with(&[("n", "long", true)], &["n"]),
+            with(&[], &["id"]),
+            with(
+                &[
+                    ("name", "enum", true),
+                    ("x", "float", true),
+                    ("region", "bytes", false),
+                    ("day", "date", true),
+                ],
+                &["name", "x", "region"],
+            ),
+            base,
+        ]
+    }
+
+    fn avro_type(t: &str) -> serde_json::Value {
+        use serde_json::json;
+        match t {
+            "enum" => json!({"type": "enum", "name": "E", "symbols": ["a", "b"]}),
+            "date" => json!({"type": "int", "connect.name": "io.debezium.time.Date"}),
+            t => json!(t),
+        }
+    }
+
+    fn avro_schema_text(version: usize, image: &[AvroField], debezium: bool) -> String {
+        use serde_json::json;
+        let fields: Vec<serde_json::Value> = image
+            .iter()
+            .map(|(name, t, nullable)| {
+                if *nullable {
+                    json!({"name": name, "type": ["null", avro_type(t)], "default": null})
+                } else {
+                    json!({"name": name, "type": avro_type(t)})
+                }
+            })
+            .collect();
+        let value = json!({"type": "record", "name": "Value", "fields": fields});
+        if !debezium {
+            return value.to_string();
+        }
+        let source = if version == 5 {
+            json!({"type": "record", "name": "Source", "fields": [
+                {"name": "file", "type": ["null", "string"]}, {"name": "pos", "type": "string"},
+                {"name": "lsn", "type": ["null", "long"]}]})
+        } else {
+            json!({"type": "record", "name": "Source", "fields": [
+                {"name": "file", "type": "string"}, {"name": "pos", "type": "long"},
+                {"name": "row", "type": "int"}]})
+        };
+        json!({"type": "record", "name": "Envelope", "fields": [
+            {"name": "before", "type": ["null", value], "default": null},
+            {"name": "after", "type": ["null", "Value"], "default": null},
+            {"name": "source", "type": source},
+            {"name": "op", "type": "string"},
+            {"name": "ts_ms", "type": ["null", "long"], "default": null}]})
+        .to_string()
+    }
+
+    fn avro_value(r: &mut Rng, name: &str, t: &str, nasty: bool, id: i64) -> Avro {
+        match (name, t) {
+            ("id", _) => Avro::Long(id),
+            (_, "string") => {
+                Avro::String(r.pick(&["a", "", "é", "eu", "us", "ap", "x\ty"]).to_owned())
+            }
+            (_, "int") => Avro::Int([0, i32::MIN, i32::MAX, 42, -7][r.below(5) as usize]),
+            (_, "long") => Avro::Long([0, i64::from(i32::MAX) + 1, -3][r.below(3) as usize]),
+            (_, "double") => Avro::Double(if nasty && r.chance(10) {
+                f64::NAN
+            } else {
+                [0.1, -2.5e3, 3.0, f64::MAX, 5e-324][r.below(5) as usize]
+            }),
+            (_, "boolean") => Avro::Boolean(r.chance(50)),
+            (_, "enum") => Avro::Enum(0, "a".into()),
+            (_, "float") => Avro::Float(1.5),
+            (_, "bytes") => Avro::Bytes(vec![1, 2]),
+            (_, "date") => Avro::Int(19_000),
+            _ => Avro::Null,
+        }
+    }
+
+    fn avro_image(r: &mut Rng, image: &[AvroField], nasty: bool, id: i64) -> Avro {
+        Avro::Record(
+            image
+                .iter()
+                .map(|(name, t, nullable)| {
+                    let v = if *nullable && r.chance(15) {
+                        Avro::Union(0, Box::new(Avro::Null))
+                    } else if *nullable {
+                        Avro::Union(1, Box::new(avro_value(r, name, t, nasty, id)))
+                    } else {
+                        avro_value(r, name, t, nasty, id)
+                    };
+                    ((*name).to_owned(), v)
+                })
+                .collect(),
+        )
+    }
+
+    fn avro_event(r: &mut Rng, version: usize, image: &[AvroField], nasty: bool, pos: u64) -> Avro {
+        let id = r.below(20) as i64 - 2;
+        let op = if nasty && r.chance(5) {
+            r.pick(&["x", ""])
+        } else {
+            r.pick(&["c", "r", "u", "u", "d"])
+        };
+        let some = |v: Avro| Avro::Union(1, Box::new(v));
+        let none = || Avro::Union(0, Box::new(Avro::Null));
+        let (before, after) = match op {
+            "d" => (some(avro_image(r, image, nasty, id)), none()),
+            "c" | "r" => (none(), some(avro_image(r, image, nasty, id))),
+            _ => (
+                if r.chance(70) {
+                    some(avro_image(r, image, nasty, id))
+                } else {
+                    none()
+                },
+                if nasty && r.chance(5) {
+                    none()
+                } else {
+                    some(avro_image(r, image, nasty, id))
+                },
+            ),
+        };
+        let source = if version == 5 {
+            Avro::Record(vec![
+                ("file".into(), some(Avro::String("bin.3".into()))),
+                (
+                    "pos".into(),
+                    Avro::String(if nasty && r.chance(20) {
+                        "+1".into()
+                    } else {
+                        pos.to_string()
+                    }),
+                ),
+                ("lsn".into(), none()),
+            ])
+        } else {
+            Avro::Record(vec![
+                (
+                    "file".into(),
+                    Avro::String(format!("mysql-bin.00000{}", r.below(3) + 1)),
+                ),
+                ("pos".into(), Avro::Long(pos as i64)),
+                ("row".into(), Avro::Int(r.below(3) as i32)),
+            ])
+        };
+        Avro::Record(vec![
+            ("before".into(), before),
+            ("after".into(), after),
+            ("source".into(), source),
+            ("op".into(), Avro::String(op.into())),
+            (
+                "ts_ms".into(),
+                if r.chance(20) {
+                    none()
+                } else {
+                    some(Avro::Long(1_700_000_000_000 + pos as i64))
+                },
+            ),
+        ])
+    }
+
+    /// The Avro direct decoder accepts only what the general decoder decodes, and gives the same
+    /// batch: Debezium envelopes and plain records, writer schemas the table does not take, values
+    /// that decline, corrupt and unknown datums, tombstones, partition moves, new tables.
+    #[test]
+    fn direct_avro_decoding_equals_the_general_decoder() {
+        use crate::avro::{BatchSchemas, WriterSchema, encode_framed};
+        let images = avro_images();
+        let mut r = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut accepted = 0;
+        for case in 0..2000 {
+            let nasty = case % 2 == 1;
+            let debezium = case % 5 != 4;
+            let new_table = case % 10 < 2;
+            // Ids 1-6 name the writer schemas; 9 is one the registry did not know.
+            let mut schemas: BatchSchemas = images
+                .iter()
+                .enumerate()
+                .map(|(v, image)| {
+                    let text = avro_schema_text(v, image, debezium);
+                    let ws = WriterSchema::parse(v as u32 + 1, &text).expect("schema");
+                    (v as u32 + 1, Ok(Arc::new(ws)))
+                })
+                .collect();
+            schemas.insert(9, Err("schema id 9 is not in the schema registry".into()));
+            let partitioned = r.chance(50);
+            let spec = DecodeSpec {
+                format: crate::config::MessageFormat::Avro,
+                schemas: Some(Arc::new(schemas.clone())),
+                ..test_spec(!debezium, new_table, partitioned)
+            };
+            let n = 1 + r.below(if nasty && !new_table { 4 } else { 30 });
+            let msgs: Vec<Message> = (0..n)
+                .map(|i| {
+                    let version = if nasty { r.below(6) as usize } else { 0 };
+                    let value = if nasty && r.chance(5) {
+                        None
+                    } else {
+                        let image = &images[version];
+                        let v = if debezium {
+                            avro_event(&mut r, version, image, nasty, 1000 + i)
+                        } else {
+                            avro_image(&mut r, image, nasty, i as i64)
+                        };
+                        let Ok(Ok(ws)) = schemas.get(&(version as u32 + 1)).ok_or(()) else {
+                            unreachable!("every version has a schema")
+                        };
+                        let mut bytes =
+                            encode_framed(version as u32 + 1, &ws.schema, v).expect("encodes");
+                        if nasty && r.chance(10) {
+                            match r.below(4) {
+                                0 => bytes.truncate(r.below(bytes.len() as u64) as usize),
+                                1 => bytes.push(0),
+                                2 => bytes[4] = 9,
+                                _ => bytes[0] = 1,
+                            }
+                        }
+                        Some(bytes)
+                    };
+                    Message {
+                        topic: "t".into(),
+                        partition: 0,
+                        offset: i as i64,
+                        key: None,
+                        value,
+                    }
+                })
+                .collect();
+            accepted += usize::from(compare(case, &msgs, &spec, nasty, new_table));
+        }
+        assert!(accepted > 900, "accepted {accepted} of 2000");
     }
 }

@@ -268,7 +268,7 @@ impl<'a> Readers<'a> {
 /// every column it declares that the table has fits the table's column (Avro's promotions: int →
 /// long → float → double, float → double, a decimal into one as wide with as many fraction
 /// digits; a timestamp into a finer one). A table without columns yet takes anything.
-fn table_takes(ws: &WriterSchema, spec: &DecodeSpec) -> Result<(), String> {
+pub(crate) fn table_takes(ws: &WriterSchema, spec: &DecodeSpec) -> Result<(), String> {
     let image = match spec.kind {
         DecoderKind::Debezium => Some("after"),
         DecoderKind::Json => None,
