@@ -165,7 +165,7 @@ pub(crate) fn decode_general(
     let mut rows: Vec<(u64, Value)> = Vec::with_capacity(msgs.len());
     let mut deletes: Vec<bool> = Vec::with_capacity(msgs.len());
     let mut hints: BTreeMap<String, DataType> = BTreeMap::new();
-    let readers = Readers::new(spec);
+    let readers = Readers::new(spec, clashing_schemas(msgs, spec));
     for (i, m) in msgs.iter().enumerate() {
         match decode_one(m, spec, &readers, &mut hints) {
             Ok(None) => out.tombstones += 1,
@@ -236,11 +236,12 @@ struct Readers<'a> {
 }
 
 impl<'a> Readers<'a> {
-    fn new(spec: &'a DecodeSpec) -> Self {
+    fn new(spec: &'a DecodeSpec, mut clashes: HashMap<u32, String>) -> Self {
         let mut by_id = HashMap::new();
         for (id, s) in spec.schemas.iter().flat_map(|m| m.iter()) {
             let entry = match s {
                 Err(why) => Err(why.clone()),
+                Ok(_) if clashes.contains_key(id) => Err(clashes.remove(id).unwrap_or_default()),
                 Ok(ws) => table_takes(ws, spec)
                     .and_then(|()| datum_reader(ws))
                     .map(|r| (ws.as_ref(), r)),
@@ -262,6 +263,63 @@ impl<'a> Readers<'a> {
             None => Err(format!("schema id {id} was not fetched")),
         }
     }
+}
+
+/// The schema ids of a new table's first batch (no columns yet) that the batch's earlier schema
+/// ids contradict, with why. The table's columns take their types from the first schema id (in
+/// message order) that declares them; a later one that gives a column a type that column cannot hold
+/// is refused as [`table_takes`] refuses it once the table exists.
+fn clashing_schemas(msgs: &[Message], spec: &DecodeSpec) -> HashMap<u32, String> {
+    let mut clashes = HashMap::new();
+    let Some(schemas) = spec.schemas.as_deref() else {
+        return clashes;
+    };
+    if spec.format != MessageFormat::Avro || spec.shape.schema.is_some() {
+        return clashes;
+    }
+    let image = match spec.kind {
+        DecoderKind::Debezium => Some("after"),
+        DecoderKind::Json => None,
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut declared: HashMap<String, (DataType, u32)> = HashMap::new();
+    for m in msgs {
+        let Some(Ok((id, _))) = m.value.as_deref().map(frame) else {
+            continue;
+        };
+        if !seen.insert(id) {
+            continue;
+        }
+        let Some(fields) = schemas
+            .get(&id)
+            .and_then(|s| s.as_ref().ok())
+            .and_then(|ws| ws.connect_fields(image))
+        else {
+            continue;
+        };
+        let types = field_types(fields);
+        let clash = types.iter().find_map(|(name, _, dt)| {
+            let (first, by) = declared.get(name)?;
+            (!fits(dt, first)).then(|| {
+                format!(
+                    "schema id {id} gives column {name} the type {dt}, which schema id {by} gave \
+                     the type {first} earlier in the batch that creates the table; lake does not \
+                     change a column's type"
+                )
+            })
+        });
+        match clash {
+            Some(why) => {
+                clashes.insert(id, why);
+            }
+            None => {
+                for (name, _, dt) in types {
+                    declared.entry(name).or_insert((dt, id));
+                }
+            }
+        }
+    }
+    clashes
 }
 
 /// Whether the table can take records written with `ws`: every record key field is in it, and
@@ -916,5 +974,112 @@ mod tests {
                 days
             );
         }
+    }
+
+    /// In the batch that creates a table, the first schema id to declare a column fixes its type; a
+    /// later schema id that contradicts it is refused (its messages fail or go to the dead letters),
+    /// one that only adds a column is taken.
+    #[test]
+    fn schema_ids_of_a_new_tables_batch_must_agree_on_column_types() {
+        use crate::avro::{WriterSchema, encode_framed};
+        use apache_avro::types::Value as Avro;
+        let texts = [
+            (
+                1,
+                r#"{"type":"record","name":"R","fields":[{"name":"id","type":"long"},{"name":"amount","type":"int"}]}"#,
+            ),
+            (
+                2,
+                r#"{"type":"record","name":"R","fields":[{"name":"id","type":"long"},{"name":"amount","type":"string"}]}"#,
+            ),
+            (
+                3,
+                r#"{"type":"record","name":"R","fields":[{"name":"id","type":"long"},{"name":"amount","type":"long"}]}"#,
+            ),
+            (
+                4,
+                r#"{"type":"record","name":"R","fields":[{"name":"id","type":"long"},{"name":"amount","type":"int"},{"name":"note","type":["null","string"],"default":null}]}"#,
+            ),
+        ];
+        let schemas: BatchSchemas = texts
+            .iter()
+            .map(|(id, t)| {
+                (
+                    *id,
+                    Ok(Arc::new(WriterSchema::parse(*id, t).expect("schema"))),
+                )
+            })
+            .collect();
+        let encode = |offset: i64, id: u32, amount: Avro, note: Option<&str>| {
+            let Some(Ok(ws)) = schemas.get(&id) else {
+                unreachable!("every id has a schema")
+            };
+            let mut fields = vec![("id".into(), Avro::Long(offset)), ("amount".into(), amount)];
+            if let Some(n) = note {
+                fields.push((
+                    "note".into(),
+                    Avro::Union(1, Box::new(Avro::String(n.into()))),
+                ));
+            }
+            Message {
+                value: Some(encode_framed(id, &ws.schema, Avro::Record(fields)).expect("encodes")),
+                ..msg(offset, None, None)
+            }
+        };
+        let msgs = vec![
+            encode(0, 1, Avro::Int(5), None),
+            encode(1, 4, Avro::Int(6), Some("gift")),
+            encode(2, 2, Avro::String("7".into()), None),
+            encode(3, 3, Avro::Long(8), None),
+        ];
+        let spec = DecodeSpec {
+            kind: DecoderKind::Json,
+            shape: TableShape {
+                key_fields: vec!["id".into()],
+                ..Default::default()
+            },
+            format: MessageFormat::Avro,
+            schemas: Some(Arc::new(schemas.clone())),
+            ..Default::default()
+        };
+        let err = decode_messages(&msgs, &spec, false).expect_err("a clash");
+        assert_eq!(err.offset, 2);
+        assert!(
+            err.reason
+                .contains("schema id 2 gives column amount the type Utf8, which schema id 1 gave the type Int32"),
+            "{}",
+            err.reason
+        );
+        let kept = decode_messages(&msgs, &spec, true).expect("dead letters");
+        let rejected: Vec<i64> = kept.rejected.iter().map(|(_, e)| e.offset).collect();
+        assert_eq!(rejected, [2, 3]);
+        let batch = kept.batch.expect("rows").rows;
+        assert_eq!(batch.num_rows(), 2);
+        let schema = batch.schema();
+        assert_eq!(
+            schema
+                .field_with_name("amount")
+                .map(|f| f.data_type().clone())
+                .ok(),
+            Some(DataType::Int32)
+        );
+        assert!(schema.field_with_name("note").is_ok());
+        // In another order the first to appear fixes the type: long takes int's values; string
+        // does not.
+        let widest_first = vec![msgs[3].clone(), msgs[0].clone()];
+        let kept = decode_messages(&widest_first, &spec, false).expect("int fits long");
+        let amount = kept
+            .batch
+            .expect("rows")
+            .rows
+            .schema()
+            .field_with_name("amount")
+            .map(|f| f.data_type().clone())
+            .ok();
+        assert_eq!(amount, Some(DataType::Int64));
+        let text_first = vec![msgs[2].clone(), msgs[0].clone()];
+        let kept = decode_messages(&text_first, &spec, true).expect("dead letters");
+        let rejected: Vec<i64> = kept.rejected.iter().map(|(_, e)| e.offset).collect();
+        assert_eq!(rejected, [0]);
     }
 }
