@@ -954,7 +954,7 @@ fn decode_avro(msgs: &[Message], spec: &DecodeSpec) -> Option<DecodedMessages> {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
                 let ws = schemas.get(&id)?.as_ref().ok()?;
-                crate::messages::table_takes(ws, spec).ok()?;
+                crate::messages::direct_takes(ws, spec).then_some(())?;
                 e.insert((ws.as_ref(), datum_reader(ws).ok()?))
             }
         };
@@ -1409,9 +1409,11 @@ mod tests {
     /// A field of a generated Avro writer schema: name, type, nullable.
     type AvroField = (&'static str, &'static str, bool);
 
-    /// Writer schemas of the Avro cases: the table's columns (0), a column the table lacks (1), a
-    /// type the table's column cannot take (2), no record key field (3), types that decline by value
-    /// (enum, float, bytes, a Debezium date) (4), and a source block with text positions (5).
+    /// Writer schemas of the Avro cases (`after` images; version 6's `before` differs): the
+    /// table's columns (0), a column the table lacks (1), a type the table's column cannot take (2),
+    /// no record key field (3), types that decline by value (enum, float, bytes, a Debezium date)
+    /// (4), a source block with text positions (5), a `before` image whose `n` is a Debezium date
+    /// (6), unions of several types (no Connect type: only the values are checked) (7).
     fn avro_images() -> Vec<Vec<AvroField>> {
         let base: Vec<AvroField> = vec![
             ("id", "long", false),
@@ -1444,8 +1446,29 @@ mod tests {
                 ],
                 &["name", "x", "region"],
             ),
-            base,
+            base.clone(),
+            base.clone(),
+            with(
+                &[
+                    ("x", "multi", false),
+                    ("n", "multi", false),
+                    ("small", "multi", false),
+                    ("big", "multi", false),
+                ],
+                &["x", "n"],
+            ),
         ]
+    }
+
+    /// The `before` image of version 6: `n` is a Debezium date.
+    fn avro_before_v6() -> Vec<AvroField> {
+        let mut f = avro_images()[0].clone();
+        for field in &mut f {
+            if field.0 == "n" {
+                field.1 = "date";
+            }
+        }
+        f
     }
 
     fn avro_type(t: &str) -> serde_json::Value {
@@ -1453,11 +1476,12 @@ mod tests {
         match t {
             "enum" => json!({"type": "enum", "name": "E", "symbols": ["a", "b"]}),
             "date" => json!({"type": "int", "connect.name": "io.debezium.time.Date"}),
+            "multi" => json!(["null", "long", "double", "string"]),
             t => json!(t),
         }
     }
 
-    fn avro_schema_text(version: usize, image: &[AvroField], debezium: bool) -> String {
+    fn avro_record_schema(name: &str, image: &[AvroField]) -> serde_json::Value {
         use serde_json::json;
         let fields: Vec<serde_json::Value> = image
             .iter()
@@ -1469,10 +1493,20 @@ mod tests {
                 }
             })
             .collect();
-        let value = json!({"type": "record", "name": "Value", "fields": fields});
+        json!({"type": "record", "name": name, "fields": fields})
+    }
+
+    fn avro_schema_text(version: usize, image: &[AvroField], debezium: bool) -> String {
+        use serde_json::json;
+        let value = avro_record_schema("Value", image);
         if !debezium {
             return value.to_string();
         }
+        let (before, after) = if version == 6 {
+            (avro_record_schema("Old", &avro_before_v6()), value)
+        } else {
+            (value, json!("Value"))
+        };
         let source = if version == 5 {
             json!({"type": "record", "name": "Source", "fields": [
                 {"name": "file", "type": ["null", "string"]}, {"name": "pos", "type": "string"},
@@ -1483,8 +1517,8 @@ mod tests {
                 {"name": "row", "type": "int"}]})
         };
         json!({"type": "record", "name": "Envelope", "fields": [
-            {"name": "before", "type": ["null", value], "default": null},
-            {"name": "after", "type": ["null", "Value"], "default": null},
+            {"name": "before", "type": ["null", before], "default": null},
+            {"name": "after", "type": ["null", after], "default": null},
             {"name": "source", "type": source},
             {"name": "op", "type": "string"},
             {"name": "ts_ms", "type": ["null", "long"], "default": null}]})
@@ -1509,6 +1543,24 @@ mod tests {
             (_, "float") => Avro::Float(1.5),
             (_, "bytes") => Avro::Bytes(vec![1, 2]),
             (_, "date") => Avro::Int(19_000),
+            // ["null", "long", "double", "string"]
+            (column, "multi") => {
+                let long = |v: i64| Avro::Union(1, Box::new(Avro::Long(v)));
+                match (column, nasty && r.chance(20)) {
+                    (_, true) => match r.below(4) {
+                        0 => long(-1),
+                        1 => long(256),
+                        2 => Avro::Union(3, Box::new(Avro::String("7".into()))),
+                        _ => Avro::Union(2, Box::new(Avro::Double(-0.0))),
+                    },
+                    (_, false) if r.chance(10) => Avro::Union(0, Box::new(Avro::Null)),
+                    ("small", false) => long(r.below(256) as i64),
+                    ("big", false) => long([0, i64::MAX, 5][r.below(3) as usize]),
+                    ("n", false) => long(r.below(1000) as i64 - 500),
+                    (_, false) if r.chance(50) => long(r.below(1000) as i64 - 500),
+                    (_, false) => Avro::Union(2, Box::new(Avro::Double(0.25))),
+                }
+            }
             _ => Avro::Null,
         }
     }
@@ -1540,12 +1592,17 @@ mod tests {
         };
         let some = |v: Avro| Avro::Union(1, Box::new(v));
         let none = || Avro::Union(0, Box::new(Avro::Null));
+        let before_image = if version == 6 {
+            avro_before_v6()
+        } else {
+            image.to_vec()
+        };
         let (before, after) = match op {
-            "d" => (some(avro_image(r, image, nasty, id)), none()),
+            "d" => (some(avro_image(r, &before_image, nasty, id)), none()),
             "c" | "r" => (none(), some(avro_image(r, image, nasty, id))),
             _ => (
                 if r.chance(70) {
-                    some(avro_image(r, image, nasty, id))
+                    some(avro_image(r, &before_image, nasty, id))
                 } else {
                     none()
                 },
@@ -1608,7 +1665,7 @@ mod tests {
             let nasty = case % 2 == 1;
             let debezium = case % 5 != 4;
             let new_table = case % 10 < 2;
-            // Ids 1-6 name the writer schemas; 9 is one the registry did not know.
+            // Ids 1-8 name the writer schemas; 9 is one the registry did not know.
             let mut schemas: BatchSchemas = images
                 .iter()
                 .enumerate()
@@ -1628,7 +1685,11 @@ mod tests {
             let n = 1 + r.below(if nasty && !new_table { 4 } else { 30 });
             let msgs: Vec<Message> = (0..n)
                 .map(|i| {
-                    let version = if nasty { r.below(6) as usize } else { 0 };
+                    let version = if nasty {
+                        r.below(images.len() as u64) as usize
+                    } else {
+                        [0, 7][r.below(2) as usize]
+                    };
                     let value = if nasty && r.chance(5) {
                         None
                     } else {

@@ -143,6 +143,7 @@ pub(crate) fn decode_with_prefix(
     }
     if spec.shape.schema.is_none()
         && msgs.len() > 2 * prefix
+        && every_schema_in(&msgs[..prefix], msgs, spec)
         && let Ok(head) = decode_general(&msgs[..prefix], spec, false)
         && let Some(batch) = head.batch
     {
@@ -153,6 +154,22 @@ pub(crate) fn decode_with_prefix(
         }
     }
     decode_general(msgs, spec, keep_going)
+}
+
+/// Whether the prefix of an Avro batch names every schema id the batch does (JSON batches: always).
+/// A schema id first seen after the prefix may declare a column's type, which decides the new
+/// table's column, so the prefix's inferred schema would not be the whole batch's.
+fn every_schema_in(prefix: &[Message], msgs: &[Message], spec: &DecodeSpec) -> bool {
+    if spec.format != MessageFormat::Avro {
+        return true;
+    }
+    let ids = |ms: &[Message]| -> std::collections::HashSet<Option<u32>> {
+        ms.iter()
+            .filter_map(|m| m.value.as_deref())
+            .map(|v| frame(v).ok().map(|(id, _)| id))
+            .collect()
+    };
+    ids(msgs).is_subset(&ids(prefix))
 }
 
 /// The general decoder: a JSON tree per message, every rule and every error message.
@@ -326,7 +343,7 @@ fn clashing_schemas(msgs: &[Message], spec: &DecodeSpec) -> HashMap<u32, String>
 /// every column it declares that the table has fits the table's column (Avro's promotions: int →
 /// long → float → double, float → double, a decimal into one as wide with as many fraction
 /// digits; a timestamp into a finer one). A table without columns yet takes anything.
-pub(crate) fn table_takes(ws: &WriterSchema, spec: &DecodeSpec) -> Result<(), String> {
+fn table_takes(ws: &WriterSchema, spec: &DecodeSpec) -> Result<(), String> {
     let image = match spec.kind {
         DecoderKind::Debezium => Some("after"),
         DecoderKind::Json => None,
@@ -367,6 +384,31 @@ pub(crate) fn table_takes(ws: &WriterSchema, spec: &DecodeSpec) -> Result<(), St
         }
     }
     Ok(())
+}
+
+/// Whether the direct decoder may decode records written with `ws` ([`table_takes`], and every
+/// field of every image it may read — `before` too — is one the general decoder leaves as it is:
+/// no logical type to convert, a type the table's column holds).
+pub(crate) fn direct_takes(ws: &WriterSchema, spec: &DecodeSpec) -> bool {
+    if table_takes(ws, spec).is_err() {
+        return false;
+    }
+    let images: &[Option<&str>] = match spec.kind {
+        DecoderKind::Debezium => &[Some("before"), Some("after")],
+        DecoderKind::Json => &[None],
+    };
+    images.iter().all(|image| {
+        let Some(fields) = ws.connect_fields(*image) else {
+            return true;
+        };
+        field_types(fields).iter().all(|(name, conv, dt)| {
+            matches!(conv, Conv::None | Conv::Bool)
+                && spec.shape.schema.as_ref().is_none_or(|t| {
+                    t.field_with_name(name)
+                        .is_ok_and(|col| fits(dt, col.data_type()))
+                })
+        })
+    })
 }
 
 /// Whether values of type `from` fit a column of type `to` without loss.
