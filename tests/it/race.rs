@@ -1,7 +1,8 @@
 //! Racing writers: several `lake write` processes on one table at once, with random start delays,
 //! on a local folder and on S3, copy-on-write and merge-on-read. Every process either commits (its
 //! rows are all there) or fails with the typed write conflict (none of its rows are there); no row
-//! is lost or doubled, and a writer that starts beside a running one never rolls it back.
+//! is lost or doubled, and a writer that starts beside a running one never rolls it back. Each test
+//! races on three fresh tables, so that writers also race for a new table's first file groups.
 
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
@@ -16,13 +17,23 @@ fn ids(rows: &[serde_json::Value]) -> Vec<i64> {
     ids
 }
 
+/// Races writers on three fresh tables in turn (`trials` rounds in all): a new table's first round
+/// races writers that each create the table's first file groups, which read an empty timeline.
 async fn run(p: &Place, table_type: &str, trials: u64) {
     let trials = if std::env::var("LAKE_SOAK").is_ok_and(|v| v == "1") {
         trials * 10
     } else {
         trials
     };
-    let (uri, env, dir) = (p.uri.as_str(), p.env.as_slice(), p.dir.path());
+    const TABLES: u64 = 3;
+    for t in 0..TABLES {
+        let uri = format!("{}{t}", p.uri);
+        run_table(p, &uri, table_type, trials.div_ceil(TABLES), 7 + t).await;
+    }
+}
+
+async fn run_table(p: &Place, uri: &str, table_type: &str, trials: u64, seed: u64) {
+    let (env, dir) = (p.env.as_slice(), p.dir.path());
     lake_ok(
         &[
             "create",
@@ -40,15 +51,17 @@ async fn run(p: &Place, table_type: &str, trials: u64) {
         ],
         env,
     );
-    let mut rng = Rng::new(7);
+    let mut rng = Rng::new(seed);
     let mut expected: BTreeSet<i64> = BTreeSet::new();
     let (mut committed, mut conflicts) = (0, 0);
     let (mut rolled, mut done) = (BTreeSet::<String>::new(), BTreeSet::<String>::new());
     for trial in 0..trials {
-        let writers = 2 + rng.below(2);
+        // A new table's first round: three writers, the first a long one that reads the empty
+        // timeline and lists the partitions after the others have written their first groups.
+        let writers = if trial == 0 { 3 } else { 2 + rng.below(2) };
         let mut children = Vec::new();
         // Sometimes the first writer is a long one, so the others start while it runs.
-        let long = rng.below(3) == 0;
+        let long = trial == 0 || rng.below(3) == 0;
         for w in 0..writers {
             let first = (trial * 10 + w) as i64 * 100_000;
             let n = if long && w == 0 { 30_000 } else { 100 };
