@@ -141,28 +141,23 @@ const AVRO_ENVELOPE: &str = r#"{"type":"record","name":"Envelope","namespace":"b
 /// schemas are in a registry.
 #[allow(dead_code)]
 pub struct AvroOrders {
-    key_id: u32,
-    key: lake_ingest::apache_avro::Schema,
-    value_id: u32,
-    value: lake_ingest::apache_avro::Schema,
+    key: lake_ingest::avro::Registered,
+    value: lake_ingest::avro::Registered,
 }
 
 #[allow(dead_code)]
 impl AvroOrders {
     /// Registers the schemas with `registry`.
     pub fn new(registry: &lake_ingest::avro::EmbeddedRegistry) -> Self {
-        let parse = |t| lake_ingest::apache_avro::Schema::parse_str(t).expect("bench schema");
         Self {
-            key_id: registry.register(AVRO_KEY),
-            key: parse(AVRO_KEY),
-            value_id: registry.register(AVRO_ENVELOPE),
-            value: parse(AVRO_ENVELOPE),
+            key: registry.register(AVRO_KEY).expect("bench schema"),
+            value: registry.register(AVRO_ENVELOPE).expect("bench schema"),
         }
     }
 
     /// The writer schemas by id, as the pipeline fetches them before decoding a batch.
     pub fn schemas(&self) -> lake_ingest::avro::BatchSchemas {
-        [(self.key_id, AVRO_KEY), (self.value_id, AVRO_ENVELOPE)]
+        [(self.key.id, AVRO_KEY), (self.value.id, AVRO_ENVELOPE)]
             .into_iter()
             .map(|(id, t)| {
                 let ws = lake_ingest::avro::WriterSchema::parse(id, t).expect("bench schema");
@@ -202,11 +197,9 @@ impl AvroOrders {
             ),
         ]);
         let key = A::Record(vec![("id".into(), A::Long(id as i64))]);
-        let frame =
-            |id, schema, v| lake_ingest::avro::encode_framed(id, schema, v).expect("encodes");
         (
-            frame(self.key_id, &self.key, key),
-            frame(self.value_id, &self.value, value),
+            self.key.encode(key).expect("encodes"),
+            self.value.encode(value).expect("encodes"),
         )
     }
 }

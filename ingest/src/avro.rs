@@ -656,6 +656,22 @@ fn parse_answer(id: u32, body: &str) -> Result<WriterSchema, String> {
     WriterSchema::parse(id, text)
 }
 
+/// A schema registered with an [`EmbeddedRegistry`]: its id and the parsed schema.
+#[derive(Clone, Debug)]
+pub struct Registered {
+    /// The registry's id of the schema.
+    pub id: u32,
+    /// The parsed schema.
+    pub schema: Schema,
+}
+
+impl Registered {
+    /// Encodes `value` as a Confluent-framed message naming this schema.
+    pub fn encode(&self, value: Avro) -> Result<Vec<u8>, String> {
+        encode_framed(self.id, &self.schema, value)
+    }
+}
+
 /// A schema registry served by this process on 127.0.0.1: the one endpoint lake reads
 /// (`GET /schemas/ids/{id}`, Confluent's REST API). `lake demo` and the benches serve their
 /// schemas with it; production pipelines use the registry their converters write to.
@@ -670,11 +686,14 @@ impl EmbeddedRegistry {
         Self::default()
     }
 
-    /// Registers a schema (its JSON text) and returns its id; the same text gets the same id.
-    pub fn register(&self, schema: &str) -> u32 {
-        let Ok(mut schemas) = self.schemas.lock() else {
-            return 0;
-        };
+    /// Registers a schema (its JSON text): its id (the same text keeps its id) and the parsed
+    /// schema to encode with.
+    pub fn register(&self, schema: &str) -> Result<Registered, String> {
+        let parsed = Schema::parse_str(schema).map_err(|e| format!("not an Avro schema: {e}"))?;
+        let mut schemas = self
+            .schemas
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let at = match schemas.iter().position(|s| s == schema) {
             Some(at) => at,
             None => {
@@ -682,12 +701,17 @@ impl EmbeddedRegistry {
                 schemas.len() - 1
             }
         };
-        u32::try_from(at + 1).unwrap_or(u32::MAX)
+        let id = u32::try_from(at + 1).map_err(|_| "the registry is full".to_owned())?;
+        Ok(Registered { id, schema: parsed })
     }
 
     fn schema(&self, id: u32) -> Option<String> {
         let at = usize::try_from(id.checked_sub(1)?).ok()?;
-        self.schemas.lock().ok()?.get(at).cloned()
+        self.schemas
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(at)
+            .cloned()
     }
 
     /// Serves the registry on an ephemeral port of 127.0.0.1 until the process ends; its URL.
@@ -831,8 +855,12 @@ mod tests {
     async fn the_embedded_registry_serves_what_the_client_reads() {
         let registry = EmbeddedRegistry::new();
         let text = r#"{"type":"record","name":"K","fields":[{"name":"id","type":"long"}]}"#;
-        let id = registry.register(text);
-        assert_eq!(registry.register(text), id, "the same schema keeps its id");
+        let id = registry.register(text).expect("a schema").id;
+        assert_eq!(
+            registry.register(text).expect("a schema").id,
+            id,
+            "the same schema keeps its id"
+        );
         let url = registry.serve().await.expect("serves");
         let client = SchemaRegistry::new(RegistryConfig {
             url,

@@ -659,25 +659,6 @@ struct Batch {
     tombstones: usize,
 }
 
-impl Batch {
-    fn new(msgs: &[Message], spec: &DecodeSpec) -> Option<Self> {
-        let bytes: usize = msgs
-            .iter()
-            .map(|m| m.value.as_ref().map_or(0, Vec::len))
-            .sum();
-        let cols = Columns::new(spec, msgs.len(), bytes)?;
-        let width = cols.fields.len();
-        Some(Self {
-            cols,
-            after: vec![Cell::Absent; width],
-            before: vec![Cell::Absent; width],
-            text: String::new(),
-            position: String::new(),
-            tombstones: 0,
-        })
-    }
-}
-
 /// Runs `per_message` on every message's value (with the row's text and position cleared) and
 /// counts the tombstones; `None` as soon as a message declines.
 fn decode_each(
@@ -717,6 +698,23 @@ type Source<'a> = (
 );
 
 impl Batch {
+    fn new(msgs: &[Message], spec: &DecodeSpec) -> Option<Self> {
+        let bytes: usize = msgs
+            .iter()
+            .map(|m| m.value.as_ref().map_or(0, Vec::len))
+            .sum();
+        let cols = Columns::new(spec, msgs.len(), bytes)?;
+        let width = cols.fields.len();
+        Some(Self {
+            cols,
+            after: vec![Cell::Absent; width],
+            before: vec![Cell::Absent; width],
+            text: String::new(),
+            position: String::new(),
+            tombstones: 0,
+        })
+    }
+
     /// Appends the `after` image as a plain row: the message key column, the Kafka offset as the
     /// source position.
     fn plain_row(&mut self, m: &Message, key: Option<&str>) -> Option<()> {
@@ -727,7 +725,9 @@ impl Batch {
     }
 
     /// Appends the rows of a Debezium change — `(op, before, after, message key)` — whose images
-    /// `read` decodes, at its source position.
+    /// `read` decodes, at its source position: the op picks the image (`after` for c, r and u;
+    /// `before`, as a delete, for d), and an update whose `before` image holds other partition
+    /// values also deletes the row from its old partition.
     fn change<I: Copy>(
         &mut self,
         (op, before, after, key): (Option<&str>, Option<I>, Option<I>, Option<&str>),
@@ -736,59 +736,28 @@ impl Batch {
     ) -> Option<()> {
         let position = write_position(&mut self.position, file, pos, row, lsn, ts_ms)
             .then_some(self.position.as_str());
-        let change = Change {
-            op,
-            before,
-            after,
-            key,
-            position,
-        };
-        let mut bufs = (&mut self.before, &mut self.after, &mut self.text);
-        change.apply(&mut self.cols, &mut bufs, read)
-    }
-}
-
-/// A Debezium event's rules once its images can be read: the op picks the image (`after` for c, r
-/// and u; `before`, as a delete, for d), and an update whose `before` image holds other partition
-/// values also deletes the row from its old partition.
-struct Change<'a, I> {
-    op: Option<&'a str>,
-    before: Option<I>,
-    after: Option<I>,
-    key: Option<&'a str>,
-    position: Option<&'a str>,
-}
-
-/// The cells of the `before` and `after` images and the row text they point into.
-type Bufs<'b> = (&'b mut Vec<Cell>, &'b mut Vec<Cell>, &'b mut String);
-
-impl<I: Copy> Change<'_, I> {
-    fn apply(
-        &self,
-        cols: &mut Columns,
-        (before, after, text): &mut Bufs<'_>,
-        read: impl Fn(&Columns, I, &mut [Cell], &mut String) -> Option<()>,
-    ) -> Option<()> {
-        let (image, delete) = match self.op? {
-            "c" | "r" | "u" => (self.after?, false),
-            "d" => (self.before?, true),
+        let (image, delete) = match op? {
+            "c" | "r" | "u" => (after?, false),
+            "d" => (before?, true),
             _ => return None,
         };
-        read(cols, image, after, text)?;
-        if self.op == Some("u")
+        let cols = &mut self.cols;
+        read(cols, image, &mut self.after, &mut self.text)?;
+        if op == Some("u")
             && !cols.partitions.is_empty()
-            && let Some(b) = self.before
+            && let Some(b) = before
         {
-            read(cols, b, before, text)?;
+            read(cols, b, &mut self.before, &mut self.text)?;
+            let (old, new, text) = (&self.before, &self.after, &self.text);
             let moved = cols
                 .partitions
                 .iter()
-                .any(|&p| !matches!(before[p], Cell::Absent) && !same(text, before[p], after[p]));
+                .any(|&p| !matches!(old[p], Cell::Absent) && !same(text, old[p], new[p]));
             if moved {
-                cols.finish(before, text, self.key, self.position, true)?;
+                cols.finish(&mut self.before, &mut self.text, key, position, true)?;
             }
         }
-        cols.finish(after, text, self.key, self.position, delete)
+        cols.finish(&mut self.after, &mut self.text, key, position, delete)
     }
 }
 

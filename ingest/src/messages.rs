@@ -256,10 +256,10 @@ impl<'a> Readers<'a> {
     fn new(spec: &'a DecodeSpec, mut clashes: HashMap<u32, String>) -> Self {
         let mut by_id = HashMap::new();
         for (id, s) in spec.schemas.iter().flat_map(|m| m.iter()) {
-            let entry = match s {
-                Err(why) => Err(why.clone()),
-                Ok(_) if clashes.contains_key(id) => Err(clashes.remove(id).unwrap_or_default()),
-                Ok(ws) => table_takes(ws, spec)
+            let entry = match (s, clashes.remove(id)) {
+                (Err(why), _) => Err(why.clone()),
+                (Ok(_), Some(clash)) => Err(clash),
+                (Ok(ws), None) => table_takes(ws, spec)
                     .and_then(|()| datum_reader(ws))
                     .map(|r| (ws.as_ref(), r)),
             };

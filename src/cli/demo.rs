@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use lake_compaction::{CompactionStrategy, execute_pending, schedule};
-use lake_ingest::apache_avro::{self, types::Value as Avro};
-use lake_ingest::avro::{EmbeddedRegistry, encode_framed};
+use lake_ingest::apache_avro::types::Value as Avro;
+use lake_ingest::avro::{EmbeddedRegistry, Registered};
 use lake_ingest::config::PipelineConfig;
 use lake_ingest::pipeline::{RunOptions, run as run_pipeline};
 use lake_ingest::rdkafka::ClientConfig;
@@ -112,10 +112,8 @@ struct Change {
 
 /// Debezium's Avro schemas of the `orders` topic: key and envelope, as registered.
 struct AvroWire {
-    key_id: u32,
-    key: apache_avro::Schema,
-    value_id: u32,
-    value: apache_avro::Schema,
+    key: Registered,
+    value: Registered,
 }
 
 const AVRO_KEY: &str = r#"{"type":"record","name":"Key","namespace":"dbserver1.shop.orders",
@@ -145,10 +143,10 @@ impl AvroWire {
     /// Registers the schemas with `registry`.
     fn register(registry: &EmbeddedRegistry) -> anyhow::Result<Self> {
         Ok(Self {
-            key_id: registry.register(AVRO_KEY),
-            key: apache_avro::Schema::parse_str(AVRO_KEY)?,
-            value_id: registry.register(AVRO_ENVELOPE),
-            value: apache_avro::Schema::parse_str(AVRO_ENVELOPE)?,
+            key: registry.register(AVRO_KEY).map_err(anyhow::Error::msg)?,
+            value: registry
+                .register(AVRO_ENVELOPE)
+                .map_err(anyhow::Error::msg)?,
         })
     }
 
@@ -180,10 +178,9 @@ impl AvroWire {
                 Avro::Union(1, Box::new(Avro::Long(c.ts_ms as i64))),
             ),
         ]);
-        let frame = |id, schema, v| encode_framed(id, schema, v).map_err(anyhow::Error::msg);
         Ok((
-            frame(self.key_id, &self.key, key)?,
-            Some(frame(self.value_id, &self.value, value)?),
+            self.key.encode(key).map_err(anyhow::Error::msg)?,
+            Some(self.value.encode(value).map_err(anyhow::Error::msg)?),
         ))
     }
 }
